@@ -1,0 +1,1 @@
+//! Phoenix benchmarks; see `benches/` in this package.

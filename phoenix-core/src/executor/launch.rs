@@ -1,0 +1,580 @@
+//! The launch step: get every listed slot a running, healthy server,
+//! replacing failed, stuck or vanished launches within the per-slot budget,
+//! with idempotency tokens so that a retried or resumed launch never makes
+//! a second server.
+
+use std::collections::BTreeMap;
+
+use futures::stream::{self, StreamExt};
+
+use crate::events::{EventKind, Invariant};
+use crate::id::{PoolId, ServerId};
+use crate::labels::{keys, LabelSelector, Labels};
+use crate::model::{DiscardedServer, ServerStatus, SlotState};
+use crate::ports::{BootContext, Check, ErrorKind, LaunchRequest, PortError, ProbeTarget};
+use crate::time::elapsed_between;
+
+use super::error::StepError;
+use super::guards;
+use super::run::{Deadline, Run};
+
+/// A launch attempt given up.
+struct Failure {
+    slot: u32,
+    server: Option<ServerId>,
+    reason: String,
+}
+
+impl Run {
+    pub(crate) async fn launch(
+        &mut self,
+        pool_id: &PoolId,
+        slots: &[u32],
+    ) -> Result<(), StepError> {
+        for idx in slots {
+            if self.pool(pool_id)?.slot(*idx).is_none() {
+                return Err(StepError::Inconsistent(format!(
+                    "slot {idx} of pool {pool_id} does not exist"
+                )));
+            }
+        }
+        let deadline = Deadline::after(self.plan.policy.rollout.progress_deadline);
+        loop {
+            let mut failures = Vec::new();
+            self.request_pending(pool_id, slots, &mut failures).await?;
+            self.adopt_requested(pool_id, slots).await?;
+            self.poll_booting(pool_id, slots, &mut failures).await?;
+            self.probe_health(pool_id, slots, &mut failures).await?;
+            self.record_failures(pool_id, failures).await?;
+
+            let pool = self.pool(pool_id)?;
+            let done = slots.iter().all(|i| {
+                pool.slot(*i)
+                    .is_some_and(|s| s.state == SlotState::Running && s.healthy)
+            });
+            if done {
+                return Ok(());
+            }
+            if deadline.passed() {
+                let waiting: Vec<String> = slots
+                    .iter()
+                    .filter_map(|i| pool.slot(*i))
+                    .filter(|s| !(s.state == SlotState::Running && s.healthy))
+                    .map(|s| format!("slot {} {:?}", s.index, s.state))
+                    .collect();
+                return Err(deadline.timeout(format!(
+                    "pool {pool_id} launch: still waiting for {}",
+                    waiting.join(", ")
+                )));
+            }
+            self.pause().await?;
+        }
+    }
+
+    /// Renders and launches every pending slot, recording the intent
+    /// (token, time) before the call.
+    async fn request_pending(
+        &mut self,
+        pool_id: &PoolId,
+        slots: &[u32],
+        failures: &mut Vec<Failure>,
+    ) -> Result<(), StepError> {
+        let pool = self.pool(pool_id)?;
+        let pending: Vec<u32> = slots
+            .iter()
+            .copied()
+            .filter(|i| pool.slot(*i).is_some_and(|s| s.state == SlotState::Pending))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let caps = self.env.ports.compute.capabilities();
+        let role = self.role()?.clone();
+        let pool = pool.clone();
+        let mut requests = Vec::with_capacity(pending.len());
+        for idx in &pending {
+            let Some(slot) = pool.slot(*idx) else {
+                continue;
+            };
+            let name = if slot.attempt == 0 {
+                format!("{pool_id}-{idx}")
+            } else {
+                format!("{pool_id}-{idx}-r{}", slot.attempt)
+            };
+            let context = BootContext {
+                deployment: pool.deployment.clone(),
+                environment: pool.environment.clone(),
+                role: pool.role.clone(),
+                release: pool.release.clone(),
+                image: pool.image.clone(),
+                pool: pool.id.clone(),
+                server_name: name.clone(),
+                index: *idx,
+            };
+            let boot = self.env.ports.boot.clone();
+            let payload = self
+                .call(&format!("rendering boot configuration for {name}"), || {
+                    boot.render(&context, caps.boot_format)
+                })
+                .await?;
+            requests.push(LaunchRequest {
+                name,
+                image: pool.image.clone(),
+                flavor: role.flavor.clone(),
+                boot: payload,
+                labels: Labels::for_server(
+                    &pool.deployment,
+                    &pool.environment,
+                    &pool.role,
+                    &pool.release,
+                    &pool.id,
+                    *idx,
+                    &slot.token,
+                ),
+                token: slot.token.clone(),
+            });
+        }
+        let now = self.now();
+        {
+            let pool = self.pool_mut(pool_id)?;
+            let mut events = Vec::new();
+            for idx in &pending {
+                if let Some(slot) = pool.slot_mut(*idx) {
+                    slot.state = SlotState::Requested;
+                    slot.requested_at = Some(now);
+                    events.push(EventKind::LaunchRequested {
+                        pool: pool_id.clone(),
+                        slot: *idx,
+                        attempt: slot.attempt,
+                        token: slot.token.clone(),
+                    });
+                }
+            }
+            for e in events {
+                self.emit(e);
+            }
+        }
+        self.save(&[pool_id]).await?;
+
+        let compute = self.env.ports.compute.clone();
+        let batch = caps.max_launch_batch.max(1);
+        let concurrency = self.plan.policy.provision.concurrency.max(1);
+        let chunks: Vec<&[LaunchRequest]> = requests.chunks(batch).collect();
+        let results: Vec<Vec<Result<crate::model::Server, PortError>>> = stream::iter(chunks)
+            .map(|chunk| {
+                let compute = compute.clone();
+                async move { compute.launch(chunk).await }
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
+        let mut longest_throttle = None;
+        {
+            let pool = self.pool_mut(pool_id)?;
+            let mut events = Vec::new();
+            for (idx, result) in pending.iter().zip(results.into_iter().flatten()) {
+                let Some(slot) = pool.slot_mut(*idx) else {
+                    continue;
+                };
+                match result {
+                    Ok(server) => {
+                        events.push(EventKind::ServerLaunched {
+                            pool: pool_id.clone(),
+                            slot: *idx,
+                            server: server.id.clone(),
+                        });
+                        slot.server = Some(server.id);
+                        slot.state = SlotState::Booting;
+                    }
+                    Err(e) => match &e.kind {
+                        // Throttled: nothing was created; ask again later
+                        // with the same token.
+                        ErrorKind::Throttled { retry_after } => {
+                            slot.state = SlotState::Pending;
+                            longest_throttle = longest_throttle.max(*retry_after);
+                        }
+                        // Unknown outcome: stays requested; found by its
+                        // token or relaunched after the consistency window.
+                        ErrorKind::Temporary(_) => {}
+                        _ => failures.push(Failure {
+                            slot: *idx,
+                            server: None,
+                            reason: format!("launch refused: {}", e.chain()),
+                        }),
+                    },
+                }
+            }
+            for e in events {
+                self.emit(e);
+            }
+        }
+        self.save(&[pool_id]).await?;
+        if let Some(wait) = longest_throttle {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+
+    /// Finds servers of requested slots whose launch answer was lost (a
+    /// crash, a timeout) by their token label; relaunches with the same
+    /// token once the provider's consistency window has passed.
+    async fn adopt_requested(&mut self, pool_id: &PoolId, slots: &[u32]) -> Result<(), StepError> {
+        let pool = self.pool(pool_id)?;
+        let requested: Vec<u32> = slots
+            .iter()
+            .copied()
+            .filter(|i| {
+                pool.slot(*i)
+                    .is_some_and(|s| s.state == SlotState::Requested && s.server.is_none())
+            })
+            .collect();
+        if requested.is_empty() {
+            return Ok(());
+        }
+        let caps = self.env.ports.compute.capabilities();
+        let selector =
+            LabelSelector::deployment(&self.plan.deployment).with(keys::POOL, pool_id.as_str());
+        let compute = self.env.ports.compute.clone();
+        let found = self
+            .call(&format!("listing servers of pool {pool_id}"), || {
+                compute.list(&selector)
+            })
+            .await?;
+        let by_token: BTreeMap<String, ServerId> = found
+            .into_iter()
+            .filter_map(|s| Some((s.labels.token()?.to_string(), s.id)))
+            .collect();
+        let now = self.now();
+        let mut changed = false;
+        let mut events = Vec::new();
+        let pool = self.pool_mut(pool_id)?;
+        for idx in requested {
+            let Some(slot) = pool.slot_mut(idx) else {
+                continue;
+            };
+            if let Some(server) = by_token.get(slot.token.as_str()) {
+                slot.server = Some(server.clone());
+                slot.state = SlotState::Booting;
+                events.push(EventKind::ServerLaunched {
+                    pool: pool_id.clone(),
+                    slot: idx,
+                    server: server.clone(),
+                });
+                changed = true;
+                continue;
+            }
+            let waited = slot
+                .requested_at
+                .map_or(caps.consistency_window, |t| elapsed_between(t, now));
+            if caps.idempotent_launch || waited > caps.consistency_window {
+                slot.state = SlotState::Pending;
+                changed = true;
+            }
+        }
+        for e in events {
+            self.emit(e);
+        }
+        if changed {
+            self.save(&[pool_id]).await?;
+        }
+        Ok(())
+    }
+
+    /// One describe call (per `max_describe_batch` ids) for every booting
+    /// slot; moves them to running or records their failure.
+    async fn poll_booting(
+        &mut self,
+        pool_id: &PoolId,
+        slots: &[u32],
+        failures: &mut Vec<Failure>,
+    ) -> Result<(), StepError> {
+        let pool = self.pool(pool_id)?;
+        let booting: Vec<(u32, ServerId)> = slots
+            .iter()
+            .filter_map(|i| pool.slot(*i))
+            .filter(|s| s.state == SlotState::Booting)
+            .filter_map(|s| Some((s.index, s.server.clone()?)))
+            .collect();
+        if booting.is_empty() {
+            return Ok(());
+        }
+        let caps = self.env.ports.compute.capabilities();
+        let ids: Vec<ServerId> = booting.iter().map(|(_, id)| id.clone()).collect();
+        let mut seen = BTreeMap::new();
+        for chunk in ids.chunks(caps.max_describe_batch.max(1)) {
+            let compute = self.env.ports.compute.clone();
+            let found = self
+                .call("describing booting servers", || compute.describe(chunk))
+                .await?;
+            for s in found {
+                seen.insert(s.id.clone(), s);
+            }
+        }
+        let port = self.role()?.port;
+        let policy = self.plan.policy.provision.clone();
+        let now = self.now();
+        let mut events = Vec::new();
+        let mut changed = false;
+        let pool = self.pool_mut(pool_id)?;
+        for (idx, id) in booting {
+            let Some(slot) = pool.slot_mut(idx) else {
+                continue;
+            };
+            let waited = slot
+                .requested_at
+                .map_or(std::time::Duration::ZERO, |t| elapsed_between(t, now));
+            match seen.get(&id) {
+                Some(server) => match &server.status {
+                    ServerStatus::Active => {
+                        if let Some(endpoint) = server.endpoint(port) {
+                            slot.state = SlotState::Running;
+                            slot.endpoint = Some(endpoint);
+                            slot.launched_at = Some(server.launched_at.unwrap_or(now));
+                            events.push(EventKind::ServerActive {
+                                pool: pool_id.clone(),
+                                slot: idx,
+                                server: id.clone(),
+                            });
+                            changed = true;
+                        } else if waited > policy.server_deadline {
+                            failures.push(Failure {
+                                slot: idx,
+                                server: Some(id),
+                                reason: "active but without an address".into(),
+                            });
+                        }
+                    }
+                    ServerStatus::Building => {
+                        if waited > policy.server_deadline {
+                            failures.push(Failure {
+                                slot: idx,
+                                server: Some(id),
+                                reason: format!(
+                                    "stuck in BUILD for {}",
+                                    crate::time::human(waited)
+                                ),
+                            });
+                        }
+                    }
+                    ServerStatus::Error { message } => failures.push(Failure {
+                        slot: idx,
+                        server: Some(id),
+                        reason: format!("went to ERROR: {message}"),
+                    }),
+                    other => failures.push(Failure {
+                        slot: idx,
+                        server: Some(id),
+                        reason: format!("became {other} while booting"),
+                    }),
+                },
+                // Missing right after launch is eventual consistency, not
+                // absence.
+                None if waited <= caps.consistency_window => {}
+                None => failures.push(Failure {
+                    slot: idx,
+                    server: Some(id),
+                    reason: format!("not visible {} after launch", crate::time::human(waited)),
+                }),
+            }
+        }
+        for e in events {
+            self.emit(e);
+        }
+        if changed {
+            self.save(&[pool_id]).await?;
+        }
+        Ok(())
+    }
+
+    /// Health-checks running servers directly; one that does not pass
+    /// within the health timeout is replaced.
+    async fn probe_health(
+        &mut self,
+        pool_id: &PoolId,
+        slots: &[u32],
+        failures: &mut Vec<Failure>,
+    ) -> Result<(), StepError> {
+        let pool = self.pool(pool_id)?;
+        let targets: Vec<(u32, ProbeTarget, Option<crate::time::Timestamp>)> = slots
+            .iter()
+            .filter_map(|i| pool.slot(*i))
+            .filter(|s| s.state == SlotState::Running && !s.healthy)
+            .filter(|s| !failures.iter().any(|f| f.slot == s.index))
+            .filter_map(|s| {
+                Some((
+                    s.index,
+                    ProbeTarget {
+                        server: s.server.clone()?,
+                        endpoint: s.endpoint?,
+                        release: pool.release.clone(),
+                        role: pool.role.clone(),
+                    },
+                    s.requested_at,
+                ))
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let probe = self.env.ports.probe.clone();
+        let concurrency = self.plan.policy.provision.concurrency.max(1);
+        let outcomes: Vec<_> = stream::iter(targets)
+            .map(|(idx, target, requested_at)| {
+                let probe = probe.clone();
+                async move {
+                    let outcome = probe.check(&target, Check::Health).await;
+                    (idx, target.server, requested_at, outcome)
+                }
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
+        let policy = self.plan.policy.provision.clone();
+        let limit = policy.server_deadline + policy.health_timeout;
+        let now = self.now();
+        let mut changed = false;
+        let pool = self.pool_mut(pool_id)?;
+        for (idx, server, requested_at, outcome) in outcomes {
+            let detail = match outcome {
+                Ok(o) if o.passed => {
+                    if let Some(slot) = pool.slot_mut(idx) {
+                        slot.healthy = true;
+                        changed = true;
+                    }
+                    continue;
+                }
+                Ok(o) => o.detail,
+                Err(e) => e.chain(),
+            };
+            let waited = requested_at.map_or(limit, |t| elapsed_between(t, now));
+            if waited > limit {
+                failures.push(Failure {
+                    slot: idx,
+                    server: Some(server),
+                    reason: format!("failed its health check: {detail}"),
+                });
+            }
+        }
+        if changed {
+            self.save(&[pool_id]).await?;
+        }
+        Ok(())
+    }
+
+    /// Records failed attempts: the server is kept as discarded (and
+    /// terminated), the slot gets a new attempt and token, or is abandoned
+    /// once its budget is spent, which fails the step.
+    async fn record_failures(
+        &mut self,
+        pool_id: &PoolId,
+        failures: Vec<Failure>,
+    ) -> Result<(), StepError> {
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let budget = u32::try_from(self.plan.policy.provision.replace_budget).unwrap_or(u32::MAX);
+        let op = self.plan.id.clone();
+        let mut exhausted = None;
+        let mut events = Vec::new();
+        {
+            let pool = self.pool_mut(pool_id)?;
+            for f in failures {
+                let Some(slot) = pool.slot_mut(f.slot) else {
+                    continue;
+                };
+                events.push(EventKind::LaunchFailed {
+                    pool: pool_id.clone(),
+                    slot: f.slot,
+                    attempt: slot.attempt,
+                    server: f.server.clone(),
+                    reason: f.reason.clone(),
+                });
+                let attempt = slot.attempt;
+                if attempt >= budget {
+                    slot.state = SlotState::Abandoned;
+                    slot.last_failure = Some(f.reason.clone());
+                    slot.healthy = false;
+                    exhausted.get_or_insert(StepError::LaunchBudget {
+                        pool: pool_id.clone(),
+                        slot: f.slot,
+                        attempts: attempt + 1,
+                        last: f.reason.clone(),
+                    });
+                } else {
+                    slot.next_attempt(&op, pool_id, f.reason.clone());
+                }
+                if let Some(server) = f.server {
+                    pool.discarded.push(DiscardedServer {
+                        server,
+                        slot: f.slot,
+                        attempt,
+                        reason: f.reason,
+                        terminated: false,
+                    });
+                }
+            }
+        }
+        for e in events {
+            self.emit(e);
+        }
+        self.save(&[pool_id]).await?;
+        self.terminate_discarded(pool_id).await?;
+        match exhausted {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Terminates the pool's discarded servers that are not serving (a
+    /// fresh balancer read); those that cannot be terminated now stay
+    /// recorded for a later clean-up.
+    pub(crate) async fn terminate_discarded(&mut self, pool_id: &PoolId) -> Result<(), StepError> {
+        let targets: Vec<ServerId> = self
+            .pool(pool_id)?
+            .discarded
+            .iter()
+            .filter(|d| !d.terminated)
+            .map(|d| d.server.clone())
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let members = self.members().await?;
+        let mut done = Vec::new();
+        for server in targets {
+            if let Err(refusal) = guards::not_serving(std::slice::from_ref(&server), &members) {
+                self.emit(EventKind::GuardRefused {
+                    invariant: Invariant::NoServingTermination,
+                    detail: refusal.detail,
+                });
+                continue;
+            }
+            let compute = self.env.ports.compute.clone();
+            let result = self
+                .call(&format!("terminating discarded server {server}"), || {
+                    compute.terminate(&server)
+                })
+                .await;
+            if result.is_ok() {
+                done.push(server);
+            }
+        }
+        let pool = self.pool_mut(pool_id)?;
+        let mut events = Vec::new();
+        for d in pool.discarded.iter_mut() {
+            if !d.terminated && done.contains(&d.server) {
+                d.terminated = true;
+                events.push(EventKind::ServerTerminated {
+                    pool: Some(pool_id.clone()),
+                    slot: Some(d.slot),
+                    server: d.server.clone(),
+                });
+            }
+        }
+        for e in events {
+            self.emit(e);
+        }
+        self.save(&[pool_id]).await?;
+        Ok(())
+    }
+}

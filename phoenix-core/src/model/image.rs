@@ -1,0 +1,216 @@
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::TransitionError;
+use crate::id::ImageId;
+use crate::time::Timestamp;
+
+/// Where an image is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageState {
+    /// Being baked.
+    Building,
+    /// Baked, not yet tested.
+    Built,
+    /// Tests ran and their evidence is recorded.
+    Tested,
+    /// Every recorded test passed; fit for production.
+    Certified,
+    /// In use by a release.
+    Released,
+    /// No longer to be used for new pools.
+    Deprecated,
+    /// Gone from the provider.
+    Deleted,
+}
+
+impl ImageState {
+    /// States a pool may be launched from when certification is required.
+    pub fn is_certified(self) -> bool {
+        matches!(self, Self::Certified | Self::Released)
+    }
+
+    fn allowed(self, to: Self) -> bool {
+        use ImageState::*;
+        matches!(
+            (self, to),
+            (Building, Built)
+                | (Building, Deleted)
+                | (Built, Tested)
+                | (Built, Deprecated)
+                | (Built, Deleted)
+                | (Tested, Certified)
+                | (Tested, Deprecated)
+                | (Tested, Deleted)
+                | (Certified, Released)
+                | (Certified, Deprecated)
+                | (Released, Deprecated)
+                // An operator may bring a deprecated image back for a rollback.
+                | (Deprecated, Released)
+                | (Deprecated, Deleted)
+        )
+    }
+}
+
+impl fmt::Display for ImageState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::Building => "building",
+            Self::Built => "built",
+            Self::Tested => "tested",
+            Self::Certified => "certified",
+            Self::Released => "released",
+            Self::Deprecated => "deprecated",
+            Self::Deleted => "deleted",
+        };
+        f.write_str(s)
+    }
+}
+
+/// What ran against an image, when, and with what result: operators hand
+/// this to auditors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestEvidence {
+    /// The test suite or check that ran.
+    pub suite: String,
+    /// When it finished.
+    pub at: Timestamp,
+    /// Whether it passed.
+    pub passed: bool,
+    /// A summary or a link to the full report.
+    pub details: String,
+}
+
+/// An immutable, provider-scoped machine image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// The provider's id.
+    pub id: ImageId,
+    /// A human name, such as `web`.
+    pub name: String,
+    /// The version, such as `2026.11.22-3`.
+    pub version: String,
+    /// The image it was baked from, when known.
+    pub base: Option<String>,
+    /// A content digest, where the provider gives one.
+    pub digest: Option<String>,
+    /// Its lifecycle state.
+    pub state: ImageState,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Recorded test evidence, oldest first.
+    pub evidence: Vec<TestEvidence>,
+    /// Provider properties or tags.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Image {
+    /// Moves to `to`, refusing illegal transitions. Certification requires
+    /// evidence in which the latest run of every suite passed.
+    pub fn transition(&mut self, to: ImageState) -> Result<(), TransitionError> {
+        let refuse = |reason: &str| TransitionError {
+            entity: "image",
+            id: self.id.to_string(),
+            from: self.state.to_string(),
+            to: to.to_string(),
+            reason: reason.to_owned(),
+        };
+        if !self.state.allowed(to) {
+            return Err(refuse("not a legal lifecycle step"));
+        }
+        if to == ImageState::Tested && self.evidence.is_empty() {
+            return Err(refuse("no test evidence is recorded"));
+        }
+        if to == ImageState::Certified {
+            if let Some(failed) = self.failing_suites().first() {
+                return Err(refuse(&format!(
+                    "the latest run of suite {failed:?} failed"
+                )));
+            }
+        }
+        self.state = to;
+        Ok(())
+    }
+
+    /// Records test evidence. Only images that were built and are not yet
+    /// certified take evidence: certification is a statement about it.
+    pub fn record_evidence(&mut self, evidence: TestEvidence) -> Result<(), TransitionError> {
+        if !matches!(self.state, ImageState::Built | ImageState::Tested) {
+            return Err(TransitionError {
+                entity: "image",
+                id: self.id.to_string(),
+                from: self.state.to_string(),
+                to: self.state.to_string(),
+                reason: "test evidence can only be recorded on a built or tested image".into(),
+            });
+        }
+        self.evidence.push(evidence);
+        Ok(())
+    }
+
+    /// Suites whose latest recorded run failed.
+    pub fn failing_suites(&self) -> Vec<String> {
+        let mut latest: BTreeMap<&str, bool> = BTreeMap::new();
+        for e in &self.evidence {
+            latest.insert(&e.suite, e.passed);
+        }
+        latest
+            .into_iter()
+            .filter(|(_, passed)| !passed)
+            .map(|(s, _)| s.to_owned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{Clock, TokioClock};
+
+    fn image() -> Image {
+        Image {
+            id: ImageId::new("img-1").unwrap(),
+            name: "web".into(),
+            version: "1".into(),
+            base: None,
+            digest: None,
+            state: ImageState::Building,
+            created_at: TokioClock::fixed().now(),
+            evidence: vec![],
+            properties: BTreeMap::new(),
+        }
+    }
+
+    fn evidence(suite: &str, passed: bool) -> TestEvidence {
+        TestEvidence {
+            suite: suite.into(),
+            at: TokioClock::fixed().now(),
+            passed,
+            details: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn lifecycle_requires_evidence_and_passing_tests() {
+        let mut img = image();
+        assert!(img.transition(ImageState::Certified).is_err());
+        img.transition(ImageState::Built).unwrap();
+        let err = img.transition(ImageState::Tested).unwrap_err();
+        assert!(err.reason.contains("no test evidence"));
+        img.record_evidence(evidence("smoke", false)).unwrap();
+        img.transition(ImageState::Tested).unwrap();
+        let err = img.transition(ImageState::Certified).unwrap_err();
+        assert!(err.reason.contains("smoke"), "{err}");
+        img.record_evidence(evidence("smoke", true)).unwrap();
+        img.transition(ImageState::Certified).unwrap();
+        assert!(img.record_evidence(evidence("late", true)).is_err());
+        img.transition(ImageState::Released).unwrap();
+        assert!(img.transition(ImageState::Building).is_err());
+        img.transition(ImageState::Deprecated).unwrap();
+        img.transition(ImageState::Deleted).unwrap();
+        assert!(img.transition(ImageState::Released).is_err());
+    }
+}

@@ -1,0 +1,436 @@
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::TransitionError;
+use crate::id::{
+    DeploymentId, EnvironmentName, IdempotencyToken, ImageId, OperationId, PoolId, ReleaseLabel,
+    RoleName, ServerId,
+};
+use crate::time::Timestamp;
+
+/// How a standby pool waits to be made live again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StandbyKind {
+    /// Running, ready to take traffic at once.
+    Hot,
+    /// Stopped; must be started and verified before taking traffic.
+    Cold,
+}
+
+/// Where a pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PoolState {
+    /// Servers are being launched.
+    Provisioning,
+    /// Servers are being health-checked and smoke-tested.
+    Verifying,
+    /// Verified; can be made live.
+    Ready,
+    /// Behind the load balancer.
+    Live,
+    /// Kept for a one-step rollback.
+    Standby {
+        /// Hot (running) or cold (stopped).
+        kind: StandbyKind,
+    },
+    /// No longer kept; its servers are being removed.
+    Retired,
+    /// Gone.
+    Deleted,
+    /// Failed provisioning, verification or its rollout; kept for
+    /// inspection until reaped.
+    Failed,
+}
+
+impl PoolState {
+    /// A hot standby.
+    pub const HOT: Self = Self::Standby {
+        kind: StandbyKind::Hot,
+    };
+    /// A cold standby.
+    pub const COLD: Self = Self::Standby {
+        kind: StandbyKind::Cold,
+    };
+
+    fn allowed(self, to: Self) -> bool {
+        use PoolState::*;
+        use StandbyKind::*;
+        matches!(
+            (self, to),
+            (Provisioning, Verifying | Failed | Retired)
+                | (Verifying, Ready | Failed | Retired)
+                | (Ready, Live | Standby { .. } | Retired | Failed)
+                | (Live, Standby { .. } | Retired | Failed)
+                | (Standby { kind: Hot }, Live | Retired | Failed)
+                | (Standby { kind: Hot }, Standby { kind: Cold })
+                | (
+                    Standby { kind: Cold },
+                    Standby { kind: Hot } | Retired | Failed
+                )
+                | (Failed, Retired)
+                | (Retired, Deleted)
+        )
+    }
+
+    /// True for pools that may be made live (possibly after starting).
+    pub fn is_rollback_candidate(self) -> bool {
+        matches!(self, Self::Ready | Self::Standby { .. })
+    }
+
+    /// True once a pool has no future.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Deleted)
+    }
+}
+
+impl fmt::Display for PoolState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::Provisioning => "provisioning",
+            Self::Verifying => "verifying",
+            Self::Ready => "ready",
+            Self::Live => "live",
+            Self::Standby {
+                kind: StandbyKind::Hot,
+            } => "standby(hot)",
+            Self::Standby {
+                kind: StandbyKind::Cold,
+            } => "standby(cold)",
+            Self::Retired => "retired",
+            Self::Deleted => "deleted",
+            Self::Failed => "failed",
+        };
+        f.write_str(s)
+    }
+}
+
+/// The cloud-side life of one slot's current server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotState {
+    /// Nothing requested yet.
+    Pending,
+    /// A launch was requested; the server id may not be known yet.
+    Requested,
+    /// The server exists and is booting.
+    Booting,
+    /// The server runs.
+    Running,
+    /// The server is stopped (cold standby).
+    Stopped,
+    /// The server was terminated.
+    Terminated,
+    /// Every launch attempt failed; the slot has no server.
+    Abandoned,
+}
+
+impl SlotState {
+    /// True while the slot has or may get a server.
+    pub fn is_in_service(self) -> bool {
+        !matches!(self, Self::Terminated | Self::Abandoned)
+    }
+}
+
+/// Whether a slot's server takes traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Traffic {
+    /// Not behind the balancer.
+    Out,
+    /// A member of the balancer.
+    Attached,
+    /// Detached, finishing open connections.
+    Draining,
+}
+
+/// One position in a pool. A failed launch is retried in the same slot with
+/// a new attempt (and so a new idempotency token); a replacement for age or
+/// health is a new slot that names the one it replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Index within the pool, never reused.
+    pub index: u32,
+    /// Launch attempt, from 0.
+    pub attempt: u32,
+    /// Idempotency token of the current attempt.
+    pub token: IdempotencyToken,
+    /// Cloud-side state.
+    pub state: SlotState,
+    /// The server of the current attempt, once known.
+    pub server: Option<ServerId>,
+    /// Where the balancer reaches it.
+    pub endpoint: Option<SocketAddr>,
+    /// When the current attempt was requested.
+    pub requested_at: Option<Timestamp>,
+    /// When the provider says it launched.
+    pub launched_at: Option<Timestamp>,
+    /// Passed its direct health check since it last started.
+    pub healthy: bool,
+    /// Smoke-tested.
+    pub verified: bool,
+    /// Traffic state.
+    pub traffic: Traffic,
+    /// When it finished its bake time behind the balancer.
+    pub baked_at: Option<Timestamp>,
+    /// The slot this one replaces, for heal and refresh.
+    pub replaces: Option<u32>,
+    /// Why the last attempt failed.
+    pub last_failure: Option<String>,
+}
+
+impl Slot {
+    /// A fresh slot for `operation`'s first attempt.
+    pub fn pending(
+        operation: &OperationId,
+        pool: &PoolId,
+        index: u32,
+        replaces: Option<u32>,
+    ) -> Self {
+        Self {
+            index,
+            attempt: 0,
+            token: IdempotencyToken::derive(operation, pool, index, 0),
+            state: SlotState::Pending,
+            server: None,
+            endpoint: None,
+            requested_at: None,
+            launched_at: None,
+            healthy: false,
+            verified: false,
+            traffic: Traffic::Out,
+            baked_at: None,
+            replaces,
+            last_failure: None,
+        }
+    }
+
+    /// Starts a new launch attempt after a failure. The caller records the
+    /// old server (if any) for clean-up first.
+    pub fn next_attempt(&mut self, operation: &OperationId, pool: &PoolId, failure: String) {
+        self.attempt += 1;
+        self.token = IdempotencyToken::derive(operation, pool, self.index, self.attempt);
+        self.state = SlotState::Pending;
+        self.server = None;
+        self.endpoint = None;
+        self.requested_at = None;
+        self.launched_at = None;
+        self.healthy = false;
+        self.verified = false;
+        self.baked_at = None;
+        self.last_failure = Some(failure);
+    }
+}
+
+/// A server Phoenix launched and then gave up on (failed, stuck, lost). It
+/// stays recorded until it is terminated, so nothing is orphaned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscardedServer {
+    /// The server.
+    pub server: ServerId,
+    /// The slot it was launched for.
+    pub slot: u32,
+    /// Which attempt.
+    pub attempt: u32,
+    /// Why it was given up.
+    pub reason: String,
+    /// Whether termination succeeded.
+    pub terminated: bool,
+}
+
+/// A recorded state change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolTransition {
+    /// Previous state.
+    pub from: PoolState,
+    /// New state.
+    pub to: PoolState,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The servers of one release and one role in one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    /// Its id.
+    pub id: PoolId,
+    /// Its deployment.
+    pub deployment: DeploymentId,
+    /// Its environment.
+    pub environment: EnvironmentName,
+    /// Its role.
+    pub role: RoleName,
+    /// The release it runs.
+    pub release: ReleaseLabel,
+    /// The image its servers boot.
+    pub image: ImageId,
+    /// Lifecycle state.
+    pub state: PoolState,
+    /// Desired number of in-service servers.
+    pub size: usize,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// The operation that created it.
+    pub created_by: OperationId,
+    /// Slots in index order.
+    pub slots: Vec<Slot>,
+    /// Servers given up on, kept until terminated.
+    pub discarded: Vec<DiscardedServer>,
+    /// Every state change, oldest first.
+    pub history: Vec<PoolTransition>,
+}
+
+impl Pool {
+    /// Moves to `to`, refusing illegal transitions.
+    pub fn transition(&mut self, to: PoolState, at: Timestamp) -> Result<(), TransitionError> {
+        if self.state == to {
+            return Ok(());
+        }
+        if !self.state.allowed(to) {
+            return Err(TransitionError {
+                entity: "pool",
+                id: self.id.to_string(),
+                from: self.state.to_string(),
+                to: to.to_string(),
+                reason: "not a legal lifecycle step".into(),
+            });
+        }
+        self.history.push(PoolTransition {
+            from: self.state,
+            to,
+            at,
+        });
+        self.state = to;
+        Ok(())
+    }
+
+    /// The slot with this index.
+    pub fn slot(&self, index: u32) -> Option<&Slot> {
+        self.slots
+            .binary_search_by_key(&index, |s| s.index)
+            .ok()
+            .map(|i| &self.slots[i])
+    }
+
+    /// The slot with this index, mutably.
+    pub fn slot_mut(&mut self, index: u32) -> Option<&mut Slot> {
+        self.slots
+            .binary_search_by_key(&index, |s| s.index)
+            .ok()
+            .map(|i| &mut self.slots[i])
+    }
+
+    /// The next unused slot index.
+    pub fn next_index(&self) -> u32 {
+        self.slots.last().map_or(0, |s| s.index + 1)
+    }
+
+    /// Slots that have or may get a server.
+    pub fn in_service(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| s.state.is_in_service())
+    }
+
+    /// Slots whose server is behind the balancer.
+    pub fn attached(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| s.traffic == Traffic::Attached)
+    }
+
+    /// Every server id this pool knows, current and discarded, that may
+    /// still exist in the cloud.
+    pub fn known_servers(&self) -> impl Iterator<Item = &ServerId> {
+        self.slots
+            .iter()
+            .filter(|s| s.state != SlotState::Terminated)
+            .filter_map(|s| s.server.as_ref())
+            .chain(
+                self.discarded
+                    .iter()
+                    .filter(|d| !d.terminated)
+                    .map(|d| &d.server),
+            )
+    }
+
+    /// The slot that holds `server` now.
+    pub fn slot_of(&self, server: &ServerId) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .find(|s| s.server.as_ref() == Some(server))
+    }
+
+    /// When the pool last became live, for ordering rollback candidates.
+    pub fn last_live_at(&self) -> Option<Timestamp> {
+        self.history
+            .iter()
+            .rev()
+            .find(|t| t.to == PoolState::Live)
+            .map(|t| t.at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{Clock, TokioClock};
+
+    fn pool() -> Pool {
+        let op = OperationId::new("op").unwrap();
+        let id = PoolId::new("web-v1-1").unwrap();
+        Pool {
+            slots: (0..3).map(|i| Slot::pending(&op, &id, i, None)).collect(),
+            id,
+            deployment: DeploymentId::new("shop").unwrap(),
+            environment: EnvironmentName::new("prod").unwrap(),
+            role: RoleName::new("web").unwrap(),
+            release: ReleaseLabel::new("v1").unwrap(),
+            image: ImageId::new("img").unwrap(),
+            state: PoolState::Provisioning,
+            size: 3,
+            created_at: TokioClock::fixed().now(),
+            created_by: op,
+            discarded: vec![],
+            history: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn illegal_transitions_are_typed_errors() {
+        let now = TokioClock::fixed().now();
+        let mut p = pool();
+        let err = p.transition(PoolState::Live, now).unwrap_err();
+        assert_eq!(err.from, "provisioning");
+        assert_eq!(err.to, "live");
+        assert_eq!(p.state, PoolState::Provisioning, "state untouched");
+        p.transition(PoolState::Verifying, now).unwrap();
+        p.transition(PoolState::Ready, now).unwrap();
+        p.transition(PoolState::Live, now).unwrap();
+        p.transition(PoolState::HOT, now).unwrap();
+        p.transition(PoolState::COLD, now).unwrap();
+        assert!(
+            p.transition(PoolState::Live, now).is_err(),
+            "cold must start first"
+        );
+        p.transition(PoolState::HOT, now).unwrap();
+        p.transition(PoolState::Live, now).unwrap();
+        assert_eq!(p.last_live_at(), Some(now));
+        p.transition(PoolState::Retired, now).unwrap();
+        p.transition(PoolState::Deleted, now).unwrap();
+        assert!(p.transition(PoolState::Live, now).is_err());
+        assert_eq!(p.history.len(), 8);
+    }
+
+    #[tokio::test]
+    async fn new_attempt_gets_new_token() {
+        let mut p = pool();
+        let op = OperationId::new("op").unwrap();
+        let id = p.id.clone();
+        let slot = p.slot_mut(1).unwrap();
+        let first = slot.token.clone();
+        slot.next_attempt(&op, &id, "stuck in BUILD".into());
+        assert_eq!(slot.attempt, 1);
+        assert_ne!(slot.token, first);
+        assert_eq!(p.next_index(), 3);
+    }
+}

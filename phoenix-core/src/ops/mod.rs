@@ -1,0 +1,335 @@
+//! Planners: each operation first builds a [`Plan`](crate::plan::Plan)
+//! from the records and, where it matters, fresh reads of the cloud and
+//! the balancer. Planners change nothing.
+
+mod deploy;
+mod heal;
+mod provision;
+mod reap;
+mod reconcile;
+mod refresh;
+mod rollback;
+mod rolling;
+
+pub use deploy::deploy;
+pub use heal::heal;
+pub use provision::provision;
+pub use reap::reap;
+pub use reconcile::{reconcile, Drift, ReconcileOptions, ReconcileReport};
+pub use refresh::refresh;
+pub use rollback::rollback;
+pub use rolling::rolling_replace;
+
+use crate::id::{ImageId, OperationId, PoolId, ReleaseLabel, RoleName};
+use crate::model::{Pool, PoolState, Role, SlotState, Traffic};
+use crate::plan::{OperationKind, Plan, Precondition, SlotRef, Step};
+use crate::policy::{FailurePolicy, Policy};
+use crate::records::Snapshot;
+use crate::time::Timestamp;
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanningError {
+    /// The role is not part of the deployment.
+    #[error("role {role} is not defined in deployment {deployment}")]
+    UnknownRole {
+        /// Deployment.
+        deployment: String,
+        /// Role.
+        role: RoleName,
+    },
+    /// The release is not recorded.
+    #[error("release {0} is not recorded")]
+    UnknownRelease(ReleaseLabel),
+    /// The release names no image for the role.
+    #[error("release {release} has no image for role {role}")]
+    NoImageForRole {
+        /// Release.
+        release: ReleaseLabel,
+        /// Role.
+        role: RoleName,
+    },
+    /// The image does not exist.
+    #[error("image {0} does not exist")]
+    UnknownImage(ImageId),
+    /// The image may not be launched here.
+    #[error("image {image} is {state}; {reason}")]
+    ImageNotLaunchable {
+        /// Image.
+        image: ImageId,
+        /// Its state.
+        state: crate::model::ImageState,
+        /// Why that is not enough.
+        reason: String,
+    },
+    /// The role has no live pool.
+    #[error("role {0} has no live pool")]
+    NothingLive(RoleName),
+    /// The role has several live pools (an unfinished rolling replacement).
+    #[error("role {role} has {count} live pools; resume or reconcile first")]
+    SeveralLive {
+        /// Role.
+        role: RoleName,
+        /// How many.
+        count: usize,
+    },
+    /// Nothing to roll back to.
+    #[error("no pool of role {role} to roll back to{}", .release.as_ref().map(|r| format!(" for release {r}")).unwrap_or_default())]
+    NoRollbackTarget {
+        /// Role.
+        role: RoleName,
+        /// The release asked for.
+        release: Option<ReleaseLabel>,
+    },
+    /// The policy is unusable.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// A pool id could not be made.
+    #[error(transparent)]
+    Id(#[from] crate::id::InvalidId),
+    /// The records could not be read.
+    #[error("reading the records failed")]
+    Records(#[from] crate::records::RecordError),
+    /// A fresh read of the cloud or balancer failed (fail closed).
+    #[error("fresh read failed: {0}")]
+    Read(#[source] crate::ports::PortError),
+    /// An earlier operation is unfinished.
+    #[error("operation {0} is unfinished; resume it first")]
+    Unfinished(OperationId),
+}
+
+/// What every planner receives.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    /// The records, read just now.
+    pub snap: &'a Snapshot,
+    /// The policy.
+    pub policy: &'a Policy,
+    /// The new operation's id.
+    pub operation: OperationId,
+    /// Now.
+    pub now: Timestamp,
+    /// The role.
+    pub role: RoleName,
+}
+
+impl PlanInput<'_> {
+    pub(crate) fn role_spec(&self) -> Result<&Role, PlanningError> {
+        self.snap
+            .deployment()
+            .roles
+            .get(&self.role)
+            .ok_or_else(|| PlanningError::UnknownRole {
+                deployment: self.snap.deployment().id.to_string(),
+                role: self.role.clone(),
+            })
+    }
+
+    pub(crate) fn check(&self) -> Result<(), PlanningError> {
+        self.policy.validate()?;
+        if let Some(op) = &self.snap.record.value.active_operation {
+            return Err(PlanningError::Unfinished(op.clone()));
+        }
+        self.role_spec()?;
+        Ok(())
+    }
+
+    /// The single live pool of the role, if any.
+    pub(crate) fn live(&self) -> Result<Option<&Pool>, PlanningError> {
+        let live: Vec<&Pool> = self.snap.live_pools(&self.role).collect();
+        match live.len() {
+            0 => Ok(None),
+            1 => Ok(live.first().copied()),
+            count => Err(PlanningError::SeveralLive {
+                role: self.role.clone(),
+                count,
+            }),
+        }
+    }
+
+    pub(crate) fn new_pool_id(&self, release: &ReleaseLabel) -> Result<PoolId, PlanningError> {
+        Ok(PoolId::new(format!(
+            "{}-{}-{}",
+            self.role, release, self.snap.record.value.next_pool_seq
+        ))?)
+    }
+
+    pub(crate) fn image_of(&self, release: &ReleaseLabel) -> Result<ImageId, PlanningError> {
+        let r = self
+            .snap
+            .releases
+            .get(release)
+            .ok_or_else(|| PlanningError::UnknownRelease(release.clone()))?;
+        r.image_for(&self.role)
+            .cloned()
+            .ok_or_else(|| PlanningError::NoImageForRole {
+                release: release.clone(),
+                role: self.role.clone(),
+            })
+    }
+
+    pub(crate) fn plan(
+        &self,
+        kind: OperationKind,
+        summary: String,
+        steps: Vec<Step>,
+        on_failure: FailurePolicy,
+        restore: Option<PoolId>,
+        target_release: Option<ReleaseLabel>,
+    ) -> Plan {
+        Plan {
+            id: self.operation.clone(),
+            kind,
+            deployment: self.snap.deployment().id.clone(),
+            role: self.role.clone(),
+            summary,
+            created_at: self.now,
+            policy: self.policy.clone(),
+            preconditions: vec![Precondition::Generation {
+                generation: self.snap.generation(),
+            }],
+            steps,
+            on_failure,
+            restore,
+            target_release,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// The steps that create and verify a pool, ending Ready.
+pub(crate) fn provision_steps(
+    pool: &PoolId,
+    role: &RoleName,
+    release: &ReleaseLabel,
+    image: &ImageId,
+    size: usize,
+) -> Vec<Step> {
+    let slots: Vec<u32> = (0..u32::try_from(size).unwrap_or(u32::MAX)).collect();
+    vec![
+        Step::CreatePool {
+            pool: pool.clone(),
+            role: role.clone(),
+            release: release.clone(),
+            image: image.clone(),
+            size,
+            slots: u32::try_from(size).unwrap_or(u32::MAX),
+        },
+        Step::Launch {
+            pool: pool.clone(),
+            slots: slots.clone(),
+        },
+        Step::SetPoolState {
+            pool: pool.clone(),
+            to: PoolState::Verifying,
+        },
+        Step::Verify {
+            pool: pool.clone(),
+            slots,
+        },
+        Step::SetPoolState {
+            pool: pool.clone(),
+            to: PoolState::Ready,
+        },
+    ]
+}
+
+/// Attach in batches, wait healthy, go live, bake.
+pub(crate) fn expose_steps(
+    pool: &PoolId,
+    all: &[u32],
+    to_attach: &[u32],
+    batch: usize,
+    bake: std::time::Duration,
+    state: PoolState,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for chunk in to_attach.chunks(batch.max(1)) {
+        steps.push(Step::Attach {
+            pool: pool.clone(),
+            slots: chunk.to_vec(),
+        });
+    }
+    steps.push(Step::AwaitHealthy {
+        pool: pool.clone(),
+        slots: all.to_vec(),
+    });
+    if state != PoolState::Live {
+        steps.push(Step::SetPoolState {
+            pool: pool.clone(),
+            to: PoolState::Live,
+        });
+    }
+    steps.push(Step::Bake {
+        pool: pool.clone(),
+        slots: all.to_vec(),
+        duration: bake,
+    });
+    steps
+}
+
+/// Detach a pool's serving slots in batches once `replacements` serve,
+/// wait until drained.
+pub(crate) fn retire_traffic_steps(
+    pool: &Pool,
+    replacements: &[SlotRef],
+    batch: usize,
+) -> (Vec<Step>, Vec<u32>) {
+    let serving: Vec<u32> = pool
+        .slots
+        .iter()
+        .filter(|s| s.traffic != Traffic::Out)
+        .map(|s| s.index)
+        .collect();
+    let mut steps = Vec::new();
+    for chunk in serving.chunks(batch.max(1)) {
+        steps.push(Step::Detach {
+            pool: pool.id.clone(),
+            slots: chunk.to_vec(),
+            replacements: replacements.to_vec(),
+        });
+    }
+    if !serving.is_empty() {
+        steps.push(Step::AwaitDrained {
+            pool: pool.id.clone(),
+            slots: serving.clone(),
+        });
+    }
+    (steps, serving)
+}
+
+/// Slot references for a pool's slots.
+pub(crate) fn refs(pool: &PoolId, slots: &[u32]) -> Vec<SlotRef> {
+    slots
+        .iter()
+        .map(|s| SlotRef {
+            pool: pool.clone(),
+            slot: *s,
+        })
+        .collect()
+}
+
+/// A pool's slots that have or may get a server.
+pub(crate) fn in_service(pool: &Pool) -> Vec<u32> {
+    pool.in_service().map(|s| s.index).collect()
+}
+
+/// A pool's slots with a running server.
+pub(crate) fn running(pool: &Pool) -> Vec<u32> {
+    pool.slots
+        .iter()
+        .filter(|s| s.state == SlotState::Running)
+        .map(|s| s.index)
+        .collect()
+}
+
+/// Terminate in batches.
+pub(crate) fn terminate_steps(pool: &PoolId, slots: &[u32], batch: usize) -> Vec<Step> {
+    slots
+        .chunks(batch.max(1))
+        .map(|c| Step::Terminate {
+            pool: pool.clone(),
+            slots: c.to_vec(),
+        })
+        .collect()
+}

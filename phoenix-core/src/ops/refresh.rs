@@ -1,0 +1,170 @@
+use crate::model::{Pool, PoolState, Slot, Traffic};
+use crate::plan::{NewSlot, OperationKind, Plan, Step};
+use crate::policy::FailurePolicy;
+use crate::time::elapsed_between;
+
+use super::{refs, terminate_steps, PlanInput, PlanningError};
+
+fn aged<'a>(input: &PlanInput<'_>, slots: impl Iterator<Item = &'a Slot>) -> Vec<&'a Slot> {
+    let max_age = input.policy.refresh.max_age;
+    let mut old: Vec<&Slot> = slots
+        .filter(|s| {
+            s.launched_at
+                .is_some_and(|t| elapsed_between(t, input.now) > max_age)
+        })
+        .collect();
+    old.sort_by_key(|s| (s.launched_at, s.index));
+    old
+}
+
+fn new_slots(pool: &Pool, next: &mut u32, old: &[&Slot]) -> (Vec<NewSlot>, Vec<u32>) {
+    let mut created = Vec::with_capacity(old.len());
+    let mut indices = Vec::with_capacity(old.len());
+    for s in old {
+        created.push(NewSlot {
+            index: *next,
+            replaces: Some(s.index),
+        });
+        indices.push(*next);
+        *next += 1;
+    }
+    let _ = pool;
+    (created, indices)
+}
+
+/// Replaces every server older than `max_age` in the live pool (through
+/// rolling replacement within the pool: replacements attach and bake
+/// before the old servers leave) and in hot standby pools, in batches of
+/// at most `min(batch_size, max_surge, max_replacements)`, each batch
+/// waiting for the replacement-rate budget.
+pub fn refresh(input: &PlanInput<'_>) -> Result<Plan, PlanningError> {
+    input.check()?;
+    let policy = input.policy;
+    let b = policy
+        .rolling_batch()
+        .min(policy.refresh.max_replacements)
+        .max(1);
+    let batch = policy.rollout.batch_size;
+    let mut steps = Vec::new();
+    let mut notes = Vec::new();
+    let mut total = 0;
+    let live = input.live()?;
+    if let Some(l) = live {
+        let old = aged(
+            input,
+            l.slots.iter().filter(|s| s.traffic == Traffic::Attached),
+        );
+        total += old.len();
+        let mut next = l.next_index();
+        let mut draining: Option<Vec<u32>> = None;
+        for chunk in old.chunks(b) {
+            let (created, indices) = new_slots(l, &mut next, chunk);
+            let leaving: Vec<u32> = chunk.iter().map(|s| s.index).collect();
+            steps.push(Step::AwaitReplacementBudget { count: chunk.len() });
+            steps.push(Step::AddSlots {
+                pool: l.id.clone(),
+                slots: created,
+            });
+            steps.push(Step::Launch {
+                pool: l.id.clone(),
+                slots: indices.clone(),
+            });
+            if let Some(prev) = draining.take() {
+                steps.push(Step::AwaitDrained {
+                    pool: l.id.clone(),
+                    slots: prev.clone(),
+                });
+                steps.extend(terminate_steps(&l.id, &prev, batch));
+            }
+            steps.push(Step::Verify {
+                pool: l.id.clone(),
+                slots: indices.clone(),
+            });
+            steps.extend(super::expose_steps(
+                &l.id,
+                &indices,
+                &indices,
+                batch,
+                policy.rollout.bake_time,
+                PoolState::Live,
+            ));
+            for c in leaving.chunks(batch.max(1)) {
+                steps.push(Step::Detach {
+                    pool: l.id.clone(),
+                    slots: c.to_vec(),
+                    replacements: refs(&l.id, &indices),
+                });
+            }
+            draining = Some(leaving);
+        }
+        if let Some(prev) = draining.take() {
+            steps.push(Step::AwaitDrained {
+                pool: l.id.clone(),
+                slots: prev.clone(),
+            });
+            steps.extend(terminate_steps(&l.id, &prev, batch));
+        }
+        if !old.is_empty() {
+            steps.push(Step::VerifyServing {
+                role: input.role.clone(),
+                release: l.release.clone(),
+            });
+        }
+    }
+    for pool in input.snap.pools_of(&input.role) {
+        match pool.state {
+            PoolState::Standby {
+                kind: crate::model::StandbyKind::Hot,
+            } => {}
+            PoolState::Standby { .. } => {
+                let stale = aged(input, pool.in_service()).len();
+                if stale > 0 {
+                    notes.push(format!(
+                        "cold standby {} has {stale} server(s) past max age; reap or roll back replaces them",
+                        pool.id
+                    ));
+                }
+                continue;
+            }
+            _ => continue,
+        }
+        let old = aged(input, pool.in_service());
+        total += old.len();
+        let mut next = pool.next_index();
+        for chunk in old.chunks(b) {
+            let (created, indices) = new_slots(pool, &mut next, chunk);
+            let leaving: Vec<u32> = chunk.iter().map(|s| s.index).collect();
+            steps.push(Step::AwaitReplacementBudget { count: chunk.len() });
+            steps.push(Step::AddSlots {
+                pool: pool.id.clone(),
+                slots: created,
+            });
+            steps.push(Step::Launch {
+                pool: pool.id.clone(),
+                slots: indices.clone(),
+            });
+            steps.push(Step::Verify {
+                pool: pool.id.clone(),
+                slots: indices,
+            });
+            steps.extend(terminate_steps(&pool.id, &leaving, batch));
+        }
+    }
+    let summary = format!(
+        "refresh {}: replace {total} server(s) older than {} in batches of {b} (at most {} per {})",
+        input.role,
+        crate::time::human(policy.refresh.max_age),
+        policy.refresh.max_replacements,
+        crate::time::human(policy.refresh.window)
+    );
+    let mut plan = input.plan(
+        OperationKind::Refresh,
+        summary,
+        steps,
+        FailurePolicy::Halt,
+        None,
+        live.map(|l| l.release.clone()),
+    );
+    plan.notes = notes;
+    Ok(plan)
+}

@@ -1,0 +1,268 @@
+//! Operation policies, with the parameter names operators already know.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::retry::RetryPolicy;
+use crate::time::duration_ms;
+
+/// A capacity floor: an absolute count or a percentage of the desired
+/// count (rounded up), the way AWS `MinHealthyPercentage` works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capacity {
+    /// This many servers.
+    Absolute(usize),
+    /// This percentage of desired, rounded up.
+    Percent(u8),
+}
+
+impl Capacity {
+    /// The number of servers for a desired count.
+    pub fn resolve(self, desired: usize) -> usize {
+        match self {
+            Self::Absolute(n) => n,
+            Self::Percent(p) => (desired * usize::from(p.min(100))).div_ceil(100),
+        }
+    }
+}
+
+impl fmt::Display for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Absolute(n) => write!(f, "{n}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// What to do when a step fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Stop where it failed; the state stays recorded and consistent.
+    Halt,
+    /// Restore the previous serving state, then stop.
+    Rollback,
+}
+
+/// How pools are created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProvisionPolicy {
+    /// Most launch calls in flight at once.
+    pub concurrency: usize,
+    /// How long a server may stay in BUILD before it is replaced.
+    #[serde(with = "duration_ms")]
+    pub server_deadline: Duration,
+    /// How many failed or stuck launches may be replaced per step.
+    pub replace_budget: usize,
+    /// How long a server may take to pass its health check after boot.
+    #[serde(with = "duration_ms")]
+    pub health_timeout: Duration,
+    /// Refuse images that are not certified (always on in production).
+    pub require_certified: bool,
+    /// How often to poll the cloud while waiting.
+    #[serde(with = "duration_ms")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ProvisionPolicy {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            server_deadline: Duration::from_secs(15 * 60),
+            replace_budget: 3,
+            health_timeout: Duration::from_secs(5 * 60),
+            require_certified: true,
+            poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How traffic moves between pools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutPolicy {
+    /// Most servers attached, detached, stopped, started or terminated
+    /// in one step (the blast radius).
+    pub batch_size: usize,
+    /// Most servers above the desired count during a rolling replacement.
+    pub max_surge: usize,
+    /// The capacity floor behind the balancer during an operation.
+    pub min_healthy: Capacity,
+    /// How long new members must stay healthy before old ones leave.
+    #[serde(with = "duration_ms")]
+    pub bake_time: Duration,
+    /// How long one step may take to make progress before it fails.
+    #[serde(with = "duration_ms")]
+    pub progress_deadline: Duration,
+    /// Roll back by itself when a rollout fails.
+    pub auto_rollback: bool,
+    /// How long detached members may drain.
+    #[serde(with = "duration_ms")]
+    pub drain: Duration,
+    /// Keep the failed pool for inspection (otherwise its servers are
+    /// terminated once traffic is restored).
+    pub keep_failed: bool,
+    /// Bake time of the pool a rollback makes live (it served before; an
+    /// incident wants it back fast).
+    #[serde(with = "duration_ms")]
+    pub rollback_bake: Duration,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        Self {
+            batch_size: 10,
+            max_surge: 10,
+            min_healthy: Capacity::Percent(100),
+            bake_time: Duration::from_secs(60),
+            progress_deadline: Duration::from_secs(20 * 60),
+            auto_rollback: true,
+            drain: Duration::from_secs(30),
+            keep_failed: true,
+            rollback_bake: Duration::ZERO,
+        }
+    }
+}
+
+impl RolloutPolicy {
+    /// The failure policy this rollout implies.
+    pub fn on_failure(&self) -> FailurePolicy {
+        if self.auto_rollback {
+            FailurePolicy::Rollback
+        } else {
+            FailurePolicy::Halt
+        }
+    }
+}
+
+/// What reaping keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Standby pools kept for rollback, newest first.
+    pub keep: usize,
+    /// Of those, how many stay running (hot); older kept pools are
+    /// stopped (cold) where the compute back end can stop servers.
+    pub hot: usize,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        Self { keep: 1, hot: 1 }
+    }
+}
+
+/// How the fleet is renewed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshPolicy {
+    /// Servers older than this are replaced.
+    #[serde(with = "duration_ms")]
+    pub max_age: Duration,
+    /// Most replacements per `window` (the replacement-rate budget).
+    pub max_replacements: usize,
+    /// The budget's window.
+    #[serde(with = "duration_ms")]
+    pub window: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_replacements: 100,
+            window: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Every policy an operation may consult.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Policy {
+    /// Pool creation.
+    pub provision: ProvisionPolicy,
+    /// Traffic moves.
+    pub rollout: RolloutPolicy,
+    /// Reaping.
+    pub retention: RetentionPolicy,
+    /// Fleet refresh.
+    pub refresh: RefreshPolicy,
+    /// Retries of port calls.
+    pub retry: RetryPolicy,
+}
+
+/// A policy that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid policy: {field}: {reason}")]
+pub struct PolicyError {
+    /// The offending field.
+    pub field: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl Policy {
+    /// Checks the policy for values no operation can work with.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let refuse = |field, reason: &str| {
+            Err(PolicyError {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.rollout.batch_size == 0 {
+            return refuse("rollout.batch_size", "must be at least 1");
+        }
+        if self.rollout.max_surge == 0 {
+            return refuse(
+                "rollout.max_surge",
+                "must be at least 1: replacements are attached before old servers leave",
+            );
+        }
+        if self.provision.concurrency == 0 {
+            return refuse("provision.concurrency", "must be at least 1");
+        }
+        if self.provision.poll_interval.is_zero() {
+            return refuse("provision.poll_interval", "must be positive");
+        }
+        if self.rollout.progress_deadline.is_zero() {
+            return refuse("rollout.progress_deadline", "must be positive");
+        }
+        if let Capacity::Percent(p) = self.rollout.min_healthy {
+            if p > 100 {
+                return refuse("rollout.min_healthy", "a percentage is at most 100");
+            }
+        }
+        if self.refresh.max_replacements == 0 {
+            return refuse("refresh.max_replacements", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The effective rolling batch: never more than `max_surge` above
+    /// desired.
+    pub fn rolling_batch(&self) -> usize {
+        self.rollout.batch_size.min(self.rollout.max_surge).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_resolves() {
+        assert_eq!(Capacity::Percent(100).resolve(3), 3);
+        assert_eq!(Capacity::Percent(50).resolve(3), 2);
+        assert_eq!(Capacity::Percent(0).resolve(3), 0);
+        assert_eq!(Capacity::Absolute(2).resolve(10), 2);
+    }
+
+    #[test]
+    fn zero_surge_is_refused() {
+        let mut p = Policy::default();
+        p.rollout.max_surge = 0;
+        assert_eq!(p.validate().unwrap_err().field, "rollout.max_surge");
+    }
+}

@@ -1,0 +1,128 @@
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::PortError;
+use crate::id::ServerId;
+
+/// What a balancer can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbCapabilities {
+    /// Swaps a member set in one atomic call (Octavia's batch member
+    /// update, the embedded proxy).
+    pub atomic_swap: bool,
+    /// Drains members (no new connections, open ones finish).
+    pub drain: bool,
+    /// Reports open connections per member.
+    pub reports_connections: bool,
+    /// Most members one attach or detach call accepts.
+    pub max_batch: usize,
+}
+
+/// A member's health as the balancer's own checks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberHealth {
+    /// Passing checks.
+    Healthy,
+    /// Failing checks.
+    Unhealthy,
+    /// Not checked yet.
+    Unknown,
+}
+
+/// A member's administrative state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Takes new connections.
+    Active,
+    /// Takes no new connections; open ones finish.
+    Draining,
+    /// Takes no traffic at all.
+    Disabled,
+}
+
+/// A balancer member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The server behind it.
+    pub server: ServerId,
+    /// Where traffic goes.
+    pub endpoint: SocketAddr,
+    /// Health.
+    pub health: MemberHealth,
+    /// Administrative state.
+    pub state: MemberState,
+    /// Open connections, where the balancer reports them.
+    pub connections: Option<u64>,
+}
+
+impl Member {
+    /// Takes new traffic and passes its checks.
+    pub fn is_serving_healthy(&self) -> bool {
+        self.state == MemberState::Active && self.health == MemberHealth::Healthy
+    }
+
+    /// Still carries or may carry traffic: active, or draining with open
+    /// connections (or an unknown number of them).
+    pub fn carries_traffic(&self) -> bool {
+        match self.state {
+            MemberState::Active => true,
+            MemberState::Draining => self.connections != Some(0),
+            MemberState::Disabled => self.connections.is_some_and(|c| c > 0),
+        }
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at {} ({:?}, {:?})",
+            self.server, self.endpoint, self.state, self.health
+        )
+    }
+}
+
+/// A server to put behind the balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The server.
+    pub server: ServerId,
+    /// Where traffic goes.
+    pub endpoint: SocketAddr,
+}
+
+/// Puts servers behind a load balancer and takes them out.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait LoadBalancer: Send + Sync {
+    /// What this balancer can do.
+    fn capabilities(&self) -> LbCapabilities;
+
+    /// Current members with health, read fresh from the balancer.
+    async fn members(&self) -> Result<Vec<Member>, PortError>;
+
+    /// Adds members; attaching one that is already a member succeeds.
+    async fn attach(&self, targets: &[Target]) -> Result<(), PortError>;
+
+    /// Starts removing members: they take no new connections and are gone
+    /// once drained or after `drain`. Detaching a non-member succeeds.
+    async fn detach(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError>;
+
+    /// Adds `attach` and removes `detach`; atomically where
+    /// `atomic_swap` is declared, otherwise attach first, then detach.
+    async fn swap(
+        &self,
+        attach: &[Target],
+        detach: &[ServerId],
+        drain: Duration,
+    ) -> Result<(), PortError> {
+        self.attach(attach).await?;
+        self.detach(detach, drain).await
+    }
+}

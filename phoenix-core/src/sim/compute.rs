@@ -1,0 +1,281 @@
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::id::ServerId;
+use crate::labels::LabelSelector;
+use crate::model::Server;
+use crate::ports::{Compute, ComputeCapabilities, LaunchRequest, PortError};
+
+use super::world::{Death, Fate, SimServer, World};
+
+/// The simulated compute back end.
+#[derive(Debug, Clone)]
+pub struct SimCompute {
+    pub(crate) world: Arc<Mutex<World>>,
+}
+
+pub(crate) fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Rolls the API faults shared by every call: throttling and 5xx.
+pub(crate) fn api_fault(w: &mut World, operation: &str) -> Result<(), PortError> {
+    let p = w.faults.throttle;
+    if w.chance(p) {
+        let after = w.between(Duration::from_secs(1), Duration::from_secs(10));
+        return Err(PortError::throttled(operation, Some(after)));
+    }
+    let p = w.faults.server_error;
+    if w.chance(p) {
+        return Err(PortError::temporary(
+            operation,
+            "HTTP 503 Service Unavailable",
+        ));
+    }
+    Ok(())
+}
+
+impl SimCompute {
+    async fn latency(&self) {
+        let d = lock(&self.world).config.api_latency;
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    fn launch_one(w: &mut World, r: &LaunchRequest, now: Instant) -> Result<Server, PortError> {
+        let op = format!("sim: launch {}", r.name);
+        if w.config.idempotent_launch {
+            if let Some(existing) = w.tokens.get(r.token.as_str()).cloned() {
+                if let Some(s) = w.servers.get(&existing).and_then(|s| s.to_server(now)) {
+                    return Ok(s);
+                }
+            }
+        }
+        let p = w.faults.launch_failure;
+        if w.chance(p) {
+            return Err(PortError::new(
+                op,
+                crate::ports::ErrorKind::Conflict("quota exceeded for instances".into()),
+            ));
+        }
+        if r.boot.format() != w.config.boot_format {
+            return Err(PortError::new(
+                op,
+                crate::ports::ErrorKind::Invalid(format!(
+                    "boot payload in format {:?}",
+                    r.boot.format()
+                )),
+            ));
+        }
+        let id = w.new_server_id();
+        let n = w.next_server;
+        let boot = w.between(w.config.boot_time.0, w.config.boot_time.1);
+        let fate = {
+            let (stuck, error) = (w.faults.stuck_in_build, w.faults.boot_error);
+            if w.chance(stuck) {
+                Fate::StuckInBuild
+            } else if w.chance(error) {
+                Fate::BootsToError
+            } else {
+                Fate::Boots
+            }
+        };
+        let invisible = w.faults.not_found_after_launch;
+        let visible_at = if w.chance(invisible) {
+            now + w.between(Duration::from_millis(1), w.config.consistency_window)
+        } else {
+            now
+        };
+        let death_p = w.faults.member_death;
+        let death = if fate == Fate::Boots && w.chance(death_p) {
+            let after = w.between(Duration::ZERO, w.config.death_horizon);
+            let kind = if w.rng_bool() {
+                Death::Host
+            } else {
+                Death::App
+            };
+            Some((now + boot + after, kind))
+        } else {
+            None
+        };
+        let server = SimServer {
+            id: id.clone(),
+            name: r.name.clone(),
+            labels: r.labels.clone(),
+            image: r.image.clone(),
+            release: r.labels.release(),
+            address: World::address(n),
+            launched_at: w.timestamp(),
+            visible_at,
+            ready_at: now + boot,
+            fate,
+            stopped_at: None,
+            death,
+            terminated_at: None,
+        };
+        let view = building_view(&server);
+        w.tokens.insert(r.token.to_string(), id.clone());
+        w.servers.insert(id, server);
+        w.stats.servers_launched += 1;
+        Ok(view)
+    }
+}
+
+fn building_view(s: &SimServer) -> Server {
+    Server {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        addresses: vec![s.address],
+        service_port: None,
+        status: crate::model::ServerStatus::Building,
+        launched_at: Some(s.launched_at),
+        image: Some(s.image.clone()),
+        labels: s.labels.clone(),
+    }
+}
+
+impl World {
+    pub(crate) fn rng_bool(&mut self) -> bool {
+        use rand::Rng;
+        self.rng.random_bool(0.5)
+    }
+}
+
+#[async_trait]
+impl Compute for SimCompute {
+    fn capabilities(&self) -> ComputeCapabilities {
+        let w = lock(&self.world);
+        ComputeCapabilities {
+            max_launch_batch: w.config.max_launch_batch,
+            max_describe_batch: w.config.max_describe_batch,
+            stop_start: w.config.stop_start,
+            idempotent_launch: w.config.idempotent_launch,
+            consistency_window: w.config.consistency_window,
+            boot_format: w.config.boot_format,
+        }
+    }
+
+    async fn launch(&self, requests: &[LaunchRequest]) -> Vec<Result<Server, PortError>> {
+        self.latency().await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.launch_calls += 1;
+        if let Err(e) = api_fault(&mut w, "sim: launch") {
+            return requests
+                .iter()
+                .map(|_| Err(PortError::new(e.operation.clone(), e.kind.clone())))
+                .collect();
+        }
+        let lost = w.faults.lost_response;
+        let lose = w.chance(lost);
+        let results: Vec<Result<Server, PortError>> = requests
+            .iter()
+            .map(|r| Self::launch_one(&mut w, r, now))
+            .collect();
+        if lose {
+            // The servers exist, but the answer never arrived.
+            return requests
+                .iter()
+                .map(|_| {
+                    Err(PortError::temporary(
+                        "sim: launch",
+                        "connection reset before the response",
+                    ))
+                })
+                .collect();
+        }
+        results
+    }
+
+    async fn describe(&self, ids: &[ServerId]) -> Result<Vec<Server>, PortError> {
+        self.latency().await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.describe_calls += 1;
+        let at = w.elapsed_ms(now);
+        *w.stats.describe_rounds.entry(at).or_default() += 1;
+        api_fault(&mut w, "sim: describe servers")?;
+        let wanted: BTreeSet<&ServerId> = ids.iter().collect();
+        Ok(w.servers
+            .values()
+            .filter(|s| wanted.contains(&s.id) && now >= s.visible_at)
+            .filter_map(|s| s.to_server(now))
+            .collect())
+    }
+
+    async fn list(&self, selector: &LabelSelector) -> Result<Vec<Server>, PortError> {
+        self.latency().await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.list_calls += 1;
+        api_fault(&mut w, "sim: list servers")?;
+        Ok(w.servers
+            .values()
+            .filter(|s| now >= s.visible_at && s.labels.matches(selector))
+            .filter_map(|s| s.to_server(now))
+            .collect())
+    }
+
+    async fn stop(&self, id: &ServerId) -> Result<(), PortError> {
+        self.latency().await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.stop_calls += 1;
+        api_fault(&mut w, "sim: stop server")?;
+        if !w.config.stop_start {
+            return Err(PortError::new(
+                "sim: stop server",
+                crate::ports::ErrorKind::Unsupported("stop".into()),
+            ));
+        }
+        if !w.servers.get(id).is_some_and(|s| s.status(now).is_some()) {
+            return Err(PortError::not_found("sim: stop server", id.to_string()));
+        }
+        w.check_not_serving(id, "stopped", now);
+        if let Some(s) = w.servers.get_mut(id) {
+            s.stopped_at.get_or_insert(now);
+        }
+        Ok(())
+    }
+
+    async fn start(&self, id: &ServerId) -> Result<(), PortError> {
+        self.latency().await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.start_calls += 1;
+        api_fault(&mut w, "sim: start server")?;
+        let restart = w.config.boot_time.0 / 2;
+        match w.servers.get_mut(id) {
+            Some(s) if s.status(now).is_some() => {
+                if s.stopped_at.take().is_some() {
+                    s.ready_at = now + restart;
+                    // A restarted server comes back from whatever killed it.
+                    s.death = None;
+                }
+                Ok(())
+            }
+            _ => Err(PortError::not_found("sim: start server", id.to_string())),
+        }
+    }
+
+    async fn terminate(&self, id: &ServerId) -> Result<(), PortError> {
+        self.latency().await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.terminate_calls += 1;
+        api_fault(&mut w, "sim: terminate server")?;
+        let exists = w.servers.get(id).is_some_and(|s| s.terminated_at.is_none());
+        if exists {
+            w.check_not_serving(id, "terminated", now);
+            if let Some(s) = w.servers.get_mut(id) {
+                s.terminated_at = Some(now);
+            }
+        }
+        Ok(())
+    }
+}
