@@ -41,7 +41,8 @@
 //! ```
 //!
 //! Features: `sim` (the simulated cloud), `mock` (mockall mocks of every
-//! port for downstream tests).
+//! port for downstream tests), `conformance` (the suites every adapter
+//! passes).
 
 pub mod events;
 pub mod executor;
@@ -61,6 +62,9 @@ pub mod time;
 
 #[cfg(feature = "sim")]
 pub mod sim;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 pub use phoenix::{Phoenix, PhoenixBuilder};
 

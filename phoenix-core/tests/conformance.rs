@@ -1,0 +1,90 @@
+//! The conformance suites against the in-memory store and the simulated
+//! cloud.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use phoenix_core::conformance::{compute, load_balancer, state_store};
+use phoenix_core::memory_store::MemoryStore;
+use phoenix_core::ports::{BootPayload, Compute, LaunchRequest, Target};
+use phoenix_core::sim::{SimCloud, SimConfig};
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_conforms() {
+    let store = MemoryStore::default();
+    state_store::run(&store, state_store::StoreFixture::tokio_clock()).await;
+    state_store::run_concurrent(Arc::new(store)).await;
+}
+
+fn local_boot(_: &str) -> BootPayload {
+    BootPayload::Local {
+        files: vec![],
+        env: Default::default(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sim_compute_conforms() {
+    for idempotent in [false, true] {
+        let cloud = SimCloud::new(SimConfig {
+            idempotent_launch: idempotent,
+            ..SimConfig::default()
+        });
+        let image = cloud.certified_image("web", "1");
+        compute::run(
+            cloud.compute().as_ref(),
+            &compute::ComputeFixture {
+                image: image.id,
+                flavor: None,
+                boot: Box::new(local_boot),
+                ready_within: Duration::from_secs(600),
+                poll: Duration::from_secs(5),
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sim_balancer_conforms() {
+    let cloud = SimCloud::new(SimConfig::default());
+    let image = cloud.certified_image("web", "1");
+    let compute = cloud.compute();
+    let requests: Vec<LaunchRequest> = (0..4)
+        .map(|i| LaunchRequest {
+            name: format!("b{i}"),
+            image: image.id.clone(),
+            flavor: None,
+            boot: local_boot(""),
+            labels: Default::default(),
+            token: phoenix_core::id::IdempotencyToken::new(format!("t{i}")).unwrap(),
+        })
+        .collect();
+    let servers: Vec<_> = compute
+        .launch(&requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // The fourth one dies, so the balancer's checks fail it.
+    cloud.kill(&servers[3].id);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let targets: Vec<Target> = servers
+        .iter()
+        .map(|s| Target {
+            server: s.id.clone(),
+            endpoint: s.endpoint(8080).unwrap(),
+        })
+        .collect();
+    load_balancer::run(
+        cloud.balancer().as_ref(),
+        &load_balancer::LbFixture {
+            healthy: targets[..3].to_vec(),
+            unhealthy: Some(targets[3].clone()),
+            settle: Duration::from_secs(60),
+            drain: Duration::from_secs(10),
+            poll: Duration::from_secs(1),
+        },
+    )
+    .await;
+}
