@@ -94,7 +94,9 @@ pub struct RolloutPolicy {
     /// How long new members must stay healthy before old ones leave.
     #[serde(with = "duration_ms")]
     pub bake_time: Duration,
-    /// How long one step may take to make progress before it fails.
+    /// How long a step may go without progress before it fails (as
+    /// Kubernetes' `progressDeadlineSeconds`); every step is also bounded
+    /// by its own limits (attempts, health and drain timeouts).
     #[serde(with = "duration_ms")]
     pub progress_deadline: Duration,
     /// Roll back by itself when a rollout fails.

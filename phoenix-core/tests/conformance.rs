@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The conformance suites against the in-memory store and the simulated
 //! cloud.
 

@@ -101,11 +101,25 @@ pub async fn run(compute: &dyn Compute, f: &ComputeFixture) {
         .expect("describing an unknown id succeeds");
     assert!(seen.is_empty(), "an unknown id is absent, not an error");
 
-    let active = wait_status(compute, f, &ids, "both servers are active", ServerStatus::is_active).await;
+    let active = wait_status(
+        compute,
+        f,
+        &ids,
+        "both servers are active",
+        ServerStatus::is_active,
+    )
+    .await;
     for s in &active {
         assert!(!s.addresses.is_empty(), "{} has an address", s.id);
         assert!(s.launched_at.is_some(), "{} has a launch time", s.id);
-        for k in [keys::DEPLOYMENT, keys::POOL, keys::RELEASE, keys::ROLE, keys::SLOT, keys::TOKEN] {
+        for k in [
+            keys::DEPLOYMENT,
+            keys::POOL,
+            keys::RELEASE,
+            keys::ROLE,
+            keys::SLOT,
+            keys::TOKEN,
+        ] {
             assert!(s.labels.get(k).is_some(), "{} carries label {k}", s.id);
         }
         assert_eq!(s.labels.get(keys::DEPLOYMENT), Some(n.deployment.as_str()));
@@ -140,18 +154,30 @@ pub async fn run(compute: &dyn Compute, f: &ComputeFixture) {
         })
         .await;
         compute.start(&ids[0]).await.unwrap();
-        wait_status(compute, f, &ids[..1], "the server runs again", ServerStatus::is_active).await;
+        wait_status(
+            compute,
+            f,
+            &ids[..1],
+            "the server runs again",
+            ServerStatus::is_active,
+        )
+        .await;
     }
 
     for id in &ids {
         compute.terminate(id).await.unwrap();
     }
-    super::eventually("terminated servers are gone", f.ready_within, f.poll, || async {
-        let seen = compute.describe(&ids).await.ok()?;
-        seen.iter()
-            .all(|s| s.status == ServerStatus::Deleted)
-            .then_some(())
-    })
+    super::eventually(
+        "terminated servers are gone",
+        f.ready_within,
+        f.poll,
+        || async {
+            let seen = compute.describe(&ids).await.ok()?;
+            seen.iter()
+                .all(|s| s.status == ServerStatus::Deleted)
+                .then_some(())
+        },
+    )
     .await;
     for id in &ids {
         compute

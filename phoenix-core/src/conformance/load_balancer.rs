@@ -28,7 +28,10 @@ fn find<'a>(members: &'a [Member], id: &ServerId) -> Option<&'a Member> {
 /// Runs every check against a balancer that starts with no members; it
 /// ends with none.
 pub async fn run(lb: &dyn LoadBalancer, f: &LbFixture) {
-    assert!(f.healthy.len() >= 3, "the fixture needs three healthy backends");
+    assert!(
+        f.healthy.len() >= 3,
+        "the fixture needs three healthy backends"
+    );
     let caps = lb.capabilities();
     assert!(caps.max_batch >= 1);
     assert!(lb.members().await.unwrap().is_empty(), "starts empty");
@@ -37,7 +40,11 @@ pub async fn run(lb: &dyn LoadBalancer, f: &LbFixture) {
     lb.attach(&[a.clone(), b.clone()]).await.unwrap();
     lb.attach(std::slice::from_ref(a)).await.unwrap();
     let members = lb.members().await.unwrap();
-    assert_eq!(members.len(), 2, "attaching twice does not duplicate: {members:?}");
+    assert_eq!(
+        members.len(),
+        2,
+        "attaching twice does not duplicate: {members:?}"
+    );
     let ma = find(&members, &a.server).expect("a is a member");
     assert_eq!(ma.endpoint, a.endpoint);
     assert_eq!(ma.state, MemberState::Active);
@@ -57,38 +64,62 @@ pub async fn run(lb: &dyn LoadBalancer, f: &LbFixture) {
             (find(&m, &bad.server)?.health == MemberHealth::Unhealthy).then_some(())
         })
         .await;
-        lb.detach(std::slice::from_ref(&bad.server), f.drain).await.unwrap();
+        lb.detach(std::slice::from_ref(&bad.server), f.drain)
+            .await
+            .unwrap();
     }
 
-    lb.detach(std::slice::from_ref(&a.server), f.drain).await.unwrap();
+    lb.detach(std::slice::from_ref(&a.server), f.drain)
+        .await
+        .unwrap();
     let m = lb.members().await.unwrap();
     if let Some(ma) = find(&m, &a.server) {
-        assert_ne!(ma.state, MemberState::Active, "a detached member takes no new traffic");
+        assert_ne!(
+            ma.state,
+            MemberState::Active,
+            "a detached member takes no new traffic"
+        );
     }
     assert!(find(&m, &b.server).is_some_and(|m| m.state == MemberState::Active));
-    super::eventually("a is gone after draining", f.drain + f.settle, f.poll, || async {
-        let m = lb.members().await.ok()?;
-        find(&m, &a.server).is_none().then_some(())
-    })
+    super::eventually(
+        "a is gone after draining",
+        f.drain + f.settle,
+        f.poll,
+        || async {
+            let m = lb.members().await.ok()?;
+            find(&m, &a.server).is_none().then_some(())
+        },
+    )
     .await;
     lb.detach(std::slice::from_ref(&a.server), f.drain)
         .await
         .expect("detaching a non-member succeeds");
 
-    lb.swap(std::slice::from_ref(c), std::slice::from_ref(&b.server), f.drain)
+    lb.swap(
+        std::slice::from_ref(c),
+        std::slice::from_ref(&b.server),
+        f.drain,
+    )
+    .await
+    .unwrap();
+    super::eventually(
+        "the swap leaves only c",
+        f.drain + f.settle,
+        f.poll,
+        || async {
+            let m = lb.members().await.ok()?;
+            let ok = m.len() == 1
+                && find(&m, &c.server).is_some_and(|m| m.state == MemberState::Active)
+                && f.unhealthy
+                    .as_ref()
+                    .is_none_or(|bad| find(&m, &bad.server).is_none());
+            ok.then_some(())
+        },
+    )
+    .await;
+    lb.detach(std::slice::from_ref(&c.server), f.drain)
         .await
         .unwrap();
-    super::eventually("the swap leaves only c", f.drain + f.settle, f.poll, || async {
-        let m = lb.members().await.ok()?;
-        let ok = m.len() == 1
-            && find(&m, &c.server).is_some_and(|m| m.state == MemberState::Active)
-            && f.unhealthy
-                .as_ref()
-                .is_none_or(|bad| find(&m, &bad.server).is_none());
-        ok.then_some(())
-    })
-    .await;
-    lb.detach(std::slice::from_ref(&c.server), f.drain).await.unwrap();
     super::eventually("empty again", f.drain + f.settle, f.poll, || async {
         lb.members().await.ok()?.is_empty().then_some(())
     })

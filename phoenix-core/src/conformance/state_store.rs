@@ -70,7 +70,11 @@ pub async fn run_concurrent(store: Arc<dyn StateStore>) {
                     let cur = store.get(&key).await.unwrap().unwrap();
                     let n: u64 = String::from_utf8(cur.value).unwrap().parse().unwrap();
                     match store
-                        .commit(put(&key, Expect::Version(cur.version), &(n + 1).to_string()))
+                        .commit(put(
+                            &key,
+                            Expect::Version(cur.version),
+                            &(n + 1).to_string(),
+                        ))
                         .await
                     {
                         Ok(_) => {
@@ -91,13 +95,20 @@ pub async fn run_concurrent(store: Arc<dyn StateStore>) {
     }
     let last = store.get(&key).await.unwrap().unwrap();
     assert_eq!(total, 80);
-    assert_eq!(String::from_utf8(last.value).unwrap(), "80", "lost updates under contention");
+    assert_eq!(
+        String::from_utf8(last.value).unwrap(),
+        "80",
+        "lost updates under contention"
+    );
     assert_eq!(last.version, 81);
 }
 
 async fn records(store: &dyn StateStore, p: &str) {
     let k = format!("{p}/a");
-    assert!(store.get(&k).await.unwrap().is_none(), "a new key reads as absent");
+    assert!(
+        store.get(&k).await.unwrap().is_none(),
+        "a new key reads as absent"
+    );
     let v = store.commit(put(&k, Expect::Absent, "one")).await.unwrap();
     assert_eq!(v, vec![1], "first version is 1");
     let got = store.get(&k).await.unwrap().unwrap();
@@ -109,7 +120,10 @@ async fn records(store: &dyn StateStore, p: &str) {
         ),
         "Absent on an existing key conflicts"
     );
-    let v = store.commit(put(&k, Expect::Version(1), "two")).await.unwrap();
+    let v = store
+        .commit(put(&k, Expect::Version(1), "two"))
+        .await
+        .unwrap();
     assert_eq!(v, vec![2]);
     let stale = store.commit(put(&k, Expect::Version(1), "stale")).await;
     assert!(
@@ -133,7 +147,10 @@ async fn records(store: &dyn StateStore, p: &str) {
         .unwrap();
     assert_eq!(v, vec![0], "a delete reports version 0");
     assert!(store.get(&k).await.unwrap().is_none(), "deleted");
-    let v = store.commit(put(&k, Expect::Absent, "again")).await.unwrap();
+    let v = store
+        .commit(put(&k, Expect::Absent, "again"))
+        .await
+        .unwrap();
     assert_eq!(v, vec![1], "a re-created key starts at version 1 again");
 }
 
@@ -220,7 +237,11 @@ async fn literal_prefixes(store: &dyn StateStore, p: &str) {
     assert_eq!(got.len(), 1);
     let got = store.list(&format!("{p}/x\\y/")).await.unwrap();
     assert_eq!(got.len(), 1);
-    assert!(store.list(&format!("{p}/nothing/")).await.unwrap().is_empty());
+    assert!(store
+        .list(&format!("{p}/nothing/"))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn events(store: &dyn StateStore, p: &str) {
@@ -253,13 +274,20 @@ async fn events(store: &dyn StateStore, p: &str) {
     let page = store.events(&s1, 2, 2).await.unwrap();
     assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
     assert_eq!(store.events(&s2, 4, 10).await.unwrap().len(), 1);
-    assert!(store.events(&format!("{p}/none"), 0, 10).await.unwrap().is_empty());
+    assert!(store
+        .events(&format!("{p}/none"), 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn leases_and_fencing(store: &dyn StateStore, p: &str, f: StoreFixture) {
     let name = format!("{p}/lease");
     let k = format!("{p}/fenced");
-    let a = store.acquire_lease(&name, "alice", f.short_ttl).await.unwrap();
+    let a = store
+        .acquire_lease(&name, "alice", f.short_ttl)
+        .await
+        .unwrap();
     assert_eq!(a.holder, "alice");
     match store.acquire_lease(&name, "bob", f.short_ttl).await {
         Err(StoreError::LeaseHeld { holder, .. }) => assert_eq!(holder, "alice"),
@@ -280,7 +308,10 @@ async fn leases_and_fencing(store: &dyn StateStore, p: &str, f: StoreFixture) {
         store.current_lease(&name).await.unwrap().is_none(),
         "an expired lease has no current holder"
     );
-    let b = store.acquire_lease(&name, "bob", f.short_ttl * 20).await.unwrap();
+    let b = store
+        .acquire_lease(&name, "bob", f.short_ttl * 20)
+        .await
+        .unwrap();
     assert!(b.token > a.token, "fencing tokens increase");
     let mut stale = put(&k, Expect::Version(1), "by stale alice");
     stale.fence = Some(a.fence());
@@ -309,10 +340,19 @@ async fn leases_and_fencing(store: &dyn StateStore, p: &str, f: StoreFixture) {
     let mut after_release = put(&k, Expect::Version(2), "by bob after release");
     after_release.fence = Some(b.fence());
     assert!(
-        matches!(store.commit(after_release).await, Err(StoreError::Fenced { .. })),
+        matches!(
+            store.commit(after_release).await,
+            Err(StoreError::Fenced { .. })
+        ),
         "a released lease fences its holder's writes"
     );
-    let c = store.acquire_lease(&name, "carol", f.short_ttl).await.unwrap();
-    assert!(c.token > b.token, "a released lease is granted with a higher token");
+    let c = store
+        .acquire_lease(&name, "carol", f.short_ttl)
+        .await
+        .unwrap();
+    assert!(
+        c.token > b.token,
+        "a released lease is granted with a higher token"
+    );
     store.release_lease(&c).await.unwrap();
 }

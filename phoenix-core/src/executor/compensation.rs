@@ -200,6 +200,8 @@ fn restore_steps(r: &Pool, batch: usize, steps: &mut Vec<Step>) -> Vec<SlotRef> 
                 .collect(),
         });
     }
+    // Servers that wait outside the balancer are revalidated (and replaced
+    // if they died while waiting).
     let mut to_launch: Vec<u32> = r
         .slots
         .iter()
@@ -207,7 +209,7 @@ fn restore_steps(r: &Pool, batch: usize, steps: &mut Vec<Step>) -> Vec<SlotRef> 
             matches!(
                 s.state,
                 SlotState::Pending | SlotState::Requested | SlotState::Booting
-            ) || (s.state == SlotState::Running && !s.healthy)
+            ) || (s.state == SlotState::Running && (!s.healthy || s.traffic == Traffic::Out))
         })
         .map(|s| s.index)
         .collect();

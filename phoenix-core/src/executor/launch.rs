@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt};
 use crate::events::{EventKind, Invariant};
 use crate::id::{PoolId, ServerId};
 use crate::labels::{keys, LabelSelector, Labels};
-use crate::model::{DiscardedServer, ServerStatus, SlotState};
+use crate::model::{DiscardedServer, ServerStatus, SlotState, Traffic};
 use crate::ports::{BootContext, Check, ErrorKind, LaunchRequest, PortError, ProbeTarget};
 use crate::time::elapsed_between;
 
@@ -23,6 +23,25 @@ struct Failure {
     slot: u32,
     server: Option<ServerId>,
     reason: String,
+}
+
+/// Grows whenever a slot gets further (a server created, running,
+/// healthy) or starts a new attempt; a relaunch of the same attempt after
+/// a lost answer does not count, so it cannot extend the deadline forever.
+fn progress_score(pool: &crate::model::Pool, slots: &[u32]) -> u64 {
+    slots
+        .iter()
+        .filter_map(|i| pool.slot(*i))
+        .map(|s| {
+            let stage = match s.state {
+                SlotState::Booting => 1,
+                SlotState::Running if s.healthy => 3,
+                SlotState::Running => 2,
+                _ => 0,
+            };
+            u64::from(s.attempt) * 4 + stage
+        })
+        .sum()
 }
 
 impl Run {
@@ -38,13 +57,21 @@ impl Run {
                 )));
             }
         }
-        let deadline = Deadline::after(self.plan.policy.rollout.progress_deadline);
+        self.revalidate(pool_id, slots).await?;
+        let started = self.now();
+        // The deadline is on progress (as Kubernetes' progressDeadlineSeconds):
+        // replacing a stuck server takes its own deadline each time. The
+        // step stays bounded because attempts per slot are bounded.
+        let limit = self.plan.policy.rollout.progress_deadline;
+        let mut deadline = Deadline::after(limit);
+        let mut progress = progress_score(self.pool(pool_id)?, slots);
         loop {
             let mut failures = Vec::new();
             self.request_pending(pool_id, slots, &mut failures).await?;
             self.adopt_requested(pool_id, slots).await?;
             self.poll_booting(pool_id, slots, &mut failures).await?;
-            self.probe_health(pool_id, slots, &mut failures).await?;
+            self.probe_health(pool_id, slots, started, &mut failures)
+                .await?;
             self.record_failures(pool_id, failures).await?;
 
             let pool = self.pool(pool_id)?;
@@ -54,6 +81,11 @@ impl Run {
             });
             if done {
                 return Ok(());
+            }
+            let now_score = progress_score(pool, slots);
+            if now_score != progress {
+                progress = now_score;
+                deadline = Deadline::after(limit);
             }
             if deadline.passed() {
                 let waiting: Vec<String> = slots
@@ -159,11 +191,18 @@ impl Run {
         let compute = self.env.ports.compute.clone();
         let batch = caps.max_launch_batch.max(1);
         let concurrency = self.plan.policy.provision.concurrency.max(1);
-        let chunks: Vec<&[LaunchRequest]> = requests.chunks(batch).collect();
+        // Owned chunks: futures borrowing them would not be `Send` for
+        // every lifetime, and callers spawn operations on multi-threaded
+        // runtimes.
+        let mut chunks: Vec<Vec<LaunchRequest>> = Vec::new();
+        let mut rest = requests.into_iter().peekable();
+        while rest.peek().is_some() {
+            chunks.push(rest.by_ref().take(batch).collect());
+        }
         let results: Vec<Vec<Result<crate::model::Server, PortError>>> = stream::iter(chunks)
             .map(|chunk| {
                 let compute = compute.clone();
-                async move { compute.launch(chunk).await }
+                async move { compute.launch(&chunk).await }
             })
             .buffered(concurrency)
             .collect()
@@ -386,12 +425,37 @@ impl Run {
         Ok(())
     }
 
+    /// Servers that run but serve no traffic (a standby about to be reused,
+    /// a pool being restored) may have died while waiting: they are
+    /// described and health-checked afresh like a new launch, and replaced
+    /// within the budget when they are gone. Serving servers are left to
+    /// heal, which replaces them behind the balancer.
+    async fn revalidate(&mut self, pool_id: &PoolId, slots: &[u32]) -> Result<(), StepError> {
+        let pool = self.pool_mut(pool_id)?;
+        let mut changed = false;
+        for i in slots {
+            if let Some(s) = pool.slot_mut(*i) {
+                if s.state == SlotState::Running && s.traffic == Traffic::Out {
+                    s.state = SlotState::Booting;
+                    s.healthy = false;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.save(&[pool_id]).await?;
+        }
+        Ok(())
+    }
+
     /// Health-checks running servers directly; one that does not pass
-    /// within the health timeout is replaced.
+    /// within the health timeout (counted from its launch, or from the start
+    /// of this step for a revalidated one) is replaced.
     async fn probe_health(
         &mut self,
         pool_id: &PoolId,
         slots: &[u32],
+        started: crate::time::Timestamp,
         failures: &mut Vec<Failure>,
     ) -> Result<(), StepError> {
         let pool = self.pool(pool_id)?;
@@ -447,7 +511,8 @@ impl Run {
                 Err(e) => e.chain(),
             };
             let waited = requested_at.map_or(limit, |t| elapsed_between(t, now));
-            if waited > limit {
+            let this_step = elapsed_between(started, now);
+            if waited > limit && this_step > policy.health_timeout {
                 failures.push(Failure {
                     slot: idx,
                     server: Some(server),

@@ -99,11 +99,25 @@ impl Run {
         to: PoolState,
     ) -> Result<(), StepError> {
         let now = self.now();
-        let pool = self.pool_mut(pool_id)?;
-        let from = pool.state;
-        if from == to {
+        let current = self.pool(pool_id)?;
+        if current.state == to {
             return Ok(());
         }
+        if to == PoolState::Retired && current.state.is_rollback_candidate() {
+            // Invariant 9, on the records we hold the lease over.
+            let role = current.role.clone();
+            let others = self
+                .snap
+                .pools_of(&role)
+                .filter(|p| &p.id != pool_id && p.state.is_rollback_candidate())
+                .count();
+            if let Err(refusal) = guards::retention(others + 1, 1, self.plan.policy.retention.keep)
+            {
+                return Err(self.refused(refusal));
+            }
+        }
+        let pool = self.pool_mut(pool_id)?;
+        let from = pool.state;
         pool.transition(to, now)?;
         self.emit(EventKind::PoolStateChanged {
             pool: pool_id.clone(),

@@ -600,3 +600,19 @@ async fn execute(run: &mut Run, step: &Step) -> Result<(), StepError> {
         Step::TerminateOrphans { servers } => run.terminate_orphans(servers).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn assert_send<T: Send>(_: T) {}
+
+    /// Operations are spawned on multi-threaded runtimes by callers.
+    #[allow(dead_code)]
+    fn operations_are_send(
+        p: &crate::Phoenix,
+        plan: crate::plan::Plan,
+        d: &crate::id::DeploymentId,
+    ) {
+        assert_send(p.apply(plan));
+        assert_send(p.resume(d));
+    }
+}

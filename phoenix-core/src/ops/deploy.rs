@@ -1,32 +1,45 @@
 use crate::id::ReleaseLabel;
-use crate::model::{Pool, PoolState, StandbyKind};
+use crate::model::{Pool, PoolState};
 use crate::plan::{OperationKind, Plan, Precondition, Step};
 
 use super::{
-    expose_steps, in_service, provision_steps, refs, retire_traffic_steps, PlanInput, PlanningError,
+    attached, expose_steps, fill_steps, is_full, main_pool, provision_steps, refs,
+    retire_traffic_steps, PlanInput, PlanningError,
 };
 
-/// The newest pool of the release that can be made live as it is.
-fn reusable<'a>(input: &'a PlanInput<'_>, release: &ReleaseLabel) -> Option<&'a Pool> {
+/// The pool of the release to make live: a live one (a mixed state after a
+/// halted operation), else the newest ready or standby one.
+fn target<'a>(input: &'a PlanInput<'_>, release: &ReleaseLabel) -> Option<&'a Pool> {
+    let live: Vec<&Pool> = input
+        .live_pools()
+        .into_iter()
+        .filter(|p| &p.release == release)
+        .collect();
+    if let Some(p) = main_pool(&live) {
+        return Some(p);
+    }
     input
         .snap
         .pools_of(&input.role)
         .filter(|p| &p.release == release && p.state.is_rollback_candidate())
-        .filter(|p| in_service(p).len() >= p.size)
         .last()
 }
 
-/// Blue-green switch to `release`: reuse its ready or standby pool or
-/// provision one; attach it in batches; wait until healthy; bake; only
-/// then detach the live pool with drain; it becomes a hot standby.
+/// Blue-green switch to `release`: reuse its live, ready or standby pool
+/// (starting a cold one, revalidating waiting servers and topping it up to
+/// size) or provision a new one; attach it in batches; wait until healthy;
+/// bake; only then detach every other pool of the role with drain. The
+/// pool that served before becomes a hot standby. From a mixed state left
+/// by a halted operation it settles on `release`.
 pub fn deploy(input: &PlanInput<'_>, release: &ReleaseLabel) -> Result<Plan, PlanningError> {
     input.check()?;
     let role = input.role_spec()?;
-    let live = input.live()?;
     let policy = input.policy;
     let batch = policy.rollout.batch_size;
-    if let Some(l) = live {
-        if &l.release == release {
+    let existing = target(input, release);
+    let others = input.serving_pools(existing.map(|p| &p.id));
+    if let Some(p) = existing {
+        if p.state == PoolState::Live && others.is_empty() && is_full(p) {
             let mut plan = input.plan(
                 OperationKind::Deploy,
                 format!("release {release} is already live for {}", input.role),
@@ -36,40 +49,26 @@ pub fn deploy(input: &PlanInput<'_>, release: &ReleaseLabel) -> Result<Plan, Pla
                 Some(release.clone()),
             );
             plan.notes
-                .push(format!("pool {} already serves {release}", l.id));
+                .push(format!("pool {} already serves {release}", p.id));
             return Ok(plan);
         }
     }
     let mut steps = Vec::new();
     let mut preconditions = Vec::new();
-    let (pool_id, all, state) = match reusable(input, release) {
+    let (pool_id, all, state) = match existing {
         Some(p) => {
             preconditions.push(Precondition::PoolState {
                 pool: p.id.clone(),
                 state: p.state,
             });
-            let slots = in_service(p);
-            if p.state
-                == (PoolState::Standby {
-                    kind: StandbyKind::Cold,
-                })
-            {
-                for chunk in slots.chunks(batch.max(1)) {
-                    steps.push(Step::Start {
-                        pool: p.id.clone(),
-                        slots: chunk.to_vec(),
-                    });
-                }
-                steps.push(Step::SetPoolState {
-                    pool: p.id.clone(),
-                    to: PoolState::HOT,
-                });
-                steps.push(Step::Verify {
-                    pool: p.id.clone(),
-                    slots: slots.clone(),
-                });
-            }
-            (p.id.clone(), slots, p.state)
+            let (fill, all) = fill_steps(p, batch);
+            steps.extend(fill);
+            let state = if p.state == PoolState::COLD {
+                PoolState::HOT
+            } else {
+                p.state
+            };
+            (p.id.clone(), all, state)
         }
         None => {
             let image = input.image_of(release)?;
@@ -85,15 +84,11 @@ pub fn deploy(input: &PlanInput<'_>, release: &ReleaseLabel) -> Result<Plan, Pla
             (pool, all, PoolState::Ready)
         }
     };
-    let attached: Vec<u32> = input
-        .snap
-        .pool(&pool_id)
-        .map(|p| p.attached().map(|s| s.index).collect())
-        .unwrap_or_default();
+    let serving = existing.map(attached).unwrap_or_default();
     let to_attach: Vec<u32> = all
         .iter()
         .copied()
-        .filter(|i| !attached.contains(i))
+        .filter(|i| !serving.contains(i))
         .collect();
     steps.extend(expose_steps(
         &pool_id,
@@ -103,31 +98,43 @@ pub fn deploy(input: &PlanInput<'_>, release: &ReleaseLabel) -> Result<Plan, Pla
         policy.rollout.bake_time,
         state,
     ));
-    let restore = live.map(|l| l.id.clone());
-    if let Some(l) = live {
+    for o in &others {
         preconditions.push(Precondition::PoolState {
-            pool: l.id.clone(),
-            state: PoolState::Live,
+            pool: o.id.clone(),
+            state: o.state,
         });
-        let (detach, _) = retire_traffic_steps(l, &refs(&pool_id, &all), batch);
+        let (detach, _) = retire_traffic_steps(o, &refs(&pool_id, &all), batch);
         steps.extend(detach);
-        steps.push(Step::SetPoolState {
-            pool: l.id.clone(),
-            to: PoolState::HOT,
-        });
+        if o.state == PoolState::Live {
+            steps.push(Step::SetPoolState {
+                pool: o.id.clone(),
+                to: PoolState::HOT,
+            });
+        }
     }
     steps.push(Step::VerifyServing {
         role: input.role.clone(),
         release: release.clone(),
     });
+    let restore = main_pool(&others).map(|p| p.id.clone());
     let mut plan = input.plan(
         OperationKind::Deploy,
         format!(
             "blue-green switch of {} to release {release} (pool {pool_id}, {} server(s)){}",
             input.role,
             all.len(),
-            live.map(|l| format!("; pool {} becomes a hot standby", l.id))
-                .unwrap_or_default()
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} become(s) standby",
+                    others
+                        .iter()
+                        .map(|p| p.id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
         ),
         steps,
         policy.rollout.on_failure(),

@@ -134,17 +134,20 @@ impl PlanInput<'_> {
         Ok(())
     }
 
-    /// The single live pool of the role, if any.
-    pub(crate) fn live(&self) -> Result<Option<&Pool>, PlanningError> {
-        let live: Vec<&Pool> = self.snap.live_pools(&self.role).collect();
-        match live.len() {
-            0 => Ok(None),
-            1 => Ok(live.first().copied()),
-            count => Err(PlanningError::SeveralLive {
-                role: self.role.clone(),
-                count,
-            }),
-        }
+    /// The live pools of the role, oldest first: normally one, two after a
+    /// halted rolling replacement.
+    pub(crate) fn live_pools(&self) -> Vec<&Pool> {
+        self.snap.live_pools(&self.role).collect()
+    }
+
+    /// Pools of the role with servers behind the balancer (attached or
+    /// draining), other than `except`, oldest first.
+    pub(crate) fn serving_pools(&self, except: Option<&PoolId>) -> Vec<&Pool> {
+        self.snap
+            .pools_of(&self.role)
+            .filter(|p| Some(&p.id) != except)
+            .filter(|p| p.slots.iter().any(|s| s.traffic != Traffic::Out))
+            .collect()
     }
 
     pub(crate) fn new_pool_id(&self, release: &ReleaseLabel) -> Result<PoolId, PlanningError> {
@@ -232,6 +235,95 @@ pub(crate) fn provision_steps(
             to: PoolState::Ready,
         },
     ]
+}
+
+/// True when every in-service slot of the pool serves and there are at
+/// least `size` of them.
+pub(crate) fn is_full(pool: &Pool) -> bool {
+    let in_service: Vec<&crate::model::Slot> = pool.in_service().collect();
+    in_service.len() >= pool.size && in_service.iter().all(|s| s.traffic == Traffic::Attached)
+}
+
+/// Attached slots of a pool.
+pub(crate) fn attached(pool: &Pool) -> Vec<u32> {
+    pool.attached().map(|s| s.index).collect()
+}
+
+/// The pool among `pools` with the most attached servers (the first on a
+/// tie): the one a failed operation restores.
+pub(crate) fn main_pool<'a>(pools: &[&'a Pool]) -> Option<&'a Pool> {
+    pools
+        .iter()
+        .copied()
+        .rev()
+        .max_by_key(|p| p.attached().count())
+}
+
+/// Brings an existing pool to `size` running, healthy, verified servers
+/// that are not yet serving: starts stopped ones, revalidates (and
+/// replaces if dead) those that wait, adds missing slots. Returns the steps
+/// and every in-service slot afterwards.
+pub(crate) fn fill_steps(pool: &Pool, batch: usize) -> (Vec<Step>, Vec<u32>) {
+    let mut steps = Vec::new();
+    let stopped: Vec<u32> = pool
+        .slots
+        .iter()
+        .filter(|s| s.state == SlotState::Stopped)
+        .map(|s| s.index)
+        .collect();
+    for chunk in stopped.chunks(batch.max(1)) {
+        steps.push(Step::Start {
+            pool: pool.id.clone(),
+            slots: chunk.to_vec(),
+        });
+    }
+    if pool.state == PoolState::COLD {
+        steps.push(Step::SetPoolState {
+            pool: pool.id.clone(),
+            to: PoolState::HOT,
+        });
+    }
+    let mut all = in_service(pool);
+    let missing = pool.size.saturating_sub(all.len());
+    let first = pool.next_index();
+    let new: Vec<u32> = (first..first + u32::try_from(missing).unwrap_or(0)).collect();
+    if !new.is_empty() {
+        steps.push(Step::AddSlots {
+            pool: pool.id.clone(),
+            slots: new
+                .iter()
+                .map(|i| crate::plan::NewSlot {
+                    index: *i,
+                    replaces: None,
+                })
+                .collect(),
+        });
+    }
+    let waiting: Vec<u32> = pool
+        .in_service()
+        .filter(|s| s.traffic == Traffic::Out && s.state != SlotState::Stopped)
+        .map(|s| s.index)
+        .chain(new.iter().copied())
+        .collect();
+    if !waiting.is_empty() {
+        steps.push(Step::Launch {
+            pool: pool.id.clone(),
+            slots: waiting.clone(),
+        });
+    }
+    let verify: Vec<u32> = waiting
+        .iter()
+        .copied()
+        .chain(stopped.iter().copied())
+        .collect();
+    if !verify.is_empty() {
+        steps.push(Step::Verify {
+            pool: pool.id.clone(),
+            slots: verify,
+        });
+    }
+    all.extend(new);
+    (steps, all)
 }
 
 /// Attach in batches, wait healthy, go live, bake.

@@ -1,4 +1,4 @@
-use crate::model::{Pool, PoolState, Slot, Traffic};
+use crate::model::{PoolState, Slot, Traffic};
 use crate::plan::{NewSlot, OperationKind, Plan, Step};
 use crate::policy::FailurePolicy;
 use crate::time::elapsed_between;
@@ -17,7 +17,7 @@ fn aged<'a>(input: &PlanInput<'_>, slots: impl Iterator<Item = &'a Slot>) -> Vec
     old
 }
 
-fn new_slots(pool: &Pool, next: &mut u32, old: &[&Slot]) -> (Vec<NewSlot>, Vec<u32>) {
+fn new_slots(next: &mut u32, old: &[&Slot]) -> (Vec<NewSlot>, Vec<u32>) {
     let mut created = Vec::with_capacity(old.len());
     let mut indices = Vec::with_capacity(old.len());
     for s in old {
@@ -28,7 +28,6 @@ fn new_slots(pool: &Pool, next: &mut u32, old: &[&Slot]) -> (Vec<NewSlot>, Vec<u
         indices.push(*next);
         *next += 1;
     }
-    let _ = pool;
     (created, indices)
 }
 
@@ -48,8 +47,9 @@ pub fn refresh(input: &PlanInput<'_>) -> Result<Plan, PlanningError> {
     let mut steps = Vec::new();
     let mut notes = Vec::new();
     let mut total = 0;
-    let live = input.live()?;
-    if let Some(l) = live {
+    let lives = input.live_pools();
+    let sole = lives.len() == 1 && input.serving_pools(lives.first().map(|l| &l.id)).is_empty();
+    for l in &lives {
         let old = aged(
             input,
             l.slots.iter().filter(|s| s.traffic == Traffic::Attached),
@@ -58,7 +58,7 @@ pub fn refresh(input: &PlanInput<'_>) -> Result<Plan, PlanningError> {
         let mut next = l.next_index();
         let mut draining: Option<Vec<u32>> = None;
         for chunk in old.chunks(b) {
-            let (created, indices) = new_slots(l, &mut next, chunk);
+            let (created, indices) = new_slots(&mut next, chunk);
             let leaving: Vec<u32> = chunk.iter().map(|s| s.index).collect();
             steps.push(Step::AwaitReplacementBudget { count: chunk.len() });
             steps.push(Step::AddSlots {
@@ -104,12 +104,12 @@ pub fn refresh(input: &PlanInput<'_>) -> Result<Plan, PlanningError> {
             });
             steps.extend(terminate_steps(&l.id, &prev, batch));
         }
-        if !old.is_empty() {
-            steps.push(Step::VerifyServing {
-                role: input.role.clone(),
-                release: l.release.clone(),
-            });
-        }
+    }
+    if let (true, Some(l), false) = (sole, lives.first(), steps.is_empty()) {
+        steps.push(Step::VerifyServing {
+            role: input.role.clone(),
+            release: l.release.clone(),
+        });
     }
     for pool in input.snap.pools_of(&input.role) {
         match pool.state {
@@ -132,7 +132,7 @@ pub fn refresh(input: &PlanInput<'_>) -> Result<Plan, PlanningError> {
         total += old.len();
         let mut next = pool.next_index();
         for chunk in old.chunks(b) {
-            let (created, indices) = new_slots(pool, &mut next, chunk);
+            let (created, indices) = new_slots(&mut next, chunk);
             let leaving: Vec<u32> = chunk.iter().map(|s| s.index).collect();
             steps.push(Step::AwaitReplacementBudget { count: chunk.len() });
             steps.push(Step::AddSlots {
@@ -163,7 +163,7 @@ pub fn refresh(input: &PlanInput<'_>) -> Result<Plan, PlanningError> {
         steps,
         FailurePolicy::Halt,
         None,
-        live.map(|l| l.release.clone()),
+        lives.first().filter(|_| sole).map(|l| l.release.clone()),
     );
     plan.notes = notes;
     Ok(plan)

@@ -1,21 +1,23 @@
 use crate::id::ReleaseLabel;
-use crate::model::{Pool, PoolState, SlotState, StandbyKind};
-use crate::plan::{NewSlot, OperationKind, Plan, Precondition, Step};
+use crate::model::{Pool, PoolState};
+use crate::plan::{OperationKind, Plan, Precondition, Step};
 
 use super::{
-    expose_steps, in_service, provision_steps, refs, retire_traffic_steps, PlanInput, PlanningError,
+    attached, expose_steps, fill_steps, main_pool, provision_steps, refs, retire_traffic_steps,
+    PlanInput, PlanningError,
 };
 
 fn candidates<'a>(
     input: &'a PlanInput<'_>,
-    live: Option<&'a Pool>,
+    serving: &[&Pool],
     release: Option<&ReleaseLabel>,
 ) -> Vec<&'a Pool> {
+    let current = main_pool(serving).map(|p| p.release.clone());
     let mut pools: Vec<&Pool> = input
         .snap
         .pools_of(&input.role)
         .filter(|p| p.state.is_rollback_candidate())
-        .filter(|p| live.is_none_or(|l| l.release != p.release))
+        .filter(|p| current.as_ref() != Some(&p.release))
         .filter(|p| release.is_none_or(|r| &p.release == r))
         .collect();
     // Most recently live first, then newest.
@@ -29,85 +31,31 @@ fn candidates<'a>(
 
 /// Makes a previous release live again: by default the most recently live
 /// standby pool; with `release`, that release's newest standby pool, or a
-/// new pool of it when none is left. A cold standby is started and
-/// verified first; missing servers are relaunched. The current live pool
-/// leaves only once the target serves at full capacity, and becomes a hot
-/// standby.
+/// new pool of it when none is left. A cold standby is started; waiting
+/// servers are revalidated and dead or missing ones replaced, so the pool
+/// is at full capacity. What serves now leaves only once the target serves,
+/// and the pool that was live becomes a hot standby.
 pub fn rollback(
     input: &PlanInput<'_>,
     release: Option<&ReleaseLabel>,
 ) -> Result<Plan, PlanningError> {
     input.check()?;
     let role = input.role_spec()?;
-    let live = input.live()?;
     let policy = input.policy;
     let batch = policy.rollout.batch_size;
+    let serving_now = input.serving_pools(None);
     let mut steps = Vec::new();
     let mut preconditions = Vec::new();
-    let found = candidates(input, live, release).first().copied();
+    let found = candidates(input, &serving_now, release).first().copied();
+    let current = main_pool(&serving_now).map(|p| p.release.clone());
     let (pool_id, all, state, target_release) = match (found, release) {
         (Some(t), _) => {
             preconditions.push(Precondition::PoolState {
                 pool: t.id.clone(),
                 state: t.state,
             });
-            let stopped: Vec<u32> = t
-                .slots
-                .iter()
-                .filter(|s| s.state == SlotState::Stopped)
-                .map(|s| s.index)
-                .collect();
-            for chunk in stopped.chunks(batch.max(1)) {
-                steps.push(Step::Start {
-                    pool: t.id.clone(),
-                    slots: chunk.to_vec(),
-                });
-            }
-            if t.state
-                == (PoolState::Standby {
-                    kind: StandbyKind::Cold,
-                })
-            {
-                steps.push(Step::SetPoolState {
-                    pool: t.id.clone(),
-                    to: PoolState::HOT,
-                });
-            }
-            let mut all = in_service(t);
-            let missing = t.size.saturating_sub(all.len());
-            if missing > 0 {
-                let first = t.next_index();
-                let new: Vec<u32> = (first..first + u32::try_from(missing).unwrap_or(0)).collect();
-                steps.push(Step::AddSlots {
-                    pool: t.id.clone(),
-                    slots: new
-                        .iter()
-                        .map(|i| NewSlot {
-                            index: *i,
-                            replaces: None,
-                        })
-                        .collect(),
-                });
-                steps.push(Step::Launch {
-                    pool: t.id.clone(),
-                    slots: new.clone(),
-                });
-                all.extend(new);
-            }
-            let unverified: Vec<u32> = all
-                .iter()
-                .copied()
-                .filter(|i| {
-                    t.slot(*i)
-                        .is_none_or(|s| !s.verified || s.state == SlotState::Stopped)
-                })
-                .collect();
-            if !unverified.is_empty() {
-                steps.push(Step::Verify {
-                    pool: t.id.clone(),
-                    slots: unverified,
-                });
-            }
+            let (fill, all) = fill_steps(t, batch);
+            steps.extend(fill);
             let state = if t.state == PoolState::COLD {
                 PoolState::HOT
             } else {
@@ -115,7 +63,7 @@ pub fn rollback(
             };
             (t.id.clone(), all, state, t.release.clone())
         }
-        (None, Some(r)) if live.is_none_or(|l| &l.release != r) => {
+        (None, Some(r)) if current.as_ref() != Some(r) => {
             let image = input.image_of(r)?;
             let pool = input.new_pool_id(r)?;
             steps.extend(provision_steps(&pool, &input.role, r, &image, role.desired));
@@ -129,15 +77,11 @@ pub fn rollback(
             })
         }
     };
-    let attached: Vec<u32> = input
-        .snap
-        .pool(&pool_id)
-        .map(|p| p.attached().map(|s| s.index).collect())
-        .unwrap_or_default();
+    let serving = input.snap.pool(&pool_id).map(attached).unwrap_or_default();
     let to_attach: Vec<u32> = all
         .iter()
         .copied()
-        .filter(|i| !attached.contains(i))
+        .filter(|i| !serving.contains(i))
         .collect();
     steps.extend(expose_steps(
         &pool_id,
@@ -147,33 +91,38 @@ pub fn rollback(
         policy.rollout.rollback_bake,
         state,
     ));
-    if let Some(l) = live {
+    let others = input.serving_pools(Some(&pool_id));
+    for o in &others {
         preconditions.push(Precondition::PoolState {
-            pool: l.id.clone(),
-            state: PoolState::Live,
+            pool: o.id.clone(),
+            state: o.state,
         });
-        let (detach, _) = retire_traffic_steps(l, &refs(&pool_id, &all), batch);
+        let (detach, _) = retire_traffic_steps(o, &refs(&pool_id, &all), batch);
         steps.extend(detach);
-        steps.push(Step::SetPoolState {
-            pool: l.id.clone(),
-            to: PoolState::HOT,
-        });
+        if o.state == PoolState::Live {
+            steps.push(Step::SetPoolState {
+                pool: o.id.clone(),
+                to: PoolState::HOT,
+            });
+        }
     }
     steps.push(Step::VerifyServing {
         role: input.role.clone(),
         release: target_release.clone(),
     });
+    let restore = main_pool(&others);
     let mut plan = input.plan(
         OperationKind::Rollback,
         format!(
             "roll {} back to release {target_release} (pool {pool_id}){}",
             input.role,
-            live.map(|l| format!(" from {} (pool {})", l.release, l.id))
+            restore
+                .map(|l| format!(" from {} (pool {})", l.release, l.id))
                 .unwrap_or_default()
         ),
         steps,
         crate::policy::FailurePolicy::Rollback,
-        live.map(|l| l.id.clone()),
+        restore.map(|l| l.id.clone()),
         Some(target_release),
     );
     plan.preconditions.extend(preconditions);

@@ -1,188 +1,274 @@
-use crate::id::ReleaseLabel;
-use crate::model::{PoolState, Traffic};
-use crate::plan::{OperationKind, Plan, Precondition, Step};
+use std::collections::BTreeMap;
 
-use super::{in_service, refs, PlanInput, PlanningError};
+use crate::id::{PoolId, ReleaseLabel};
+use crate::model::{Pool, PoolState, SlotState, Traffic};
+use crate::plan::{NewSlot, OperationKind, Plan, Precondition, SlotRef, Step};
 
-/// Replaces the live pool by a new pool of `release`, batch by batch: each
-/// batch launches at most `min(batch_size, max_surge)` servers, verifies,
-/// attaches and bakes them, and only then detaches as many old servers.
-/// The previous batch's old servers drain and are terminated while the
-/// next batch boots.
+use super::{in_service, is_full, main_pool, refs, terminate_steps, PlanInput, PlanningError};
+
+/// Slot references grouped by pool, in first-seen order.
+fn by_pool(slots: &[SlotRef]) -> Vec<(PoolId, Vec<u32>)> {
+    let mut out: Vec<(PoolId, Vec<u32>)> = Vec::new();
+    for r in slots {
+        match out.iter_mut().find(|(p, _)| p == &r.pool) {
+            Some((_, v)) => v.push(r.slot),
+            None => out.push((r.pool.clone(), vec![r.slot])),
+        }
+    }
+    out
+}
+
+/// Replaces what serves the role by a pool of `release`, batch by batch:
+/// each batch launches at most `min(batch_size, max_surge)` servers,
+/// verifies, attaches and bakes them, and only then detaches as many old
+/// servers. The previous batch's old servers drain and are terminated while
+/// the next batch boots. A replacement that halted half-way is continued:
+/// the live pool of `release` is filled up and every other serving pool
+/// drained.
 pub fn rolling_replace(
     input: &PlanInput<'_>,
     release: &ReleaseLabel,
 ) -> Result<Plan, PlanningError> {
     input.check()?;
     let role = input.role_spec()?;
-    let old = input
-        .live()?
-        .ok_or_else(|| PlanningError::NothingLive(input.role.clone()))?;
     let policy = input.policy;
-    if &old.release == release {
-        let mut plan = input.plan(
-            OperationKind::RollingReplace,
-            format!("release {release} is already live for {}", input.role),
-            Vec::new(),
-            policy.rollout.on_failure(),
-            None,
-            Some(release.clone()),
-        );
-        plan.notes
-            .push(format!("pool {} already serves {release}", old.id));
-        return Ok(plan);
-    }
-    let image = input.image_of(release)?;
-    let new = input.new_pool_id(release)?;
-    let n = role.desired;
+    let batch = policy.rollout.batch_size;
     let b = policy.rolling_batch();
-    let serving: Vec<u32> = old
-        .slots
-        .iter()
-        .filter(|s| s.traffic == Traffic::Attached)
-        .map(|s| s.index)
+    let live_new: Vec<&Pool> = input
+        .live_pools()
+        .into_iter()
+        .filter(|p| &p.release == release)
         .collect();
-    let new_slots: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
-    let new_batches: Vec<&[u32]> = new_slots.chunks(b).collect();
+    let existing = main_pool(&live_new);
+    let olds = input.serving_pools(existing.map(|p| &p.id));
+    if olds.is_empty() {
+        return match existing {
+            None => Err(PlanningError::NothingLive(input.role.clone())),
+            Some(p) if is_full(p) => {
+                let mut plan = input.plan(
+                    OperationKind::RollingReplace,
+                    format!("release {release} is already live for {}", input.role),
+                    Vec::new(),
+                    policy.rollout.on_failure(),
+                    None,
+                    Some(release.clone()),
+                );
+                plan.notes
+                    .push(format!("pool {} already serves {release}", p.id));
+                Ok(plan)
+            }
+            // Only the new pool serves, short of servers: fill it.
+            Some(_) => super::deploy(input, release),
+        };
+    }
+
+    let mut steps = Vec::new();
+    let (new_id, waiting, fresh_pool) = match existing {
+        Some(p) => {
+            let mut waiting: Vec<u32> = p
+                .in_service()
+                .filter(|s| s.traffic == Traffic::Out && s.state != SlotState::Stopped)
+                .map(|s| s.index)
+                .collect();
+            let missing = p.size.saturating_sub(in_service(p).len());
+            let first = p.next_index();
+            let new: Vec<u32> = (first..first + u32::try_from(missing).unwrap_or(0)).collect();
+            if !new.is_empty() {
+                steps.push(Step::AddSlots {
+                    pool: p.id.clone(),
+                    slots: new
+                        .iter()
+                        .map(|i| NewSlot {
+                            index: *i,
+                            replaces: None,
+                        })
+                        .collect(),
+                });
+            }
+            waiting.extend(new);
+            (p.id.clone(), waiting, false)
+        }
+        None => {
+            let id = input.new_pool_id(release)?;
+            let n = u32::try_from(role.desired).unwrap_or(u32::MAX);
+            steps.push(Step::CreatePool {
+                pool: id.clone(),
+                role: input.role.clone(),
+                release: release.clone(),
+                image: input.image_of(release)?,
+                size: role.desired,
+                slots: n,
+            });
+            (id, (0..n).collect(), true)
+        }
+    };
+    let all_new: Vec<u32> = match existing {
+        Some(p) => in_service(p)
+            .into_iter()
+            .chain(waiting.iter().copied())
+            .collect::<std::collections::BTreeSet<u32>>()
+            .into_iter()
+            .collect(),
+        None => waiting.clone(),
+    };
+    let old_slots: Vec<SlotRef> = olds
+        .iter()
+        .flat_map(|p| {
+            p.slots
+                .iter()
+                .filter(|s| s.traffic != Traffic::Out)
+                .map(|s| SlotRef {
+                    pool: p.id.clone(),
+                    slot: s.index,
+                })
+        })
+        .collect();
+    let new_batches: Vec<Vec<u32>> = waiting.chunks(b).map(<[u32]>::to_vec).collect();
     // Old servers leave in step with the new ones; any surplus leaves with
     // the last batch.
-    let mut old_batches: Vec<Vec<u32>> = serving.chunks(b).map(<[u32]>::to_vec).collect();
-    while old_batches.len() > new_batches.len() && old_batches.len() > 1 {
+    let mut old_batches: Vec<Vec<SlotRef>> = old_slots.chunks(b).map(<[SlotRef]>::to_vec).collect();
+    let stages = new_batches.len().max(1);
+    while old_batches.len() > stages {
         if let Some(extra) = old_batches.pop() {
             if let Some(last) = old_batches.last_mut() {
                 last.extend(extra);
             }
         }
     }
-    let mut steps = vec![Step::CreatePool {
-        pool: new.clone(),
-        role: input.role.clone(),
-        release: release.clone(),
-        image: image.clone(),
-        size: n,
-        slots: u32::try_from(n).unwrap_or(u32::MAX),
-    }];
-    let mut draining: Option<Vec<u32>> = None;
-    for (k, batch) in new_batches.iter().enumerate() {
-        steps.push(Step::Launch {
-            pool: new.clone(),
-            slots: batch.to_vec(),
-        });
-        // The previous batch's old servers finish draining while this one
-        // boots.
-        if let Some(prev) = draining.take() {
+    let states: BTreeMap<&PoolId, PoolState> = olds.iter().map(|p| (&p.id, p.state)).collect();
+    let terminate = |slots: &[SlotRef], steps: &mut Vec<Step>| {
+        for (pool, idx) in by_pool(slots) {
             steps.push(Step::AwaitDrained {
-                pool: old.id.clone(),
-                slots: prev.clone(),
+                pool: pool.clone(),
+                slots: idx.clone(),
             });
-            steps.extend(super::terminate_steps(
-                &old.id,
-                &prev,
-                policy.rollout.batch_size,
-            ));
+            // Only live pools are being replaced; a standby that served by
+            // mistake keeps its servers for rollback.
+            if states.get(&pool) == Some(&PoolState::Live) {
+                steps.extend(terminate_steps(&pool, &idx, batch));
+            }
         }
-        if k == 0 {
-            steps.push(Step::SetPoolState {
-                pool: new.clone(),
-                to: PoolState::Verifying,
-            });
-        }
-        steps.push(Step::Verify {
-            pool: new.clone(),
-            slots: batch.to_vec(),
-        });
-        if k == 0 {
-            steps.push(Step::SetPoolState {
-                pool: new.clone(),
-                to: PoolState::Ready,
+    };
+    let mut draining: Option<Vec<SlotRef>> = None;
+    for k in 0..stages {
+        let new_batch = new_batches.get(k).cloned().unwrap_or_default();
+        if !new_batch.is_empty() {
+            steps.push(Step::Launch {
+                pool: new_id.clone(),
+                slots: new_batch.clone(),
             });
         }
-        for chunk in batch.chunks(policy.rollout.batch_size.max(1)) {
-            steps.push(Step::Attach {
-                pool: new.clone(),
-                slots: chunk.to_vec(),
-            });
+        if let Some(prev) = draining.take() {
+            terminate(&prev, &mut steps);
         }
-        steps.push(Step::AwaitHealthy {
-            pool: new.clone(),
-            slots: batch.to_vec(),
-        });
-        if k == 0 {
-            steps.push(Step::SetPoolState {
-                pool: new.clone(),
-                to: PoolState::Live,
-            });
-        }
-        steps.push(Step::Bake {
-            pool: new.clone(),
-            slots: batch.to_vec(),
-            duration: policy.rollout.bake_time,
-        });
-        if let Some(leaving) = old_batches.get(k) {
-            let replacements = if k + 1 == new_batches.len() {
-                refs(&new, &new_slots)
-            } else {
-                refs(&new, batch)
-            };
-            for chunk in leaving.chunks(policy.rollout.batch_size.max(1)) {
-                steps.push(Step::Detach {
-                    pool: old.id.clone(),
-                    slots: chunk.to_vec(),
-                    replacements: replacements.clone(),
+        if !new_batch.is_empty() {
+            if k == 0 && fresh_pool {
+                steps.push(Step::SetPoolState {
+                    pool: new_id.clone(),
+                    to: PoolState::Verifying,
                 });
+            }
+            steps.push(Step::Verify {
+                pool: new_id.clone(),
+                slots: new_batch.clone(),
+            });
+            if k == 0 && fresh_pool {
+                steps.push(Step::SetPoolState {
+                    pool: new_id.clone(),
+                    to: PoolState::Ready,
+                });
+            }
+            for chunk in new_batch.chunks(batch.max(1)) {
+                steps.push(Step::Attach {
+                    pool: new_id.clone(),
+                    slots: chunk.to_vec(),
+                });
+            }
+            steps.push(Step::AwaitHealthy {
+                pool: new_id.clone(),
+                slots: new_batch.clone(),
+            });
+            if k == 0 && fresh_pool {
+                steps.push(Step::SetPoolState {
+                    pool: new_id.clone(),
+                    to: PoolState::Live,
+                });
+            }
+            steps.push(Step::Bake {
+                pool: new_id.clone(),
+                slots: new_batch.clone(),
+                duration: policy.rollout.bake_time,
+            });
+        }
+        if let Some(leaving) = old_batches.get(k) {
+            let replacements = if k + 1 == stages || new_batch.is_empty() {
+                refs(&new_id, &all_new)
+            } else {
+                refs(&new_id, &new_batch)
+            };
+            for (pool, idx) in by_pool(leaving) {
+                for chunk in idx.chunks(batch.max(1)) {
+                    steps.push(Step::Detach {
+                        pool: pool.clone(),
+                        slots: chunk.to_vec(),
+                        replacements: replacements.clone(),
+                    });
+                }
             }
             draining = Some(leaving.clone());
         }
     }
     if let Some(prev) = draining.take() {
-        steps.push(Step::AwaitDrained {
-            pool: old.id.clone(),
-            slots: prev.clone(),
-        });
-        steps.extend(super::terminate_steps(
-            &old.id,
-            &prev,
-            policy.rollout.batch_size,
-        ));
+        terminate(&prev, &mut steps);
     }
-    // Whatever else the old pool still has (servers not serving).
-    let rest: Vec<u32> = in_service(old)
-        .into_iter()
-        .filter(|i| !serving.contains(i))
-        .collect();
-    steps.extend(super::terminate_steps(
-        &old.id,
-        &rest,
-        policy.rollout.batch_size,
-    ));
-    steps.push(Step::CleanUpDiscarded {
-        pool: old.id.clone(),
-    });
-    steps.push(Step::SetPoolState {
-        pool: old.id.clone(),
-        to: PoolState::Retired,
-    });
-    steps.push(Step::DeletePool {
-        pool: old.id.clone(),
-    });
+    let mut preconditions = Vec::new();
+    for old in &olds {
+        preconditions.push(Precondition::PoolState {
+            pool: old.id.clone(),
+            state: old.state,
+        });
+        if old.state != PoolState::Live {
+            continue;
+        }
+        // Whatever else the old pool still has (servers not serving).
+        let rest: Vec<u32> = old
+            .in_service()
+            .filter(|s| s.traffic == Traffic::Out)
+            .map(|s| s.index)
+            .collect();
+        steps.extend(terminate_steps(&old.id, &rest, batch));
+        steps.push(Step::CleanUpDiscarded {
+            pool: old.id.clone(),
+        });
+        steps.push(Step::SetPoolState {
+            pool: old.id.clone(),
+            to: PoolState::Retired,
+        });
+        steps.push(Step::DeletePool {
+            pool: old.id.clone(),
+        });
+    }
     steps.push(Step::VerifyServing {
         role: input.role.clone(),
         release: release.clone(),
     });
+    let restore = main_pool(&olds);
     let mut plan = input.plan(
         OperationKind::RollingReplace,
         format!(
-            "rolling replacement of {} pool {} ({}) by {new} ({release}): {n} server(s) in batches of {b}",
-            input.role, old.id, old.release
+            "rolling replacement of {} {} by {new_id} ({release}): {} server(s) in batches of {b}",
+            input.role,
+            olds.iter()
+                .map(|p| format!("pool {} ({})", p.id, p.release))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            waiting.len()
         ),
         steps,
         policy.rollout.on_failure(),
-        Some(old.id.clone()),
+        restore.map(|p| p.id.clone()),
         Some(release.clone()),
     );
-    plan.preconditions.push(Precondition::PoolState {
-        pool: old.id.clone(),
-        state: PoolState::Live,
-    });
+    plan.preconditions.extend(preconditions);
     Ok(plan)
 }

@@ -233,7 +233,7 @@ impl Compute for SimCompute {
                 crate::ports::ErrorKind::Unsupported("stop".into()),
             ));
         }
-        if !w.servers.get(id).is_some_and(|s| s.status(now).is_some()) {
+        if w.servers.get(id).is_none_or(|s| s.status(now).is_none()) {
             return Err(PortError::not_found("sim: stop server", id.to_string()));
         }
         w.check_not_serving(id, "stopped", now);

@@ -243,7 +243,7 @@ impl World {
     pub(crate) fn prune(&mut self, balancer: &str, now: Instant) {
         if let Some(b) = self.balancers.get_mut(balancer) {
             b.members
-                .retain(|_, m| !m.draining.is_some_and(|(_, until)| now >= until));
+                .retain(|_, m| m.draining.is_none_or(|(_, until)| now < until));
         }
     }
 
@@ -253,7 +253,7 @@ impl World {
         };
         b.members
             .iter()
-            .filter(|(_, m)| !m.draining.is_some_and(|(_, until)| at >= until))
+            .filter(|(_, m)| m.draining.is_none_or(|(_, until)| at < until))
             .map(|(id, m)| Member {
                 server: id.clone(),
                 endpoint: m.endpoint,
@@ -277,7 +277,7 @@ impl World {
             .filter(|(_, b)| {
                 b.members
                     .get(server)
-                    .is_some_and(|m| !m.draining.is_some_and(|(_, until)| now >= until))
+                    .is_some_and(|m| m.draining.is_none_or(|(_, until)| now < until))
             })
             .map(|(name, _)| name.clone())
             .collect();
