@@ -18,10 +18,56 @@ struct LeaseSlot {
     expires_at: Timestamp,
 }
 
+/// One stream's events packed into fixed-size chunks: one allocation per
+/// megabyte rather than per event, and no reallocation of a huge buffer
+/// (histories reach hundreds of thousands of events).
+#[derive(Debug, Default)]
+struct Stream {
+    chunks: Vec<Vec<u8>>,
+    /// (chunk, start, end) of each event.
+    index: Vec<(u32, u32, u32)>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl Stream {
+    fn push(&mut self, payload: &[u8]) {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= payload.len());
+        if !fits {
+            self.chunks
+                .push(Vec::with_capacity(CHUNK.max(payload.len())));
+        }
+        let n = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[n];
+        let start = chunk.len();
+        chunk.extend_from_slice(payload);
+        // Chunks are at most max(1 MiB, one payload) long, and a payload
+        // never reaches 4 GiB.
+        self.index
+            .push((n as u32, start as u32, chunk.len() as u32));
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let (c, start, end) = self.index[i];
+        &self.chunks[c as usize][start as usize..end as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     records: BTreeMap<String, Versioned>,
-    events: BTreeMap<String, Vec<Vec<u8>>>,
+    events: BTreeMap<String, Stream>,
     leases: BTreeMap<String, LeaseSlot>,
 }
 
@@ -64,8 +110,8 @@ impl MemoryStore {
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
         for (stream, events) in &inner.events {
-            for (i, e) in events.iter().enumerate() {
-                out.push((format!("events:{stream}#{}", i + 1), e.clone()));
+            for i in 0..events.len() {
+                out.push((format!("events:{stream}#{}", i + 1), events.get(i).to_vec()));
             }
         }
         out
@@ -79,12 +125,7 @@ impl MemoryStore {
             .iter()
             .map(|(k, v)| k.len() + v.value.len())
             .sum::<usize>()
-            + inner
-                .events
-                .values()
-                .flat_map(|e| e.iter())
-                .map(Vec::len)
-                .sum::<usize>()
+            + inner.events.values().map(Stream::bytes).sum::<usize>()
     }
 }
 
@@ -158,7 +199,7 @@ impl StateStore for MemoryStore {
             }
         }
         for e in commit.events {
-            inner.events.entry(e.stream).or_default().push(e.payload);
+            inner.events.entry(e.stream).or_default().push(&e.payload);
         }
         Ok(versions)
     }
@@ -173,16 +214,15 @@ impl StateStore for MemoryStore {
         let Some(events) = inner.events.get(stream) else {
             return Ok(Vec::new());
         };
-        Ok(events
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (i as u64 + 1, p))
-            .filter(|(seq, _)| *seq > after)
+        let first = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(events.len());
+        Ok((first..events.len())
             .take(limit)
-            .map(|(seq, payload)| StoredEvent {
+            .map(|i| StoredEvent {
                 stream: stream.to_owned(),
-                seq,
-                payload: payload.clone(),
+                seq: i as u64 + 1,
+                payload: events.get(i).to_vec(),
             })
             .collect())
     }

@@ -22,6 +22,15 @@ impl Classify for PortError {
     }
 }
 
+impl Classify for crate::records::RecordError {
+    fn retry_class(&self) -> RetryClass {
+        match self {
+            crate::records::RecordError::Store(e) => e.retry_class(),
+            _ => RetryClass::Permanent,
+        }
+    }
+}
+
 impl Classify for StoreError {
     fn retry_class(&self) -> RetryClass {
         if self.is_retryable() {

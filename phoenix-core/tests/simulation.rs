@@ -78,6 +78,7 @@ fn random_faults(rng: &mut ChaCha8Rng) -> Faults {
         member_death: p(0.15),
         bad_releases: BTreeSet::new(),
         unhealthy_releases: BTreeSet::new(),
+        smoke_fails_after: Default::default(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! tests). Enable the `conformance` feature in an adapter crate's
 //! dev-dependencies and call the suite from a test:
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test]
 //! async fn sqlite_conforms() {
 //!     let store = SqliteStore::open_in_memory().await.unwrap();

@@ -18,6 +18,23 @@ use super::error::StepError;
 use super::guards;
 use super::run::{Deadline, Run};
 
+struct PoolIdentity {
+    deployment: crate::id::DeploymentId,
+    environment: crate::id::EnvironmentName,
+    role: crate::id::RoleName,
+    release: crate::id::ReleaseLabel,
+    image: crate::id::ImageId,
+    id: PoolId,
+}
+
+struct Attempt<'a> {
+    attempt: u32,
+    token: &'a crate::id::IdempotencyToken,
+}
+
+/// Most launch requests rendered and in flight at once.
+const LAUNCH_WINDOW: usize = 512;
+
 /// A launch attempt given up.
 struct Failure {
     slot: u32,
@@ -104,7 +121,9 @@ impl Run {
     }
 
     /// Renders and launches every pending slot, recording the intent
-    /// (token, time) before the call.
+    /// (token, time) before the call. Slots go in windows so that rendered
+    /// payloads (which hold secrets) of a ten-thousand-server pool are
+    /// never all in memory at once.
     async fn request_pending(
         &mut self,
         pool_id: &PoolId,
@@ -117,16 +136,48 @@ impl Run {
             .copied()
             .filter(|i| pool.slot(*i).is_some_and(|s| s.state == SlotState::Pending))
             .collect();
-        if pending.is_empty() {
-            return Ok(());
+        let window = (self.plan.policy.provision.concurrency.max(1)
+            * self
+                .env
+                .ports
+                .compute
+                .capabilities()
+                .max_launch_batch
+                .max(1))
+        .clamp(1, LAUNCH_WINDOW);
+        for chunk in pending.chunks(window) {
+            self.request_window(pool_id, chunk, failures).await?;
         }
+        Ok(())
+    }
+
+    async fn request_window(
+        &mut self,
+        pool_id: &PoolId,
+        pending: &[u32],
+        failures: &mut Vec<Failure>,
+    ) -> Result<(), StepError> {
+        let pool = self.pool(pool_id)?;
         let caps = self.env.ports.compute.capabilities();
         let role = self.role()?.clone();
-        let pool = pool.clone();
+        // Only what rendering needs, not a copy of the whole pool.
+        let wanted: Vec<(u32, u32, crate::id::IdempotencyToken)> = pending
+            .iter()
+            .filter_map(|i| pool.slot(*i).map(|s| (*i, s.attempt, s.token.clone())))
+            .collect();
+        let pool = PoolIdentity {
+            deployment: pool.deployment.clone(),
+            environment: pool.environment.clone(),
+            role: pool.role.clone(),
+            release: pool.release.clone(),
+            image: pool.image.clone(),
+            id: pool.id.clone(),
+        };
         let mut requests = Vec::with_capacity(pending.len());
-        for idx in &pending {
-            let Some(slot) = pool.slot(*idx) else {
-                continue;
+        for (idx, attempt, token) in &wanted {
+            let slot = Attempt {
+                attempt: *attempt,
+                token,
             };
             let name = if slot.attempt == 0 {
                 format!("{pool_id}-{idx}")
@@ -161,7 +212,7 @@ impl Run {
                     &pool.release,
                     &pool.id,
                     *idx,
-                    &slot.token,
+                    slot.token,
                 ),
                 token: slot.token.clone(),
             });
@@ -170,7 +221,7 @@ impl Run {
         {
             let pool = self.pool_mut(pool_id)?;
             let mut events = Vec::new();
-            for idx in &pending {
+            for idx in pending {
                 if let Some(slot) = pool.slot_mut(*idx) {
                     slot.state = SlotState::Requested;
                     slot.requested_at = Some(now);

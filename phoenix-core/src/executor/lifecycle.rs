@@ -54,6 +54,8 @@ impl Run {
             slots: (0..slots)
                 .map(|i| Slot::pending(&op, pool_id, i, None))
                 .collect(),
+            next_slot: slots,
+            pruned_slots: 0,
             discarded: Vec::new(),
             history: Vec::new(),
         };
@@ -74,7 +76,7 @@ impl Run {
         let pool = self.pool_mut(pool_id)?;
         let mut changed = false;
         for new in slots {
-            if pool.slot(new.index).is_some() {
+            if pool.slot(new.index).is_some() || pool.was_pruned(new.index) {
                 continue;
             }
             if new.index < pool.next_index() {
@@ -268,6 +270,10 @@ impl Run {
         let pool = self.pool(pool_id)?;
         let mut targets: Vec<(u32, ServerId)> = Vec::new();
         for i in slots {
+            if pool.was_pruned(*i) {
+                // Terminated before (a resumed step): nothing left to do.
+                continue;
+            }
             let s = pool.slot(*i).ok_or_else(|| {
                 StepError::Inconsistent(format!("slot {i} of pool {pool_id} does not exist"))
             })?;
@@ -340,6 +346,7 @@ impl Run {
             s.healthy = false;
             s.baked_at = None;
         }
+        pool.prune_terminated();
         for e in events {
             self.emit(e);
         }
@@ -434,6 +441,9 @@ impl Run {
         let pool = self.pool(pool_id)?;
         let mut out = Vec::new();
         for i in slots {
+            if pool.was_pruned(*i) {
+                continue;
+            }
             let s = pool.slot(*i).ok_or_else(|| {
                 StepError::Inconsistent(format!("slot {i} of pool {pool_id} does not exist"))
             })?;

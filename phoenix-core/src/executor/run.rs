@@ -149,48 +149,12 @@ impl Run {
     pub(crate) async fn save(&mut self, pools: &[&PoolId]) -> Result<(), Interruption> {
         self.keep_alive().await?;
         let dep = self.plan.deployment.clone();
-        let header_key = key::deployment(&dep);
-        let mut header = self.snap.record.value.clone();
-        header.generation += 1;
-        let mut writes = vec![Write {
-            key: header_key.clone(),
-            expect: Expect::Version(self.snap.record.version),
-            value: Some(encode(&header_key, &header)?),
-        }];
         // Only pools present in the run's records can have been changed.
-        let pools: Vec<&PoolId> = pools
+        let pools: Vec<PoolId> = pools
             .iter()
-            .copied()
-            .filter(|id| self.snap.pools.contains_key(*id))
+            .filter(|id| self.snap.pools.contains_key(**id))
+            .map(|id| (*id).clone())
             .collect();
-        for id in &pools {
-            let Some(stored) = self.snap.pools.get(*id) else {
-                continue;
-            };
-            let k = key::pool(&dep, id);
-            let expect = if stored.version == 0 {
-                Expect::Absent
-            } else {
-                Expect::Version(stored.version)
-            };
-            writes.push(Write {
-                value: Some(encode(&k, &stored.value)?),
-                key: k,
-                expect,
-            });
-        }
-        let progress_key = key::operation(&dep, &self.plan.id);
-        if self.progress_dirty {
-            writes.push(Write {
-                key: progress_key.clone(),
-                expect: if self.progress.version == 0 {
-                    Expect::Absent
-                } else {
-                    Expect::Version(self.progress.version)
-                },
-                value: Some(encode(&progress_key, &self.progress.value)?),
-            });
-        }
         let at = self.now();
         let events: Vec<Event> = self
             .outbox
@@ -202,33 +166,38 @@ impl Run {
                 kind,
             })
             .collect();
-        let stream = key::events(&dep);
-        let mut appends = Vec::with_capacity(events.len());
-        for e in &events {
-            appends.push(EventAppend {
-                stream: stream.clone(),
-                payload: encode(&stream, e)?,
-            });
-        }
-        let commit = Commit {
-            fence: Some(self.lease.fence()),
-            writes,
-            events: appends,
-        };
+        let mut header = self.snap.record.value.clone();
+        header.generation += 1;
         let store = self.env.ports.store.clone();
-        let versions = self
-            .plan
-            .policy
-            .retry
-            .run(|| store.commit(commit.clone()))
-            .await
-            .map_err(|e| Interruption::from(RecordError::Store(e)))?;
+        // The commit is encoded afresh for each attempt rather than cloned:
+        // a pool of ten thousand slots is megabytes.
+        let versions = {
+            let this = &*self;
+            let header = &header;
+            let pools = &pools;
+            let events = &events;
+            self.plan
+                .policy
+                .retry
+                .run(|| {
+                    let store = store.clone();
+                    let commit = this.encode_commit(header, pools, events);
+                    async move {
+                        match commit {
+                            Ok(c) => store.commit(c).await.map_err(RecordError::Store),
+                            Err(e) => Err(e),
+                        }
+                    }
+                })
+                .await
+                .map_err(Interruption::from)?
+        };
         let mut versions = versions.into_iter();
         self.snap.record.value = header;
         self.snap.record.version = versions.next().unwrap_or_default();
         for id in &pools {
             let v = versions.next().unwrap_or_default();
-            if let Some(stored) = self.snap.pools.get_mut(*id) {
+            if let Some(stored) = self.snap.pools.get_mut(id) {
                 stored.version = v;
             }
         }
@@ -241,6 +210,62 @@ impl Run {
             self.env.events.publish(e);
         }
         Ok(())
+    }
+
+    fn encode_commit(
+        &self,
+        header: &crate::records::DeploymentRecord,
+        pools: &[PoolId],
+        events: &[Event],
+    ) -> Result<Commit, RecordError> {
+        let dep = &self.plan.deployment;
+        let header_key = key::deployment(dep);
+        let mut writes = vec![Write {
+            key: header_key.clone(),
+            expect: Expect::Version(self.snap.record.version),
+            value: Some(encode(&header_key, header)?),
+        }];
+        for id in pools {
+            let Some(stored) = self.snap.pools.get(id) else {
+                continue;
+            };
+            let k = key::pool(dep, id);
+            let expect = if stored.version == 0 {
+                Expect::Absent
+            } else {
+                Expect::Version(stored.version)
+            };
+            writes.push(Write {
+                value: Some(encode(&k, &stored.value)?),
+                key: k,
+                expect,
+            });
+        }
+        if self.progress_dirty {
+            let progress_key = key::operation(dep, &self.plan.id);
+            writes.push(Write {
+                key: progress_key.clone(),
+                expect: if self.progress.version == 0 {
+                    Expect::Absent
+                } else {
+                    Expect::Version(self.progress.version)
+                },
+                value: Some(encode(&progress_key, &self.progress.value)?),
+            });
+        }
+        let stream = key::events(dep);
+        let mut appends = Vec::with_capacity(events.len());
+        for e in events {
+            appends.push(EventAppend {
+                stream: stream.clone(),
+                payload: encode(&stream, e)?,
+            });
+        }
+        Ok(Commit {
+            fence: Some(self.lease.fence()),
+            writes,
+            events: appends,
+        })
     }
 
     /// Sleeps one poll interval, keeping the lease alive.

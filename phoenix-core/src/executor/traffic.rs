@@ -19,10 +19,13 @@ fn servers_of(slots: &[&Slot]) -> Vec<ServerId> {
 }
 
 impl Run {
+    /// The listed slots; pruned ones (terminated earlier, seen again by a
+    /// resumed step) are skipped, unknown ones are an error.
     fn slots_of(&self, pool_id: &PoolId, slots: &[u32]) -> Result<Vec<Slot>, StepError> {
         let pool = self.pool(pool_id)?;
         slots
             .iter()
+            .filter(|i| !pool.was_pruned(**i))
             .map(|i| {
                 pool.slot(*i).cloned().ok_or_else(|| {
                     StepError::Inconsistent(format!("slot {i} of pool {pool_id} does not exist"))

@@ -275,8 +275,15 @@ pub struct Pool {
     pub created_at: Timestamp,
     /// The operation that created it.
     pub created_by: OperationId,
-    /// Slots in index order.
+    /// Slots in index order. Terminated slots are pruned (their history is
+    /// in the event stream), so the record stays the size of the pool.
     pub slots: Vec<Slot>,
+    /// The next slot index; indices are never reused, even once pruned.
+    #[serde(default)]
+    pub next_slot: u32,
+    /// How many terminated slots were pruned.
+    #[serde(default)]
+    pub pruned_slots: u64,
     /// Servers given up on, kept until terminated.
     pub discarded: Vec<DiscardedServer>,
     /// Every state change, oldest first.
@@ -325,7 +332,30 @@ impl Pool {
 
     /// The next unused slot index.
     pub fn next_index(&self) -> u32 {
-        self.slots.last().map_or(0, |s| s.index + 1)
+        self.next_slot
+            .max(self.slots.last().map_or(0, |s| s.index + 1))
+    }
+
+    /// Adds a slot at the end (its index must be the next unused one or
+    /// later) and keeps `next_slot` ahead of it.
+    pub fn add_slot(&mut self, slot: Slot) {
+        self.next_slot = self.next_index().max(slot.index + 1);
+        self.slots.push(slot);
+    }
+
+    /// True for an index that existed and was pruned once terminated.
+    pub fn was_pruned(&self, index: u32) -> bool {
+        index < self.next_index() && self.slot(index).is_none()
+    }
+
+    /// Drops terminated slots from the record; returns how many.
+    pub fn prune_terminated(&mut self) -> usize {
+        let before = self.slots.len();
+        self.next_slot = self.next_index();
+        self.slots.retain(|s| s.state != SlotState::Terminated);
+        let pruned = before - self.slots.len();
+        self.pruned_slots += pruned as u64;
+        pruned
     }
 
     /// Slots that have or may get a server.
@@ -380,6 +410,8 @@ mod tests {
         let id = PoolId::new("web-v1-1").unwrap();
         Pool {
             slots: (0..3).map(|i| Slot::pending(&op, &id, i, None)).collect(),
+            next_slot: 3,
+            pruned_slots: 0,
             id,
             deployment: DeploymentId::new("shop").unwrap(),
             environment: EnvironmentName::new("prod").unwrap(),
@@ -418,7 +450,7 @@ mod tests {
         p.transition(PoolState::Retired, now).unwrap();
         p.transition(PoolState::Deleted, now).unwrap();
         assert!(p.transition(PoolState::Live, now).is_err());
-        assert_eq!(p.history.len(), 8);
+        assert_eq!(p.history.len(), 9);
     }
 
     #[tokio::test]
@@ -432,5 +464,20 @@ mod tests {
         assert_eq!(slot.attempt, 1);
         assert_ne!(slot.token, first);
         assert_eq!(p.next_index(), 3);
+    }
+
+    #[tokio::test]
+    async fn pruning_never_reuses_indices() {
+        let mut p = pool();
+        p.slot_mut(2).unwrap().state = SlotState::Terminated;
+        p.slot_mut(0).unwrap().state = SlotState::Terminated;
+        assert_eq!(p.prune_terminated(), 2);
+        assert_eq!(p.slots.len(), 1);
+        assert_eq!(p.next_index(), 3, "index 2 stays used");
+        assert!(p.was_pruned(2) && p.was_pruned(0) && !p.was_pruned(1) && !p.was_pruned(3));
+        let op = OperationId::new("op").unwrap();
+        let id = p.id.clone();
+        p.add_slot(Slot::pending(&op, &id, 3, Some(2)));
+        assert_eq!(p.next_index(), 4);
     }
 }

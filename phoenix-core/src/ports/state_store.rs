@@ -166,6 +166,16 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The caller's input cannot be stored (not UTF-8, a NUL byte, a key the
+    /// back end refuses); retrying will not help.
+    #[error("state store refused the input of {operation}")]
+    Invalid {
+        /// What was being done.
+        operation: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// A stored value could not be decoded.
     #[error("record {key} is corrupt")]
     Corrupt {

@@ -269,12 +269,10 @@ impl Compute for SimCompute {
         let mut w = lock(&self.world);
         w.stats.terminate_calls += 1;
         api_fault(&mut w, "sim: terminate server")?;
-        let exists = w.servers.get(id).is_some_and(|s| s.terminated_at.is_none());
-        if exists {
+        if w.servers.contains_key(id) {
             w.check_not_serving(id, "terminated", now);
-            if let Some(s) = w.servers.get_mut(id) {
-                s.terminated_at = Some(now);
-            }
+            // Gone for good, as in a cloud: nothing keeps its memory.
+            w.servers.remove(id);
         }
         Ok(())
     }

@@ -83,6 +83,9 @@ pub struct Faults {
     pub bad_releases: BTreeSet<ReleaseLabel>,
     /// Releases whose servers never pass health checks.
     pub unhealthy_releases: BTreeSet<ReleaseLabel>,
+    /// Releases whose smoke test fails once this many of their servers
+    /// passed it: a defect that shows only under part of the fleet.
+    pub smoke_fails_after: BTreeMap<ReleaseLabel, u64>,
 }
 
 impl Faults {

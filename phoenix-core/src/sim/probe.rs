@@ -43,11 +43,17 @@ impl Probe for SimProbe {
                 ),
             });
         }
-        if check == Check::Smoke && w.faults.bad_releases.contains(&target.release) {
-            return Ok(ProbeOutcome {
-                passed: false,
-                detail: format!("GET / answered 500 on release {}", target.release),
-            });
+        if check == Check::Smoke {
+            let passed = w.smoke_passed.get(&target.release).copied().unwrap_or(0);
+            let limit = w.faults.smoke_fails_after.get(&target.release).copied();
+            if w.faults.bad_releases.contains(&target.release) || limit.is_some_and(|l| passed >= l)
+            {
+                return Ok(ProbeOutcome {
+                    passed: false,
+                    detail: format!("GET / answered 500 on release {}", target.release),
+                });
+            }
+            *w.smoke_passed.entry(target.release.clone()).or_default() += 1;
         }
         Ok(ProbeOutcome {
             passed: true,

@@ -142,6 +142,7 @@ pub(crate) struct World {
     pub(crate) balancers: BTreeMap<String, BalancerState>,
     pub(crate) stats: SimStats,
     pub(crate) violations: Vec<String>,
+    pub(crate) smoke_passed: BTreeMap<ReleaseLabel, u64>,
 }
 
 impl World {
@@ -160,6 +161,7 @@ impl World {
             balancers: BTreeMap::new(),
             stats: SimStats::default(),
             violations: Vec::new(),
+            smoke_passed: BTreeMap::new(),
         }
     }
 
