@@ -1,18 +1,90 @@
 //! # phoenix-lb
 //!
-//! Load-balancer adapters for [`phoenix_core`]'s `LoadBalancer` port, and
-//! HTTP health probes. It will hold, each behind a cargo feature:
+//! Load-balancer adapters for [`phoenix_core`]'s
+//! [`LoadBalancer`](phoenix_core::ports::LoadBalancer) port, and an HTTP
+//! [`Probe`](phoenix_core::ports::Probe). Each piece sits behind a cargo
+//! feature:
 //!
-//! - `embedded` (default): a tokio TCP proxy whose backend set is swapped
-//!   atomically, with health checks and connection draining;
-//! - `haproxy`: HAProxy's runtime API over its stats socket;
-//! - `rackspace`: Rackspace Cloud Load Balancers;
-//! - `octavia`: OpenStack Octavia, with the batch member update as a native
-//!   atomic swap;
-//! - `aws`: ELBv2 target groups, and elastic/floating IP re-association for
-//!   single-server roles.
+//! - `embedded` (default): [`embedded::EmbeddedBalancer`], a tokio TCP proxy
+//!   on a loopback address whose member set is swapped atomically, with
+//!   active health checks (HTTP `GET` or TCP connect; interval, rise, fall),
+//!   connection retry on another member when a connect fails, connection
+//!   draining and per-member counters;
+//! - `probe` (default): [`probe::HttpProbe`], health and smoke checks over
+//!   HTTP/1.1 that also verify the release a server announces in its
+//!   [`RELEASE_HEADER`];
+//! - `loadgen`: [`loadgen::LoadGen`], a rate-bounded HTTP/1.1 load generator
+//!   that counts failures, latencies and the releases that answered, used by
+//!   the tests, the examples and the benchmarks.
+//!
+//! Cloud balancers (HAProxy, Rackspace Cloud Load Balancers, Octavia, ELBv2,
+//! floating IPs) will join behind their own features.
+//!
+//! ## Example
+//!
+//! Start the balancer on a loopback port, attach a backend and read the
+//! members:
 //!
 //! ```
-//! use phoenix_core::ports::LoadBalancer;
-//! fn takes_port(_lb: &dyn LoadBalancer) {}
+//! # #[cfg(feature = "embedded")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//!
+//! use phoenix_core::ports::{LoadBalancer, MemberState, Target};
+//! use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
+//!
+//! // A backend: anything that accepts TCP connections on loopback.
+//! let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!
+//! let lb = EmbeddedBalancer::builder()
+//!     .listen("127.0.0.1:0".parse()?)
+//!     .health_check(HealthCheck::TcpConnect)
+//!     .check_interval(Duration::from_millis(50))
+//!     .start()
+//!     .await?;
+//! lb.attach(&[Target {
+//!     server: "web-1".parse()?,
+//!     endpoint: backend.local_addr()?,
+//! }])
+//! .await?;
+//!
+//! let members = lb.members().await?;
+//! assert_eq!(members.len(), 1);
+//! assert_eq!(members[0].state, MemberState::Active);
+//! println!("clients connect to {}; member {}", lb.local_addr(), members[0]);
+//!
+//! lb.shutdown().await;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "embedded"))]
+//! # fn main() {}
 //! ```
+
+// A kit shared by the features below: each uses part of it.
+#[cfg(feature = "http")]
+#[cfg_attr(
+    not(all(feature = "embedded", feature = "probe", feature = "loadgen")),
+    allow(dead_code)
+)]
+mod http;
+
+#[cfg(feature = "embedded")]
+pub mod embedded;
+
+#[cfg(feature = "probe")]
+pub mod probe;
+
+#[cfg(feature = "loadgen")]
+pub mod loadgen;
+
+/// The response header in which a server announces the release it runs
+/// (compared case-insensitively, as HTTP header names are).
+pub const RELEASE_HEADER: &str = "x-phoenix-release";
+
+#[cfg(feature = "embedded")]
+pub use embedded::{EmbeddedBalancer, EmbeddedBalancerBuilder, HealthCheck};
+#[cfg(feature = "loadgen")]
+pub use loadgen::{LoadGen, LoadGenConfig, LoadReport};
+#[cfg(feature = "probe")]
+pub use probe::HttpProbe;

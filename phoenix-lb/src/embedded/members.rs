@@ -1,0 +1,487 @@
+//! The member set: an immutable snapshot that the data path reads without
+//! locking and the control path replaces whole ([`arc_swap::ArcSwap`]), and
+//! the per-member state that outlives snapshots (health, counters, open
+//! connections).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use phoenix_core::id::ServerId;
+use phoenix_core::ports::{Member, MemberHealth, MemberState, Target};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::stats::{MemberCounters, MemberStats};
+
+/// Thirty years: "never" for a drain deadline.
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+const UNKNOWN: u8 = 0;
+const HEALTHY: u8 = 1;
+const UNHEALTHY: u8 = 2;
+
+/// One attached server. Shared by the snapshots that contain it, its
+/// health-check task, its drain task and its open connections.
+#[derive(Debug)]
+pub(crate) struct MemberEntry {
+    pub(crate) server: ServerId,
+    pub(crate) endpoint: SocketAddr,
+    health: AtomicU8,
+    /// Open connections to it, counted from the moment one is routed here
+    /// (before the connect) until it closes.
+    pub(crate) active: AtomicU64,
+    /// Whether it takes new connections. Cleared right after a snapshot
+    /// marks it draining, so that a connection routed with an older
+    /// snapshot cannot slip in after its drain found it idle.
+    pub(crate) accepting: AtomicBool,
+    /// Connect failures since the last successful connect or passed check:
+    /// routing tries such members last.
+    pub(crate) recent_failures: AtomicU32,
+    /// Woken when `active` drops to zero.
+    pub(crate) idle: Notify,
+    /// Cancelled when the member leaves the set: stops its health checks
+    /// and closes whatever connections remain. A child of the balancer's
+    /// token, so shutdown cancels it too.
+    pub(crate) retired: CancellationToken,
+    pub(crate) counters: MemberCounters,
+    last_check_error: Mutex<Option<String>>,
+}
+
+impl MemberEntry {
+    pub(crate) fn new(target: &Target, root: &CancellationToken) -> Self {
+        Self {
+            server: target.server.clone(),
+            endpoint: target.endpoint,
+            health: AtomicU8::new(UNKNOWN),
+            active: AtomicU64::new(0),
+            accepting: AtomicBool::new(true),
+            recent_failures: AtomicU32::new(0),
+            idle: Notify::new(),
+            retired: root.child_token(),
+            counters: MemberCounters::default(),
+            last_check_error: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn health(&self) -> MemberHealth {
+        match self.health.load(Ordering::Acquire) {
+            HEALTHY => MemberHealth::Healthy,
+            UNHEALTHY => MemberHealth::Unhealthy,
+            _ => MemberHealth::Unknown,
+        }
+    }
+
+    pub(crate) fn set_health(&self, health: MemberHealth) {
+        let v = match health {
+            MemberHealth::Healthy => HEALTHY,
+            MemberHealth::Unhealthy => UNHEALTHY,
+            MemberHealth::Unknown => UNKNOWN,
+        };
+        self.health.store(v, Ordering::Release);
+    }
+
+    pub(crate) fn set_last_check_error(&self, error: Option<String>) {
+        *self
+            .last_check_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    fn last_check_error(&self) -> Option<String> {
+        self.last_check_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A member's administrative state within one snapshot.
+#[derive(Debug, Clone)]
+pub(crate) enum Admin {
+    /// Takes new connections.
+    Active,
+    /// Takes none; leaves the set when idle or at `deadline`. `cancel`
+    /// stops its drain task (re-attached, re-detached, shut down).
+    Draining {
+        deadline: Instant,
+        cancel: CancellationToken,
+    },
+}
+
+/// A member in one snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub(crate) entry: Arc<MemberEntry>,
+    pub(crate) admin: Admin,
+}
+
+impl Slot {
+    pub(crate) fn is_active(&self) -> bool {
+        matches!(self.admin, Admin::Active)
+    }
+
+    fn state(&self) -> MemberState {
+        match self.admin {
+            Admin::Active => MemberState::Active,
+            Admin::Draining { .. } => MemberState::Draining,
+        }
+    }
+
+    pub(crate) fn member(&self) -> Member {
+        Member {
+            server: self.entry.server.clone(),
+            endpoint: self.entry.endpoint,
+            health: self.entry.health(),
+            state: self.state(),
+            connections: Some(self.entry.active.load(Ordering::Acquire)),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> MemberStats {
+        let e = &self.entry;
+        let c = &e.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MemberStats {
+            server: e.server.clone(),
+            endpoint: e.endpoint,
+            state: self.state(),
+            health: e.health(),
+            connections_total: get(&c.connections_total),
+            connections_active: get(&e.active),
+            bytes_in: get(&c.bytes_in),
+            bytes_out: get(&c.bytes_out),
+            connect_failures: get(&c.connect_failures),
+            connection_errors: get(&c.connection_errors),
+            forced_closes: get(&c.forced_closes),
+            checks_passed: get(&c.checks_passed),
+            checks_failed: get(&c.checks_failed),
+            last_check_error: e.last_check_error(),
+        }
+    }
+}
+
+/// One immutable snapshot of the members, in attach order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MemberSet {
+    pub(crate) slots: Vec<Slot>,
+}
+
+/// A server named twice with different endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("server {server} is attached at {current}, not {requested}: detach it first")]
+pub(crate) struct EndpointConflict {
+    pub(crate) server: ServerId,
+    pub(crate) current: SocketAddr,
+    pub(crate) requested: SocketAddr,
+}
+
+/// A new snapshot and the side effects that must follow storing it.
+#[derive(Debug, Default)]
+pub(crate) struct Change {
+    /// The snapshot to store.
+    pub(crate) set: MemberSet,
+    /// New members: their health checks must start.
+    pub(crate) started: Vec<Arc<MemberEntry>>,
+    /// Members whose drain must start (or restart with an earlier
+    /// deadline).
+    pub(crate) draining: Vec<(Arc<MemberEntry>, CancellationToken, Instant)>,
+    /// Members whose `accepting` flag must follow their new state.
+    pub(crate) accepting: Vec<(Arc<MemberEntry>, bool)>,
+    /// Drains to stop (re-attached members, drains replaced by an earlier
+    /// deadline): cancelled once the snapshot is stored, under the control
+    /// lock.
+    pub(crate) stop_drains: Vec<CancellationToken>,
+}
+
+impl MemberSet {
+    #[cfg(test)]
+    fn position(&self, server: &ServerId) -> Option<usize> {
+        self.slots.iter().position(|s| &s.entry.server == server)
+    }
+
+    /// Whether `entry` (this very entry, not just its server id) is in the
+    /// set, and where.
+    pub(crate) fn position_of(&self, entry: &Arc<MemberEntry>) -> Option<usize> {
+        self.slots.iter().position(|s| Arc::ptr_eq(&s.entry, entry))
+    }
+
+    /// The snapshot after attaching `attach`, then detaching `detach` with
+    /// a drain of `drain` from `now`, and what must follow once it is
+    /// stored. Nothing shared changes here, so an error leaves no trace.
+    ///
+    /// Attaching a member is idempotent; attaching a draining one makes it
+    /// active again (its health is kept). Detaching a non-member does
+    /// nothing; detaching a draining member again keeps the earlier of the
+    /// two deadlines.
+    pub(crate) fn change(
+        &self,
+        attach: &[Target],
+        detach: &[ServerId],
+        drain: Duration,
+        now: Instant,
+        root: &CancellationToken,
+    ) -> Result<Change, EndpointConflict> {
+        let mut slots = self.slots.clone();
+        let mut change = Change::default();
+        let mut touched: Vec<Arc<MemberEntry>> = Vec::new();
+        for target in attach {
+            match slots.iter_mut().find(|s| s.entry.server == target.server) {
+                Some(slot) if slot.entry.endpoint != target.endpoint => {
+                    return Err(EndpointConflict {
+                        server: target.server.clone(),
+                        current: slot.entry.endpoint,
+                        requested: target.endpoint,
+                    });
+                }
+                Some(slot) => {
+                    if let Admin::Draining { cancel, .. } = &slot.admin {
+                        change.stop_drains.push(cancel.clone());
+                        slot.admin = Admin::Active;
+                        touched.push(slot.entry.clone());
+                    }
+                }
+                None => {
+                    let entry = Arc::new(MemberEntry::new(target, root));
+                    change.started.push(entry.clone());
+                    slots.push(Slot {
+                        entry,
+                        admin: Admin::Active,
+                    });
+                }
+            }
+        }
+        // A drain too long to represent is as good as forever.
+        let deadline = now.checked_add(drain).unwrap_or_else(|| now + FOREVER);
+        for server in detach {
+            let Some(slot) = slots.iter_mut().find(|s| &s.entry.server == server) else {
+                continue;
+            };
+            let restart = match &slot.admin {
+                Admin::Active => true,
+                Admin::Draining {
+                    deadline: current,
+                    cancel,
+                } => {
+                    let earlier = deadline < *current;
+                    if earlier {
+                        change.stop_drains.push(cancel.clone());
+                    }
+                    earlier
+                }
+            };
+            if restart {
+                let cancel = root.child_token();
+                slot.admin = Admin::Draining {
+                    deadline,
+                    cancel: cancel.clone(),
+                };
+                change.draining.push((slot.entry.clone(), cancel, deadline));
+                touched.push(slot.entry.clone());
+            }
+        }
+        change.set = MemberSet { slots };
+        for entry in touched {
+            if change.accepting.iter().any(|(e, _)| Arc::ptr_eq(e, &entry)) {
+                continue;
+            }
+            let active = change
+                .set
+                .position_of(&entry)
+                .is_some_and(|i| change.set.slots[i].is_active());
+            change.accepting.push((entry, active));
+        }
+        // A member added and detached in the same change starts closed.
+        for entry in &change.started {
+            if let Some((_, accepting)) =
+                change.accepting.iter().find(|(e, _)| Arc::ptr_eq(e, entry))
+            {
+                entry.accepting.store(*accepting, Ordering::SeqCst);
+            }
+        }
+        Ok(change)
+    }
+
+    /// The snapshot without `entry`, if it is there.
+    pub(crate) fn without(&self, entry: &Arc<MemberEntry>) -> Option<MemberSet> {
+        let i = self.position_of(entry)?;
+        let mut slots = self.slots.clone();
+        slots.remove(i);
+        Some(MemberSet { slots })
+    }
+
+    /// Looks a member up by server id.
+    #[cfg(test)]
+    pub(crate) fn get(&self, server: &ServerId) -> Option<&Slot> {
+        self.position(server).map(|i| &self.slots[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn target(id: &str, port: u16) -> Target {
+        Target {
+            server: id.parse().unwrap(),
+            endpoint: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn id(s: &str) -> ServerId {
+        s.parse().unwrap()
+    }
+
+    const DRAIN: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn attach_is_idempotent_and_refuses_a_moved_endpoint() {
+        let root = CancellationToken::new();
+        let now = Instant::now();
+        let c = MemberSet::default()
+            .change(
+                &[target("a", 1), target("b", 2), target("a", 1)],
+                &[],
+                DRAIN,
+                now,
+                &root,
+            )
+            .unwrap();
+        assert_eq!(c.set.slots.len(), 2);
+        assert_eq!(c.started.len(), 2);
+        let again = c
+            .set
+            .change(&[target("a", 1)], &[], DRAIN, now, &root)
+            .unwrap();
+        assert!(again.started.is_empty());
+        assert_eq!(again.set.slots.len(), 2);
+        let err = c
+            .set
+            .change(&[target("a", 9)], &[], DRAIN, now, &root)
+            .unwrap_err();
+        assert_eq!(err.requested.port(), 9);
+        assert_eq!(err.current.port(), 1);
+    }
+
+    #[test]
+    fn detach_drains_and_reattach_reactivates_the_same_entry() {
+        let root = CancellationToken::new();
+        let now = Instant::now();
+        let set = MemberSet::default()
+            .change(&[target("a", 1), target("b", 2)], &[], DRAIN, now, &root)
+            .unwrap()
+            .set;
+        let d = set
+            .change(&[], &[id("a"), id("zzz")], DRAIN, now, &root)
+            .unwrap();
+        assert_eq!(d.draining.len(), 1, "a non-member is ignored");
+        let (entry, token, deadline) = &d.draining[0];
+        assert_eq!(entry.server, id("a"));
+        assert_eq!(*deadline, now + DRAIN);
+        assert_eq!(d.accepting.len(), 1);
+        assert!(!d.accepting[0].1, "a draining member stops accepting");
+        assert!(!d.set.get(&id("a")).unwrap().is_active());
+
+        let r = d
+            .set
+            .change(&[target("a", 1)], &[], DRAIN, now, &root)
+            .unwrap();
+        assert!(!token.is_cancelled(), "only once stored");
+        assert_eq!(r.stop_drains.len(), 1);
+        r.stop_drains[0].cancel();
+        assert!(token.is_cancelled(), "re-attaching stops that drain");
+        assert!(r.started.is_empty(), "the same entry comes back");
+        assert!(Arc::ptr_eq(&r.set.get(&id("a")).unwrap().entry, entry));
+        assert!(r.set.get(&id("a")).unwrap().is_active());
+        assert_eq!(r.accepting.len(), 1);
+        assert!(r.accepting[0].1);
+    }
+
+    #[test]
+    fn detaching_again_only_shortens_a_drain() {
+        let root = CancellationToken::new();
+        let now = Instant::now();
+        let set = MemberSet::default()
+            .change(&[target("a", 1)], &[], DRAIN, now, &root)
+            .unwrap()
+            .set;
+        let d = set.change(&[], &[id("a")], DRAIN, now, &root).unwrap();
+        let longer = d
+            .set
+            .change(&[], &[id("a")], DRAIN * 2, now, &root)
+            .unwrap();
+        assert!(longer.draining.is_empty());
+        assert!(longer.stop_drains.is_empty());
+        let shorter = d
+            .set
+            .change(&[], &[id("a")], Duration::ZERO, now, &root)
+            .unwrap();
+        assert_eq!(shorter.draining.len(), 1);
+        assert_eq!(shorter.stop_drains.len(), 1);
+        shorter.stop_drains[0].cancel();
+        assert!(
+            d.draining[0].1.is_cancelled(),
+            "the longer drain is replaced"
+        );
+        assert_eq!(shorter.draining[0].2, now);
+    }
+
+    #[test]
+    fn a_refused_change_leaves_no_trace() {
+        let root = CancellationToken::new();
+        let now = Instant::now();
+        let set = MemberSet::default()
+            .change(&[target("a", 1), target("b", 2)], &[], DRAIN, now, &root)
+            .unwrap()
+            .set;
+        let d = set.change(&[], &[id("a")], DRAIN, now, &root).unwrap();
+        let err = d
+            .set
+            .change(&[target("a", 1), target("b", 9)], &[], DRAIN, now, &root)
+            .unwrap_err();
+        assert_eq!(err.server, id("b"));
+        assert!(!d.draining[0].1.is_cancelled(), "a's drain goes on");
+        assert!(!d.set.get(&id("a")).unwrap().is_active());
+    }
+
+    #[test]
+    fn a_swap_is_one_snapshot() {
+        let root = CancellationToken::new();
+        let now = Instant::now();
+        let set = MemberSet::default()
+            .change(&[target("blue", 1)], &[], DRAIN, now, &root)
+            .unwrap()
+            .set;
+        let s = set
+            .change(&[target("green", 2)], &[id("blue")], DRAIN, now, &root)
+            .unwrap();
+        assert_eq!(s.set.slots.len(), 2);
+        assert!(s.set.get(&id("green")).unwrap().is_active());
+        assert!(!s.set.get(&id("blue")).unwrap().is_active());
+        // The same server on both sides ends up detached, like attach then detach.
+        let both = set
+            .change(&[target("c", 3)], &[id("c")], DRAIN, now, &root)
+            .unwrap();
+        let c = both.set.get(&id("c")).unwrap();
+        assert!(!c.is_active());
+        assert!(!c.entry.accepting.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn removal_matches_the_entry_not_the_name() {
+        let root = CancellationToken::new();
+        let now = Instant::now();
+        let set = MemberSet::default()
+            .change(&[target("a", 1)], &[], DRAIN, now, &root)
+            .unwrap()
+            .set;
+        let old = set.get(&id("a")).unwrap().entry.clone();
+        let stranger = Arc::new(MemberEntry::new(&target("a", 1), &root));
+        assert!(set.without(&stranger).is_none());
+        assert!(set.without(&old).unwrap().slots.is_empty());
+    }
+}

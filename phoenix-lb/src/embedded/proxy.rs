@@ -1,0 +1,241 @@
+//! The data path: accept, pick a member, connect (retrying on another
+//! member when a connect fails), then splice bytes both ways with
+//! [`tokio::io::copy_bidirectional`] until either side closes, the member
+//! is retired, or the balancer shuts down.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::members::MemberEntry;
+use super::routing;
+use super::stats::bump;
+use super::Shared;
+
+/// How long to wait after an accept error that is not about one connection
+/// (out of file descriptors, say) before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+
+/// Accepts clients until shutdown; each gets its own task.
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shared.root.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, _peer)) => {
+                let task_shared = shared.clone();
+                shared.tracker.spawn(async move {
+                    let root = task_shared.root.clone();
+                    tokio::select! {
+                        biased;
+                        () = root.cancelled() => {}
+                        () = serve(&task_shared, client) => {}
+                    }
+                });
+            }
+            Err(e) if is_per_connection(&e) => {
+                tracing::debug!(error = %e, "accept: a client went away before it was accepted");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, listen = %shared.local_addr, "accept failed; backing off");
+                tokio::select! {
+                    biased;
+                    () = shared.root.cancelled() => return,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+async fn serve(shared: &Shared, client: TcpStream) {
+    bump(&shared.counters.accepted);
+    if let Err(e) = client.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY on a client connection");
+    }
+    let Some((backend, guard)) = connect_upstream(shared).await else {
+        bump(&shared.counters.unserved);
+        tracing::debug!(listen = %shared.local_addr, "no member could take a connection; closing it");
+        return;
+    };
+    let entry = guard.entry.clone();
+    bump(&entry.counters.connections_total);
+    let mut client = Counted::new(client);
+    let mut backend = Counted::new(backend);
+    let finished = tokio::select! {
+        biased;
+        copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => Some(copied),
+        () = entry.retired.cancelled() => None,
+    };
+    let c = &entry.counters;
+    c.bytes_in.fetch_add(client.read, Ordering::Relaxed);
+    c.bytes_out.fetch_add(backend.read, Ordering::Relaxed);
+    match finished {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            bump(&c.connection_errors);
+            tracing::debug!(server = %entry.server, error = %e, "proxied connection ended with an error");
+        }
+        None => {
+            bump(&c.forced_closes);
+            bump(&shared.counters.forced_closes);
+            tracing::debug!(server = %entry.server, "closing a connection the member's drain left open");
+        }
+    }
+    drop(guard);
+}
+
+/// Connects to the best eligible member, moving on to the next one when a
+/// connect fails, up to the configured number of attempts.
+async fn connect_upstream(shared: &Shared) -> Option<(TcpStream, ActiveGuard)> {
+    let settings = &shared.settings;
+    let attempts = settings.connect_attempts;
+    // Members tried (or found closed) for this connection.
+    let mut tried: Vec<Arc<MemberEntry>> = Vec::new();
+    let mut made = 0;
+    while made < attempts {
+        let entry = {
+            let set = shared.set.load();
+            let start = shared.rr.fetch_add(1, Ordering::Relaxed);
+            routing::pick(&set, &tried, start)?
+        };
+        tried.push(entry.clone());
+        let Some(guard) = ActiveGuard::acquire(&entry) else {
+            // Drained between the snapshot and now: not an attempt.
+            continue;
+        };
+        made += 1;
+        let failure = match tokio::time::timeout(
+            settings.connect_timeout,
+            TcpStream::connect(entry.endpoint),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => {
+                entry.recent_failures.store(0, Ordering::Relaxed);
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY on a member connection");
+                }
+                return Some((stream, guard));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no connection within {:?}", settings.connect_timeout),
+        };
+        bump(&entry.counters.connect_failures);
+        entry.recent_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            server = %entry.server,
+            endpoint = %entry.endpoint,
+            attempt = made,
+            of = attempts,
+            error = %failure,
+            "connecting to a member failed; trying the next one"
+        );
+    }
+    None
+}
+
+/// Holds one of a member's open-connection slots; releases it on drop and
+/// wakes the member's drain when it was the last.
+pub(crate) struct ActiveGuard {
+    entry: Arc<MemberEntry>,
+}
+
+impl ActiveGuard {
+    /// Takes a slot if the member still accepts connections.
+    ///
+    /// Count first, then check the flag (both sequentially consistent):
+    /// the drain clears the flag, then reads the count. Either the drain
+    /// sees this connection and waits for it, or this sees the flag
+    /// cleared and backs off.
+    pub(crate) fn acquire(entry: &Arc<MemberEntry>) -> Option<Self> {
+        entry.active.fetch_add(1, Ordering::SeqCst);
+        let guard = Self {
+            entry: entry.clone(),
+        };
+        entry.accepting.load(Ordering::SeqCst).then_some(guard)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.entry.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.entry.idle.notify_waiters();
+        }
+    }
+}
+
+/// A stream that counts the bytes read from it: one addition per read
+/// call, none per byte, and the count survives a cancelled copy.
+struct Counted<S> {
+    inner: S,
+    read: u64,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, read: 0 }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        self.read = self.read.saturating_add(n as u64);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
