@@ -1,20 +1,75 @@
 //! # phoenix-providers
 //!
-//! Compute and image adapters for [`phoenix_core`]'s `Compute` and `Images`
-//! ports. It will hold, each behind its own cargo feature so that a user
-//! compiles only what it uses:
+//! Compute and image adapters for [`phoenix_core`]'s
+//! [`Compute`](phoenix_core::ports::Compute) and
+//! [`Images`](phoenix_core::ports::Images) ports, each behind its own cargo
+//! feature so that a user compiles only what it uses:
 //!
-//! - `local` (default): an image is an immutable, content-addressed artifact
-//!   directory; a server is a child process on its own loopback port;
-//! - `openstack`: Nova and Glance, with Rackspace identity v2.0 and Keystone v3;
-//! - `aws`: EC2 instances, AMIs and tags over the Query API;
-//! - `vmware`: vSphere through the vim25 SOAP API.
+//! - `local` (default): an image is an immutable, content-addressed
+//!   artifact directory; a server is a process on its own loopback port
+//!   (see [`local`]);
+//! - `openstack`, `aws`, `vmware`: planned (Nova and Glance with Rackspace
+//!   identity v2.0 and Keystone v3; EC2 over the Query API; vSphere over
+//!   vim25 SOAP). Until they land, `phoenix_core::sim` (feature `sim` of
+//!   `phoenix-core`) provides a simulated cloud.
 //!
-//! Until those land, [`phoenix_core::sim`] (feature `sim` of `phoenix-core`)
-//! provides a simulated compute and image back end.
+//! Bake a local image from a script and run a server from it:
 //!
 //! ```
-//! // The ports these adapters implement:
-//! use phoenix_core::ports::{Compute, Images};
-//! fn takes_ports(_c: &dyn Compute, _i: &dyn Images) {}
+//! # #[cfg(feature = "local")]
+//! # {
+//! use std::collections::BTreeMap;
+//! use std::os::unix::fs::PermissionsExt;
+//!
+//! use phoenix_core::id::{IdempotencyToken, OperationId, PoolId};
+//! use phoenix_core::labels::{LabelSelector, Labels};
+//! use phoenix_core::ports::{BakeRequest, BakeSource, BootPayload, Compute, Images, LaunchRequest};
+//! use phoenix_providers::local::{LocalCompute, LocalImages};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let root = tempfile::tempdir().unwrap();
+//! let script = root.path().join("app.sh");
+//! std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
+//! std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+//!
+//! // Bake: copied, made read-only, content-addressed.
+//! let images = LocalImages::builder().root(root.path()).build().unwrap();
+//! let image = images
+//!     .bake(&BakeRequest {
+//!         source: BakeSource::Artifact(script.display().to_string()),
+//!         name: "app".into(),
+//!         version: "1".into(),
+//!         base: None,
+//!         properties: BTreeMap::new(),
+//!     })
+//!     .await
+//!     .unwrap();
+//! assert!(image.digest.unwrap().starts_with("sha256:"));
+//!
+//! // Launch: a process on its own loopback port, with its boot config.
+//! let compute = LocalCompute::builder().root(root.path()).build().unwrap();
+//! let token = IdempotencyToken::derive(&"op-1".parse().unwrap(), &"pool-1".parse().unwrap(), 0, 0);
+//! let mut labels = Labels::new();
+//! labels.insert("phoenix-pool", "pool-1");
+//! let request = LaunchRequest {
+//!     name: "app-0".into(),
+//!     image: image.id.clone(),
+//!     flavor: None,
+//!     boot: BootPayload::Local { files: vec![], env: BTreeMap::new() },
+//!     labels,
+//!     token,
+//! };
+//! let server = compute.launch(std::slice::from_ref(&request)).await.remove(0).unwrap();
+//! assert!(server.service_port.is_some());
+//! let listed = compute.list(&LabelSelector::new().with("phoenix-pool", "pool-1")).await.unwrap();
+//! assert_eq!(listed.len(), 1);
+//!
+//! // Servers are replaced, never repaired: terminate ends its process group.
+//! compute.terminate(&server.id).await.unwrap();
+//! assert!(compute.describe(&[server.id]).await.unwrap().is_empty());
+//! # });
+//! # }
 //! ```
+
+#[cfg(feature = "local")]
+pub mod local;
