@@ -348,6 +348,7 @@ async fn reconcile_reports_and_repairs_on_request() {
             ReconcileOptions {
                 remove_orphans: true,
                 record_missing: true,
+                restore_members: false,
             },
         )
         .await
@@ -595,4 +596,33 @@ async fn a_halted_rolling_replace_is_continued_or_reverted() {
         [("v2".to_owned(), 4)].into_iter().collect()
     );
     w.assert_no_violations();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconcile_restores_members_a_balancer_lost() {
+    use phoenix_core::ports::LoadBalancer;
+    let w = world(SimConfig::default(), 3).await;
+    w.deploy("v1").await;
+    // The balancer restarts empty (as an in-process balancer does when its
+    // process restarts).
+    let lost: Vec<_> = w.cloud.members().into_iter().map(|m| m.server).collect();
+    w.cloud.balancer().detach(&lost, Duration::ZERO).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(w.cloud.members().is_empty());
+    let (report, plan) = w
+        .phoenix
+        .plan_reconcile(
+            &w.shop,
+            &w.web,
+            ReconcileOptions {
+                restore_members: true,
+                ..ReconcileOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.drift.len(), 3, "{report}");
+    w.apply(plan).await;
+    assert_eq!(w.serving().await, [("v1".to_owned(), 3)].into_iter().collect());
+    assert!(w.cloud.members().iter().all(|m| m.is_serving_healthy()));
 }

@@ -141,6 +141,7 @@ impl Run {
                     ReconcileOptions {
                         remove_orphans: true,
                         record_missing: true,
+                        restore_members: true,
                     },
                 )
                 .await

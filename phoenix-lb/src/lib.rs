@@ -77,6 +77,8 @@ pub mod probe;
 
 #[cfg(feature = "loadgen")]
 pub mod loadgen;
+#[cfg(feature = "remote")]
+pub mod remote;
 
 /// The response header in which a server announces the release it runs
 /// (compared case-insensitively, as HTTP header names are).

@@ -21,6 +21,9 @@ pub struct ReconcileOptions {
     pub remove_orphans: bool,
     /// Record servers that vanished from the cloud as gone.
     pub record_missing: bool,
+    /// Put live servers recorded behind the balancer back into it when it
+    /// lost them (a balancer restarted empty, members removed by hand).
+    pub restore_members: bool,
 }
 
 /// A disagreement between the records, the cloud and the balancer.
@@ -295,6 +298,37 @@ pub fn reconcile(
         for chunk in removable.chunks(input.policy.rollout.batch_size.max(1)) {
             steps.push(Step::TerminateOrphans {
                 servers: chunk.to_vec(),
+            });
+        }
+    }
+    if options.restore_members {
+        let missing_servers: BTreeSet<&ServerId> =
+            report.missing.iter().map(|(_, _, s)| s).collect();
+        for pool in snap.live_pools(&input.role) {
+            let lost: Vec<u32> = report
+                .drift
+                .iter()
+                .filter_map(|d| match d {
+                    Drift::MissingMember { pool: p, slot, server }
+                        if p == &pool.id && !missing_servers.contains(server) =>
+                    {
+                        Some(*slot)
+                    }
+                    _ => None,
+                })
+                .collect();
+            if lost.is_empty() {
+                continue;
+            }
+            for chunk in lost.chunks(input.policy.rollout.batch_size.max(1)) {
+                steps.push(Step::Attach {
+                    pool: pool.id.clone(),
+                    slots: chunk.to_vec(),
+                });
+            }
+            steps.push(Step::AwaitHealthy {
+                pool: pool.id.clone(),
+                slots: lost,
             });
         }
     }

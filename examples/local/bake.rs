@@ -1,0 +1,86 @@
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use phoenix_core::model::{Image, ImageState, TestEvidence};
+use phoenix_core::ports::{BakeRequest, BakeSource, Images};
+
+use super::demo::DEMO_APP_ARG;
+use super::error::StackError;
+use super::stack::LocalStack;
+
+impl LocalStack {
+    /// Bakes version `version` of the demo app: a build output directory
+    /// (the app binary, an entrypoint that starts it in demo-app mode, a
+    /// VERSION file) becomes an immutable image; its integrity is checked
+    /// and recorded as test evidence, and it is certified.
+    pub async fn bake(&self, version: &str) -> Result<Image, StackError> {
+        let build = self.dir.join("build").join(version);
+        if build.exists() {
+            // A build output left by an earlier run is rebuilt from scratch.
+            make_writable(&build);
+            std::fs::remove_dir_all(&build).map_err(StackError::io("cannot clear", &build))?;
+        }
+        std::fs::create_dir_all(&build).map_err(StackError::io("cannot create", &build))?;
+        let app = build.join("app");
+        std::fs::copy(&self.app, &app).map_err(StackError::io("cannot copy the app to", &app))?;
+        let entry = build.join("entrypoint");
+        std::fs::write(
+            &entry,
+            format!("#!/bin/sh\nexec \"$(dirname \"$0\")/app\" {DEMO_APP_ARG}\n"),
+        )
+        .map_err(StackError::io("cannot write", &entry))?;
+        for f in [&app, &entry] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755))
+                .map_err(StackError::io("cannot make executable", f))?;
+        }
+        let stamp = build.join("VERSION");
+        std::fs::write(&stamp, format!("{version}\n")).map_err(StackError::io("cannot write", &stamp))?;
+
+        let image = self
+            .images
+            .bake(&BakeRequest {
+                source: BakeSource::Artifact(build.display().to_string()),
+                name: "phoenix-demo".into(),
+                version: version.to_owned(),
+                base: Some("phoenix-demo-app".into()),
+                properties: BTreeMap::new(),
+            })
+            .await?;
+        self.phoenix.register_image(&image).await?;
+        let recorded = self.phoenix.records().image(&image.id).await?;
+        let state = recorded.map_or(image.state, |s| s.value.state);
+        if matches!(state, ImageState::Built | ImageState::Tested) {
+            let check = self.images.verify(&image.id).await;
+            let evidence = TestEvidence {
+                suite: "image-integrity".into(),
+                at: chrono::Utc::now(),
+                passed: check.is_ok(),
+                details: match &check {
+                    Ok(()) => format!(
+                        "digest {} verified; entrypoint executable",
+                        image.digest.as_deref().unwrap_or("?")
+                    ),
+                    Err(e) => e.chain(),
+                },
+            };
+            if state == ImageState::Built {
+                self.phoenix.record_evidence(&image.id, evidence).await?;
+                self.phoenix.promote(&image.id, ImageState::Tested).await?;
+            }
+            check?;
+            self.phoenix.promote(&image.id, ImageState::Certified).await?;
+        }
+        Ok(image)
+    }
+}
+
+fn make_writable(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+}

@@ -1,0 +1,63 @@
+use std::path::PathBuf;
+
+/// Why the local stack failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// A file or directory operation failed.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state store could not be opened.
+    #[error("cannot open the state store")]
+    State(#[from] phoenix_state::OpenError),
+    /// The configuration did not load.
+    #[error("cannot load the configuration")]
+    Config(#[from] phoenix_config::ConfigError),
+    /// A provider or balancer call failed.
+    #[error(transparent)]
+    Port(#[from] phoenix_core::ports::PortError),
+    /// The embedded balancer did not start.
+    #[error("cannot start the embedded balancer")]
+    Balancer(#[from] phoenix_lb::embedded::EmbeddedError),
+    /// The balancer's admin socket could not be served.
+    #[error("cannot serve the balancer's admin socket")]
+    Admin(#[from] phoenix_lb::remote::ServeError),
+    /// The probe could not be built.
+    #[error("cannot build the probe")]
+    Probe(#[from] phoenix_lb::probe::ProbeConfigError),
+    /// Phoenix could not be built.
+    #[error(transparent)]
+    Build(#[from] phoenix_core::phoenix::BuildError),
+    /// Records could not be read or written.
+    #[error(transparent)]
+    Records(#[from] phoenix_core::records::RecordError),
+    /// An image or release could not be recorded.
+    #[error(transparent)]
+    Catalog(#[from] phoenix_core::phoenix::CatalogError),
+    /// No plan could be made.
+    #[error(transparent)]
+    Planning(#[from] phoenix_core::ops::PlanningError),
+    /// An operation did not complete.
+    #[error(transparent)]
+    Exec(#[from] phoenix_core::executor::ExecError),
+    /// The load generator failed.
+    #[error("the load generator failed")]
+    Load(#[from] phoenix_lb::loadgen::LoadGenError),
+    /// Something the stack expects did not hold.
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl StackError {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { what, path, source }
+    }
+}

@@ -1,0 +1,386 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use phoenix_core::executor::ExecError;
+use phoenix_core::id::{DeploymentId, EnvironmentName, ReleaseLabel, RoleName, ServerId};
+use phoenix_core::labels::LabelSelector;
+use phoenix_core::model::{Deployment, Environment, Release, Role};
+use phoenix_core::ops::ReconcileOptions;
+use phoenix_core::policy::{Capacity, Policy};
+use phoenix_core::ports::{Compute, Images, LoadBalancer, StateStore};
+use phoenix_core::retry::RetryPolicy;
+use phoenix_core::Phoenix;
+use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
+use phoenix_lb::probe::HttpProbe;
+use phoenix_lb::remote::{AdminServer, RemoteBalancer};
+use phoenix_providers::local::{LocalCompute, LocalImages};
+use phoenix_state::SqliteStore;
+
+use super::crash::KillSwitchStore;
+use super::error::StackError;
+use super::timing::TimedBalancer;
+
+/// The deployment the local stack runs.
+pub const DEPLOYMENT: &str = "shop";
+/// Its environment.
+pub const ENVIRONMENT: &str = "local";
+/// Its role.
+pub const ROLE: &str = "web";
+
+/// Where the balancer runs.
+#[derive(Debug, Clone)]
+pub enum BalancerChoice {
+    /// In this process, listening on the address (port 0: any free port),
+    /// optionally also served on an admin socket.
+    Embedded {
+        /// Listen address.
+        listen: SocketAddr,
+        /// Admin socket to serve it on, for other orchestrators.
+        admin: Option<PathBuf>,
+    },
+    /// In another process, reached through its admin socket.
+    Remote(PathBuf),
+}
+
+/// How to open the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The working directory (state, images, servers): `.phoenix`.
+    pub dir: PathBuf,
+    /// The binary baked into images (it serves the demo app when started
+    /// with the demo-app argument).
+    pub app: PathBuf,
+    /// The balancer.
+    pub balancer: BalancerChoice,
+    /// Servers per pool.
+    pub servers: usize,
+    /// Who this orchestrator is, in leases.
+    pub holder: String,
+    /// The configuration directory.
+    pub config: PathBuf,
+    /// The policy of plans (default: [`LocalStack::policy`]).
+    pub policy: Option<Policy>,
+    /// How long the deployment lease lasts unless renewed.
+    pub lease_ttl: Duration,
+}
+
+impl StackOptions {
+    /// The defaults: `.phoenix` under the current directory, three servers,
+    /// an in-process balancer on any free loopback port, this binary as the
+    /// app, the example configuration.
+    pub fn here() -> Result<Self, StackError> {
+        let cwd = std::env::current_dir().map_err(StackError::io("cannot read", "."))?;
+        let app = std::env::current_exe().map_err(StackError::io("cannot locate", "this program"))?;
+        Ok(Self {
+            dir: cwd.join(".phoenix"),
+            app,
+            balancer: BalancerChoice::Embedded {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                admin: None,
+            },
+            servers: 3,
+            holder: format!("local-cycle@{}", std::process::id()),
+            config: default_config_dir(),
+            policy: None,
+            lease_ttl: Duration::from_secs(5),
+        })
+    }
+}
+
+/// The example configuration shipped with this package.
+pub fn default_config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("local").join("config")
+}
+
+/// The local stack, opened.
+pub struct LocalStack {
+    /// Working directory.
+    pub dir: PathBuf,
+    /// Phoenix over the local ports.
+    pub phoenix: Phoenix,
+    /// Servers.
+    pub compute: Arc<LocalCompute>,
+    /// Images.
+    pub images: Arc<LocalImages>,
+    /// The store, with its kill switch.
+    pub store: KillSwitchStore,
+    /// The balancer, timed.
+    pub balancer: TimedBalancer,
+    /// The in-process balancer, when it is one.
+    pub embedded: Option<Arc<EmbeddedBalancer>>,
+    /// The admin socket served, when asked for.
+    pub admin: Option<AdminServer>,
+    /// The deployment.
+    pub deployment: DeploymentId,
+    /// The role.
+    pub role: RoleName,
+    /// The app binary baked into images.
+    pub app: PathBuf,
+    /// Servers per pool.
+    pub servers: usize,
+}
+
+impl std::fmt::Debug for LocalStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStack")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn id<T: std::str::FromStr>(s: &str) -> Result<T, StackError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e: T::Err| StackError::Unexpected(format!("invalid id {s}: {e}")))
+}
+
+impl LocalStack {
+    /// The policy for a few local processes: fast polls, short bakes and
+    /// drains, everything else as in production.
+    pub fn policy(servers: usize) -> Policy {
+        let mut p = Policy::default();
+        p.provision.concurrency = 8;
+        p.provision.server_deadline = Duration::from_secs(20);
+        p.provision.health_timeout = Duration::from_secs(15);
+        p.provision.poll_interval = Duration::from_millis(100);
+        p.provision.replace_budget = 2;
+        p.rollout.batch_size = servers.max(1);
+        p.rollout.max_surge = servers.max(1);
+        p.rollout.min_healthy = Capacity::Percent(100);
+        p.rollout.bake_time = Duration::from_secs(2);
+        p.rollout.drain = Duration::from_secs(2);
+        p.rollout.progress_deadline = Duration::from_secs(60);
+        p.retention.keep = 1;
+        p.retention.hot = 1;
+        p.refresh.max_age = Duration::from_secs(3600);
+        p.refresh.max_replacements = 100;
+        p.refresh.window = Duration::from_secs(60);
+        p.retry = RetryPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            max_retries: 5,
+            jitter_seed: None,
+        };
+        p
+    }
+
+    /// Opens (or creates) the stack in `options.dir`.
+    pub async fn open(options: StackOptions) -> Result<Self, StackError> {
+        let dir = options.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(StackError::io("cannot create", &dir))?;
+        let sqlite: Arc<dyn StateStore> = Arc::new(SqliteStore::open(dir.join("state.sqlite")).await?);
+        let store = KillSwitchStore::from_env(sqlite);
+        let compute = Arc::new(LocalCompute::builder().root(dir.join("local")).build()?);
+        let images = Arc::new(LocalImages::builder().root(dir.join("local")).build()?);
+        let config = Arc::new(phoenix_config::ConfigSet::load(&options.config)?);
+        let probe = Arc::new(
+            HttpProbe::builder()
+                .health_path("/health")
+                .smoke_path("/")
+                .timeout(Duration::from_secs(2))
+                .build()?,
+        );
+        let (inner, embedded, admin): (Arc<dyn LoadBalancer>, _, _) = match &options.balancer {
+            BalancerChoice::Embedded { listen, admin } => {
+                let lb = Arc::new(
+                    EmbeddedBalancer::builder()
+                        .listen(*listen)
+                        .health_check(HealthCheck::http_get("/health"))
+                        .check_interval(Duration::from_millis(100))
+                        .rise(2)
+                        .fall(2)
+                        .drain_default(Duration::from_secs(2))
+                        .start()
+                        .await?,
+                );
+                let served = match admin {
+                    Some(path) => Some(phoenix_lb::remote::serve(
+                        lb.clone(),
+                        path,
+                        tokio_util::sync::CancellationToken::new(),
+                    )?),
+                    None => None,
+                };
+                (lb.clone(), Some(lb), served)
+            }
+            BalancerChoice::Remote(path) => (Arc::new(RemoteBalancer::connect(path).await?), None, None),
+        };
+        let balancer = TimedBalancer::new(inner);
+        let phoenix = Phoenix::builder()
+            .compute(compute.clone())
+            .images(images.clone())
+            .balancer(Arc::new(balancer.clone()))
+            .boot_config(config)
+            .probe(probe)
+            .store(Arc::new(store.clone()))
+            .policy(
+                options
+                    .policy
+                    .clone()
+                    .unwrap_or_else(|| Self::policy(options.servers)),
+            )
+            .holder(options.holder.clone())
+            .lease_ttl(options.lease_ttl)
+            .build()?;
+        let stack = Self {
+            dir,
+            phoenix,
+            compute,
+            images,
+            store,
+            balancer,
+            embedded,
+            admin,
+            deployment: id(DEPLOYMENT)?,
+            role: id(ROLE)?,
+            app: options.app,
+            servers: options.servers,
+        };
+        stack.ensure_deployment().await?;
+        Ok(stack)
+    }
+
+    /// The deployment's definition.
+    pub fn definition(&self) -> Result<Deployment, StackError> {
+        let env: EnvironmentName = id(ENVIRONMENT)?;
+        Ok(Deployment::new(
+            self.deployment.clone(),
+            Environment {
+                name: env,
+                production: false,
+            },
+        )
+        .with_role(Role {
+            name: self.role.clone(),
+            desired: self.servers,
+            flavor: None,
+            // The local provider gives every server its own port.
+            port: 8080,
+        }))
+    }
+
+    async fn ensure_deployment(&self) -> Result<(), StackError> {
+        self.phoenix.register(&self.definition()?).await?;
+        Ok(())
+    }
+
+    /// Where the in-process balancer listens.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.embedded.as_ref().map(|lb| lb.local_addr())
+    }
+
+    /// The next release number: one more than the highest `vN` recorded.
+    pub async fn next_release_number(&self) -> Result<u32, StackError> {
+        let snap = self.phoenix.snapshot(&self.deployment).await?;
+        Ok(snap
+            .releases
+            .keys()
+            .filter_map(|l| l.as_str().strip_prefix('v')?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1)
+    }
+
+    /// Bakes `label` and records it as a release (or returns the recorded
+    /// one).
+    pub async fn release(&self, label: &str) -> Result<Release, StackError> {
+        let label: ReleaseLabel = id(label)?;
+        let snap = self.phoenix.snapshot(&self.deployment).await?;
+        if let Some(r) = snap.releases.get(&label) {
+            return Ok(r.clone());
+        }
+        let image = self.bake(label.as_str()).await?;
+        let mut images = BTreeMap::new();
+        images.insert(self.role.clone(), image.id);
+        Ok(self
+            .phoenix
+            .create_release(&self.deployment, label, images)
+            .await?)
+    }
+
+    /// Resumes an unfinished operation, waiting out a dead orchestrator's
+    /// lease.
+    pub async fn resume(&self) -> Result<(), StackError> {
+        for _ in 0..40 {
+            match self.phoenix.resume(&self.deployment).await {
+                Ok(_) | Err(ExecError::Failed { .. }) => return Ok(()),
+                Err(ExecError::Busy { .. }) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StackError::Unexpected(
+            "another orchestrator holds the deployment".into(),
+        ))
+    }
+
+    /// Picks up where an earlier run left off: resumes an interrupted
+    /// operation, then repairs drift between the records, the processes
+    /// and the balancer (a fresh in-process balancer starts empty: the
+    /// live servers are put back; processes that died are recorded and
+    /// replaced; orphans are removed). Returns what it found.
+    pub async fn restore(&self) -> Result<String, StackError> {
+        self.resume().await?;
+        let (report, plan) = self
+            .phoenix
+            .plan_reconcile(
+                &self.deployment,
+                &self.role,
+                ReconcileOptions {
+                    remove_orphans: true,
+                    record_missing: true,
+                    restore_members: true,
+                },
+            )
+            .await?;
+        let found = report.to_string();
+        if !plan.is_noop() {
+            self.phoenix.apply(plan).await?;
+        }
+        let snap = self.phoenix.snapshot(&self.deployment).await?;
+        if snap.live_pool(&self.role).is_some() {
+            let plan = self.phoenix.plan_heal(&self.deployment, &self.role).await?;
+            if !plan.is_noop() {
+                self.phoenix.apply(plan).await?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The process id of a local server, from its record.
+    pub fn server_pid(&self, server: &ServerId) -> Option<i32> {
+        let dir = self.compute.server_directory(server)?;
+        let text = std::fs::read_to_string(dir.join("server.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.get("process")?
+            .get("pid")?
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+    }
+
+    /// Ends every server of the deployment, deletes its images and removes
+    /// the working directory. Returns how many servers it terminated.
+    pub async fn teardown(self) -> Result<usize, StackError> {
+        let servers = self
+            .compute
+            .list(&LabelSelector::deployment(&self.deployment))
+            .await?;
+        for s in &servers {
+            self.compute.terminate(&s.id).await?;
+        }
+        for image in self.images.list().await? {
+            self.images.delete(&image.id).await?;
+        }
+        if let Some(lb) = &self.embedded {
+            lb.shutdown().await;
+        }
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).map_err(StackError::io("cannot remove", &dir))?;
+        Ok(servers.len())
+    }
+}

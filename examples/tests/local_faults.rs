@@ -1,0 +1,225 @@
+//! Fault tests with real processes on the local stack: a live server
+//! killed with SIGKILL under load, and the orchestrator itself killed at
+//! every journaled step of a blue-green switch.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use examples::local::{BalancerChoice, LocalStack, StackOptions};
+use phoenix_core::labels::LabelSelector;
+use phoenix_core::ops::ReconcileOptions;
+use phoenix_core::ports::{Compute, LoadBalancer, MemberHealth};
+use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
+use phoenix_lb::loadgen::{LoadGen, LoadGenConfig};
+
+const APP: &str = env!("CARGO_BIN_EXE_phoenix-local");
+
+fn options(dir: &Path, balancer: BalancerChoice) -> StackOptions {
+    let mut o = StackOptions::here().unwrap();
+    o.dir = dir.to_path_buf();
+    o.app = PathBuf::from(APP);
+    o.balancer = balancer;
+    o.holder = "fault-test".into();
+    let mut policy = LocalStack::policy(3);
+    policy.rollout.bake_time = Duration::from_millis(300);
+    policy.rollout.drain = Duration::from_millis(500);
+    o.policy = Some(policy);
+    o.lease_ttl = Duration::from_secs(1);
+    o
+}
+
+fn load(target: SocketAddr) -> LoadGen {
+    LoadGen::start(LoadGenConfig {
+        rate: 200,
+        duration: Duration::from_secs(3600),
+        concurrency: 8,
+        fresh_ratio: 0.25,
+        keepalive_max_age: Duration::from_millis(500),
+        ..LoadGenConfig::new(target)
+    })
+    .unwrap()
+}
+
+/// Every labelled process belongs to a recorded pool and every recorded
+/// running server exists.
+async fn assert_no_orphans(stack: &LocalStack) {
+    let (report, _) = stack
+        .phoenix
+        .plan_reconcile(&stack.deployment, &stack.role, ReconcileOptions::default())
+        .await
+        .unwrap();
+    assert!(report.orphans.is_empty() && report.missing.is_empty(), "{report}");
+    let snap = stack.phoenix.snapshot(&stack.deployment).await.unwrap();
+    for s in stack
+        .compute
+        .list(&LabelSelector::deployment(&stack.deployment))
+        .await
+        .unwrap()
+    {
+        assert!(snap.owner_of(&s.id).is_some(), "{} is an orphan", s.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_server_killed_under_load_costs_no_request_and_heal_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = LocalStack::open(options(
+        dir.path(),
+        BalancerChoice::Embedded {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin: None,
+        },
+    ))
+    .await
+    .unwrap();
+    stack.release("v1").await.unwrap();
+    let (d, role) = (stack.deployment.clone(), stack.role.clone());
+    let plan = stack.phoenix.plan_deploy(&d, &role, &"v1".parse().unwrap()).await.unwrap();
+    stack.phoenix.apply(plan).await.unwrap();
+    let gen = load(stack.listen_addr().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let snap = stack.phoenix.snapshot(&d).await.unwrap();
+    let victim = snap.live_pool(&role).unwrap().slots[1].server.clone().unwrap();
+    let pid = stack.server_pid(&victim).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let killed = Instant::now();
+    loop {
+        let m = stack.balancer.members().await.unwrap();
+        if m.iter().any(|m| m.server == victim && m.health == MemberHealth::Unhealthy) {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(5), "never ejected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let plan = stack.phoenix.plan_heal(&d, &role).await.unwrap();
+    assert!(plan.notes.iter().any(|n| n.contains(victim.as_str())), "{plan}");
+    stack.phoenix.apply(plan).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = gen.stop_and_finish().await.unwrap();
+    assert!(report.sent > 300, "{report}");
+    assert_eq!(report.failed, 0, "no request failed: {report}");
+    let members = stack.balancer.members().await.unwrap();
+    assert_eq!(members.iter().filter(|m| m.is_serving_healthy()).count(), 3);
+    assert!(members.iter().all(|m| m.server != victim));
+    assert_no_orphans(&stack).await;
+    stack.teardown().await.unwrap();
+}
+
+fn orchestrate(dir: &Path, socket: &Path, args: &[&str], crash: Option<u64>) -> Output {
+    let mut cmd = Command::new(APP);
+    cmd.args(["--dir", &dir.display().to_string()])
+        .args(["--lb-socket", &socket.display().to_string()])
+        .args(["--lease-ttl-ms", "1000", "--bake-ms", "300", "--drain-ms", "500"])
+        .args(args)
+        .env_remove("PHOENIX_CRASH_BEFORE_WRITE");
+    match crash {
+        Some(n) => cmd.env("PHOENIX_CRASH_AT_COMMIT", n.to_string()),
+        None => cmd.env_remove("PHOENIX_CRASH_AT_COMMIT"),
+    };
+    cmd.output().unwrap()
+}
+
+fn commits(out: &Output) -> u64 {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("commits ")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_killed_at_every_step_of_a_switch_converges_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let socket = dir.path().join("lb.sock");
+    // The balancer lives in this process: the orchestrator is another one,
+    // and it is the one that dies.
+    let lb = Arc::new(
+        EmbeddedBalancer::builder()
+            .health_check(HealthCheck::http_get("/health"))
+            .check_interval(Duration::from_millis(100))
+            .rise(2)
+            .fall(2)
+            .start()
+            .await
+            .unwrap(),
+    );
+    let _admin = phoenix_lb::remote::serve(
+        lb.clone(),
+        &socket,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    ok(&orchestrate(&state, &socket, &["prepare", "v1", "v2"], None), "prepare");
+    ok(&orchestrate(&state, &socket, &["deploy", "v1"], None), "deploy v1");
+    let gen = load(lb.local_addr());
+
+    // The first switch to v2 provisions its pool; a clean switch back to
+    // v1 (the hot standby) counts the commits of the switches under test.
+    ok(&orchestrate(&state, &socket, &["deploy", "v2"], None), "deploy v2");
+    let clean = orchestrate(&state, &socket, &["deploy", "v1"], None);
+    ok(&clean, "deploy v1");
+    let total = commits(&clean);
+    assert!(total > 10, "a switch journals its steps: {total}");
+    let observer = LocalStack::open(options(&state, BalancerChoice::Remote(socket.clone())))
+        .await
+        .unwrap();
+    let mut target = "v2";
+    let mut crashed = 0;
+    for at in 1..=total {
+        let out = orchestrate(&state, &socket, &["deploy", target], Some(at));
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "the orchestrator died at commit {at} of {total}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        crashed += 1;
+        // Rerun the same command: it resumes and converges.
+        ok(&orchestrate(&state, &socket, &["deploy", target], None), &format!("rerun after a kill at commit {at}"));
+        let snap = observer.phoenix.snapshot(&observer.deployment).await.unwrap();
+        let live = snap.live_pool(&observer.role).unwrap();
+        assert_eq!(live.release.as_str(), target, "after a kill at commit {at}");
+        let serving: BTreeSet<String> = lb
+            .members()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.state == phoenix_core::ports::MemberState::Active)
+            .filter_map(|m| snap.owner_of(&m.server).map(|(p, _)| p.release.to_string()))
+            .collect();
+        assert_eq!(serving, [target.to_owned()].into_iter().collect(), "after a kill at commit {at}");
+        assert_no_orphans(&observer).await;
+        assert_eq!(gen.progress().failed, 0, "no request failed, after a kill at commit {at}");
+        target = if target == "v1" { "v2" } else { "v1" };
+    }
+    let report = gen.stop_and_finish().await.unwrap();
+    println!("{crashed} kills of {total} commit points; traffic: {report}");
+    assert_eq!(crashed, total);
+    assert_eq!(report.failed, 0, "{report}");
+    let servers = observer
+        .compute
+        .list(&LabelSelector::deployment(&observer.deployment))
+        .await
+        .unwrap();
+    for s in servers {
+        observer.compute.terminate(&s.id).await.unwrap();
+    }
+    lb.shutdown().await;
+}

@@ -1,0 +1,129 @@
+//! The admin protocol's messages.
+
+use std::time::Duration;
+
+use phoenix_core::id::ServerId;
+use phoenix_core::ports::{ErrorKind, LbCapabilities, Member, PortError, Target};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Request {
+    Capabilities,
+    Members,
+    Attach { targets: Vec<Target> },
+    Detach { servers: Vec<ServerId>, drain_ms: u64 },
+    Swap { attach: Vec<Target>, detach: Vec<ServerId>, drain_ms: u64 },
+}
+
+impl Request {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Capabilities => "capabilities",
+            Self::Members => "members",
+            Self::Attach { .. } => "attach",
+            Self::Detach { .. } => "detach",
+            Self::Swap { .. } => "swap",
+        }
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Capabilities {
+    pub(crate) atomic_swap: bool,
+    pub(crate) drain: bool,
+    pub(crate) reports_connections: bool,
+    pub(crate) max_batch: usize,
+}
+
+impl From<LbCapabilities> for Capabilities {
+    fn from(c: LbCapabilities) -> Self {
+        Self {
+            atomic_swap: c.atomic_swap,
+            drain: c.drain,
+            reports_connections: c.reports_connections,
+            max_batch: c.max_batch,
+        }
+    }
+}
+
+impl From<Capabilities> for LbCapabilities {
+    fn from(c: Capabilities) -> Self {
+        Self {
+            atomic_swap: c.atomic_swap,
+            drain: c.drain,
+            reports_connections: c.reports_connections,
+            max_batch: c.max_batch.max(1),
+        }
+    }
+}
+
+/// An error as it crosses the socket: its classification survives, so the
+/// orchestrator still knows whether to retry.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WireError {
+    kind: String,
+    retry_after_ms: Option<u64>,
+    operation: String,
+    message: String,
+}
+
+impl From<&PortError> for WireError {
+    fn from(e: &PortError) -> Self {
+        let (kind, retry_after_ms, message) = match &e.kind {
+            ErrorKind::Throttled { retry_after } => {
+                ("throttled", retry_after.map(millis), String::new())
+            }
+            ErrorKind::Temporary(m) => ("temporary", None, m.clone()),
+            ErrorKind::NotFound(m) => ("not_found", None, m.clone()),
+            ErrorKind::Conflict(m) => ("conflict", None, m.clone()),
+            ErrorKind::Invalid(m) => ("invalid", None, m.clone()),
+            ErrorKind::Unauthorized(m) => ("unauthorized", None, m.clone()),
+            ErrorKind::Unsupported(m) => ("unsupported", None, m.clone()),
+            ErrorKind::BadResponse(m) => ("bad_response", None, m.clone()),
+            ErrorKind::Permanent(m) => ("permanent", None, m.clone()),
+        };
+        Self {
+            kind: kind.to_owned(),
+            retry_after_ms,
+            operation: e.operation.clone(),
+            message: if e.source.is_some() { e.chain() } else { message },
+        }
+    }
+}
+
+impl WireError {
+    pub(crate) fn into_port_error(self) -> PortError {
+        let m = self.message;
+        let kind = match self.kind.as_str() {
+            "throttled" => ErrorKind::Throttled {
+                retry_after: self.retry_after_ms.map(Duration::from_millis),
+            },
+            "temporary" => ErrorKind::Temporary(m),
+            "not_found" => ErrorKind::NotFound(m),
+            "conflict" => ErrorKind::Conflict(m),
+            "invalid" => ErrorKind::Invalid(m),
+            "unauthorized" => ErrorKind::Unauthorized(m),
+            "unsupported" => ErrorKind::Unsupported(m),
+            "bad_response" => ErrorKind::BadResponse(m),
+            _ => ErrorKind::Permanent(m),
+        };
+        PortError::new(format!("remote balancer: {}", self.operation), kind)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Response {
+    Capabilities(Capabilities),
+    Members(Vec<Member>),
+    Done,
+    Error(WireError),
+}
+
+/// The longest line either side reads: a member list of thousands.
+pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
