@@ -15,7 +15,10 @@ use phoenix_core::events::{EventKind, Invariant, Outcome};
 use phoenix_core::executor::{ExecError, Interruption, StepError};
 use phoenix_core::labels::Labels;
 use phoenix_core::plan::{PlanError, Step};
-use phoenix_core::ports::{BootPayload, Compute, LaunchRequest, LoadBalancer, Target};
+use phoenix_core::ports::{
+    BootPayload, Commit, Compute, LaunchRequest, Lease, LoadBalancer, StateStore, StoreError,
+    StoredEvent, Target, Versioned,
+};
 use phoenix_core::sim::{Faults, SimBootConfig, SimConfig};
 
 fn guard_of(err: &ExecError) -> Option<Invariant> {
@@ -305,6 +308,124 @@ async fn invariant_5_one_writer_and_fenced_stale_holders() {
         other => panic!("the stalled holder must be fenced off, got {other:?}"),
     }
     thief.records().store().release_lease(&lease).await.unwrap();
+
+    // The interrupted operation is finished by whoever comes next.
+    let _ = w.phoenix.resume(&w.shop).await;
+
+    // The window only the fence closes: a holder that renewed its lease,
+    // then stalls inside a commit (a GC pause, a stopped process, a slow
+    // disk) while another orchestrator takes over. When it wakes, its
+    // commit carries a stale token and must not land.
+    let stalling = StallingStore::new(Arc::new(w.cloud.store().clone()));
+    let paused = w
+        .cloud
+        .phoenix()
+        .store(Arc::new(stalling.clone()))
+        .holder("paused")
+        .lease_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let plan = paused.plan_rollback(&w.shop, &w.web, None).await.unwrap();
+    stalling.stall_commit(3, Duration::from_secs(300));
+    let stalled = tokio::spawn(async move { paused.apply(plan).await });
+    let mut lease = None;
+    for _ in 0..720 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if let Ok(l) = w
+            .cloud
+            .store()
+            .acquire_lease("deployments/shop", "successor", Duration::from_secs(3600))
+            .await
+        {
+            lease = Some(l);
+            break;
+        }
+    }
+    let lease = lease.expect("the paused holder's lease lapsed");
+    let generation = w.phoenix.snapshot(&w.shop).await.unwrap().generation();
+    match stalled.await.unwrap() {
+        Err(ExecError::Interrupted {
+            source: Interruption::LeaseLost(_),
+            ..
+        }) => {}
+        other => panic!("the paused holder must be fenced off, got {other:?}"),
+    }
+    assert_eq!(
+        w.phoenix.snapshot(&w.shop).await.unwrap().generation(),
+        generation,
+        "no write of the paused holder landed after the takeover"
+    );
+    w.cloud.store().release_lease(&lease).await.unwrap();
+}
+
+/// Delays one chosen commit, as a process paused mid-write would.
+#[derive(Clone)]
+struct StallingStore {
+    inner: Arc<dyn StateStore>,
+    plan: Arc<std::sync::Mutex<Option<(u64, Duration)>>>,
+    seen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StallingStore {
+    fn new(inner: Arc<dyn StateStore>) -> Self {
+        Self {
+            inner,
+            plan: Arc::default(),
+            seen: Arc::default(),
+        }
+    }
+
+    /// Stalls the `n`-th commit from now for `d` before it reaches the store.
+    fn stall_commit(&self, n: u64, d: Duration) {
+        self.seen.store(0, std::sync::atomic::Ordering::SeqCst);
+        *self.plan.lock().unwrap() = Some((n, d));
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for StallingStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
+        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let stall = match *self.plan.lock().unwrap() {
+            Some((at, d)) if at == n => Some(d),
+            _ => None,
+        };
+        if let Some(d) = stall {
+            tokio::time::sleep(d).await;
+        }
+        self.inner.commit(commit).await
+    }
+    async fn events(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.events(stream, after, limit).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        self.inner.acquire_lease(name, holder, ttl).await
+    }
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        self.inner.renew_lease(lease, ttl).await
+    }
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release_lease(lease).await
+    }
+    async fn current_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        self.inner.current_lease(name).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

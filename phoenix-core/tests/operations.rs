@@ -606,7 +606,11 @@ async fn reconcile_restores_members_a_balancer_lost() {
     // The balancer restarts empty (as an in-process balancer does when its
     // process restarts).
     let lost: Vec<_> = w.cloud.members().into_iter().map(|m| m.server).collect();
-    w.cloud.balancer().detach(&lost, Duration::ZERO).await.unwrap();
+    w.cloud
+        .balancer()
+        .detach(&lost, Duration::ZERO)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(w.cloud.members().is_empty());
     let (report, plan) = w
@@ -623,6 +627,9 @@ async fn reconcile_restores_members_a_balancer_lost() {
         .unwrap();
     assert_eq!(report.drift.len(), 3, "{report}");
     w.apply(plan).await;
-    assert_eq!(w.serving().await, [("v1".to_owned(), 3)].into_iter().collect());
+    assert_eq!(
+        w.serving().await,
+        [("v1".to_owned(), 3)].into_iter().collect()
+    );
     assert!(w.cloud.members().iter().all(|m| m.is_serving_healthy()));
 }

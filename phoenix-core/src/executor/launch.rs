@@ -655,7 +655,7 @@ impl Run {
         if targets.is_empty() {
             return Ok(());
         }
-        let members = self.members().await?;
+        let members = self.members_for_guard().await?;
         let mut done = Vec::new();
         for server in targets {
             if let Err(refusal) = guards::not_serving(std::slice::from_ref(&server), &members) {

@@ -221,7 +221,7 @@ impl Run {
             self.plan.policy.rollout.drain + self.plan.policy.provision.poll_interval * 2,
         );
         loop {
-            let members = self.members().await?;
+            let members = self.members_for_guard().await?;
             match guards::not_serving(servers, &members) {
                 Ok(()) => return Ok(()),
                 Err(refusal) if guards::any_active(servers, &members) || deadline.passed() => {
@@ -674,7 +674,7 @@ impl Run {
         &mut self,
         servers: &[ServerId],
     ) -> Result<(), StepError> {
-        let members = self.members().await?;
+        let members = self.members_for_guard().await?;
         let mut refused = Vec::new();
         let mut events = Vec::new();
         for server in servers {

@@ -129,6 +129,33 @@ impl Run {
             .map_err(|e| StepError::port("reading balancer members", e))
     }
 
+    /// A fresh read for a guard: like [`Self::members`], but an empty
+    /// answer while the records say servers of this role are behind the
+    /// balancer is not believed (a balancer that restarted, a wrong
+    /// backend, a bug): the guard fails closed.
+    pub(crate) async fn members_for_guard(&mut self) -> Result<Vec<Member>, StepError> {
+        let members = self.members().await?;
+        if members.is_empty() {
+            let attached = self
+                .snap
+                .pools_of(&self.plan.role)
+                .flat_map(|p| p.attached())
+                .count();
+            if attached > 0 {
+                let refusal = super::guards::Refusal {
+                    invariant: crate::events::Invariant::NoServingTermination,
+                    detail: format!(
+                        "the balancer reports no member while {attached} server(s) of {} are recorded \
+                         behind it; not acting on an empty read",
+                        self.plan.role
+                    ),
+                };
+                return Err(self.refused(refusal));
+            }
+        }
+        Ok(members)
+    }
+
     /// Runs a port call with the plan's retry policy.
     pub(crate) async fn call<T, F, Fut>(&self, context: &str, f: F) -> Result<T, StepError>
     where

@@ -224,7 +224,7 @@ impl Run {
         // again for a while, and refuses for good after that.
         let patience = Deadline::after(self.plan.policy.provision.health_timeout);
         let members = loop {
-            let members = self.members().await?;
+            let members = self.members_for_guard().await?;
             match guards::may_detach(&servers, &replacement_refs, &members, floor) {
                 Ok(()) => break members,
                 Err(refusal) if patience.passed() => return Err(self.refused(refusal)),

@@ -309,11 +309,11 @@ pub fn reconcile(
                 .drift
                 .iter()
                 .filter_map(|d| match d {
-                    Drift::MissingMember { pool: p, slot, server }
-                        if p == &pool.id && !missing_servers.contains(server) =>
-                    {
-                        Some(*slot)
-                    }
+                    Drift::MissingMember {
+                        pool: p,
+                        slot,
+                        server,
+                    } if p == &pool.id && !missing_servers.contains(server) => Some(*slot),
                     _ => None,
                 })
                 .collect();
