@@ -18,8 +18,8 @@
 use std::process::ExitCode;
 
 use examples::local::{
-    run_cycle, serve_demo_app_if_asked, CycleOptions, LocalStack, StackError, StackOptions,
-    BalancerChoice,
+    block_on_main, run_cycle, serve_demo_app_if_asked, BalancerChoice, CycleOptions, LocalStack,
+    StackError, StackOptions,
 };
 
 struct Args {
@@ -70,7 +70,10 @@ async fn main_async(args: Args) -> Result<bool, StackError> {
         options.dir = dir;
     }
     if let Some(listen) = args.listen {
-        options.balancer = BalancerChoice::Embedded { listen, admin: None };
+        options.balancer = BalancerChoice::Embedded {
+            listen,
+            admin: None,
+        };
     }
     let stack = LocalStack::open(options).await?;
     if args.teardown {
@@ -101,26 +104,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(main_async(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
+    block_on_main(async move {
+        let ok = main_async(args).await?;
+        if !ok {
             eprintln!("the cycle did not complete cleanly (see the report)");
-            ExitCode::FAILURE
         }
-        Err(e) => {
-            eprintln!("error: {}", phoenix_core::error_chain(&e));
-            ExitCode::FAILURE
-        }
-    }
+        Ok::<bool, StackError>(ok)
+    })
 }

@@ -53,8 +53,12 @@ async fn bench() -> Result<bool, StackError> {
 
 async fn run(stack: &LocalStack) -> Result<bool, StackError> {
     let (d, role) = (stack.deployment.clone(), stack.role.clone());
-    let v1 = "v1".parse().map_err(|e| StackError::Unexpected(format!("{e}")))?;
-    let v2 = "v2".parse().map_err(|e| StackError::Unexpected(format!("{e}")))?;
+    let v1 = "v1"
+        .parse()
+        .map_err(|e| StackError::Unexpected(format!("{e}")))?;
+    let v2 = "v2"
+        .parse()
+        .map_err(|e| StackError::Unexpected(format!("{e}")))?;
     stack.release("v1").await?;
     stack.release("v2").await?;
     let plan = stack.phoenix.plan_deploy(&d, &role, &v1).await?;
@@ -95,7 +99,11 @@ async fn run(stack: &LocalStack) -> Result<bool, StackError> {
             .map(|c| c.at + c.took - mark)
             .max()
             .unwrap_or(total);
-        let c = Cutover { control, moved, total };
+        let c = Cutover {
+            control,
+            moved,
+            total,
+        };
         if rollback {
             rollbacks.push(c);
         } else {
@@ -123,13 +131,21 @@ async fn run(stack: &LocalStack) -> Result<bool, StackError> {
     println!(
         "| {:<58} | {:>28} | {:>9} |",
         "cutover control time (balancer calls), median / p99",
-        format!("{} / {}", ms(percentile(&control, 0.5)), ms(percentile(&control, 0.99))),
+        format!(
+            "{} / {}",
+            ms(percentile(&control, 0.5)),
+            ms(percentile(&control, 0.99))
+        ),
         "< 1 ms"
     );
     println!(
         "| {:<58} | {:>28} | {:>9} |",
         "rollback to hot standby: traffic moved, median / max",
-        format!("{} / {}", ms(percentile(&rb_moved, 0.5)), ms(percentile(&rb_moved, 1.0))),
+        format!(
+            "{} / {}",
+            ms(percentile(&rb_moved, 0.5)),
+            ms(percentile(&rb_moved, 1.0))
+        ),
         "< 1 s"
     );
     println!(
@@ -150,7 +166,12 @@ async fn run(stack: &LocalStack) -> Result<bool, StackError> {
         format!("{} / {}", load.sent, load.failed),
         "0 failed"
     );
-    println!("latency p50 {} p99 {}; retried after a connection closed before any answer: {}", ms(load.latency.p50), ms(load.latency.p99), load.retried());
+    println!(
+        "latency p50 {} p99 {}; retried after a connection closed before any answer: {}",
+        ms(load.latency.p50),
+        ms(load.latency.p99),
+        load.retried()
+    );
     Ok(percentile(&control, 0.5) < Duration::from_millis(1)
         && percentile(&rb_moved, 0.5) < Duration::from_secs(1)
         && load.failed == 0)

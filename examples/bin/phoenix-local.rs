@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use examples::local::{
-    serve_demo_app_if_asked, BalancerChoice, LocalStack, StackError, StackOptions,
+    block_on_main, serve_demo_app_if_asked, BalancerChoice, LocalStack, StackError, StackOptions,
 };
 use phoenix_core::id::ReleaseLabel;
 
@@ -64,7 +64,9 @@ fn parse() -> Result<Args, String> {
             "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
             "--lb-socket" => socket = Some(PathBuf::from(value("--lb-socket")?)),
             "--servers" => {
-                a.servers = value("--servers")?.parse().map_err(|e| format!("--servers: {e}"))?
+                a.servers = value("--servers")?
+                    .parse()
+                    .map_err(|e| format!("--servers: {e}"))?
             }
             "--app" => a.app = Some(value("--app")?.into()),
             "--lease-ttl-ms" => a.lease_ttl = Some(ms(value("--lease-ttl-ms")?, "--lease-ttl-ms")?),
@@ -132,7 +134,10 @@ async fn run(args: Args) -> Result<(), StackError> {
         Some("rollback") => {
             let target = args.command.get(1).map(|s| label(s)).transpose()?;
             stack.resume().await?;
-            let plan = stack.phoenix.plan_rollback(&d, &role, target.as_ref()).await?;
+            let plan = stack
+                .phoenix
+                .plan_rollback(&d, &role, target.as_ref())
+                .await?;
             stack.phoenix.apply(plan).await?;
             Ok(())
         }
@@ -168,22 +173,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("phoenix-local: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("phoenix-local: {}", phoenix_core::error_chain(&e));
-            ExitCode::FAILURE
-        }
-    }
+    block_on_main(async move { run(args).await.map(|()| true) })
 }

@@ -35,7 +35,8 @@ impl LocalStack {
                 .map_err(StackError::io("cannot make executable", f))?;
         }
         let stamp = build.join("VERSION");
-        std::fs::write(&stamp, format!("{version}\n")).map_err(StackError::io("cannot write", &stamp))?;
+        std::fs::write(&stamp, format!("{version}\n"))
+            .map_err(StackError::io("cannot write", &stamp))?;
 
         let image = self
             .images
@@ -69,7 +70,9 @@ impl LocalStack {
                 self.phoenix.promote(&image.id, ImageState::Tested).await?;
             }
             check?;
-            self.phoenix.promote(&image.id, ImageState::Certified).await?;
+            self.phoenix
+                .promote(&image.id, ImageState::Certified)
+                .await?;
         }
         Ok(image)
     }

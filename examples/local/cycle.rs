@@ -118,13 +118,19 @@ fn spawn_progress(stack: &LocalStack, origin: Instant, print: bool) -> Progress 
                 let t = origin.elapsed().as_secs_f64();
                 match &e.kind {
                     EventKind::OperationStarted { steps: n, .. } => steps = *n,
-                    EventKind::StepStarted { index, rollback, step } => println!(
+                    EventKind::StepStarted {
+                        index,
+                        rollback,
+                        step,
+                    } => println!(
                         "  {t:>7.2}s  {}step {}/{}  {step}",
                         if *rollback { "rollback " } else { "" },
                         index + 1,
                         steps
                     ),
-                    EventKind::LaunchFailed { pool, slot, reason, .. } => {
+                    EventKind::LaunchFailed {
+                        pool, slot, reason, ..
+                    } => {
                         println!("  {t:>7.2}s    launch of slot {slot} of {pool} failed: {reason}; replacing")
                     }
                     EventKind::GuardRefused { invariant, detail } => {
@@ -185,7 +191,11 @@ where
         ),
         Err(e) => ("FAILED".to_owned(), phoenix_core::error_chain(e)),
     };
-    println!("  {:>7.2}s  {outcome} after {}", progress.since().as_secs_f64(), human(took));
+    println!(
+        "  {:>7.2}s  {outcome} after {}",
+        progress.since().as_secs_f64(),
+        human(took)
+    );
     phases.push(Phase {
         name,
         started,
@@ -209,7 +219,10 @@ async fn apply(stack: &LocalStack, plan: Plan) -> Result<String, StackError> {
 /// and roll back to vN; switch to vN+1 again; refresh every live server;
 /// reap with keep = 1. A first run starts at v1; a later one continues the
 /// release history and re-adopts what still runs.
-pub async fn run_cycle(stack: &LocalStack, options: CycleOptions) -> Result<CycleReport, StackError> {
+pub async fn run_cycle(
+    stack: &LocalStack,
+    options: CycleOptions,
+) -> Result<CycleReport, StackError> {
     let origin = Instant::now();
     let progress = spawn_progress(stack, origin, options.progress);
     let mut phases = Vec::new();
@@ -217,10 +230,16 @@ pub async fn run_cycle(stack: &LocalStack, options: CycleOptions) -> Result<Cycl
     let continued = !snap.pools.is_empty();
     let mut restored = String::new();
     if continued {
-        phase(stack, &progress, &mut phases, "re-adopt what the last run left".into(), || async {
-            restored = stack.restore().await?;
-            Ok(restored.trim().replace('\n', "; "))
-        })
+        phase(
+            stack,
+            &progress,
+            &mut phases,
+            "re-adopt what the last run left".into(),
+            || async {
+                restored = stack.restore().await?;
+                Ok(restored.trim().replace('\n', "; "))
+            },
+        )
         .await?;
     }
     let target = options
@@ -250,86 +269,161 @@ pub async fn run_cycle(stack: &LocalStack, options: CycleOptions) -> Result<Cycl
 
     let n = stack.next_release_number().await?;
     let (va, vb) = (format!("v{n}"), format!("v{}", n + 1));
-    let ra: ReleaseLabel = va.parse().map_err(|e| StackError::Unexpected(format!("{e}")))?;
-    let rb: ReleaseLabel = vb.parse().map_err(|e| StackError::Unexpected(format!("{e}")))?;
+    let ra: ReleaseLabel = va
+        .parse()
+        .map_err(|e| StackError::Unexpected(format!("{e}")))?;
+    let rb: ReleaseLabel = vb
+        .parse()
+        .map_err(|e| StackError::Unexpected(format!("{e}")))?;
     let (d, role) = (&stack.deployment, &stack.role);
 
-    phase(stack, &progress, &mut phases, format!("bake and certify {va}"), || async {
-        let r = stack.release(&va).await?;
-        Ok(format!("image {}", r.images.values().next().map(|i| i.to_string()).unwrap_or_default()))
-    })
+    phase(
+        stack,
+        &progress,
+        &mut phases,
+        format!("bake and certify {va}"),
+        || async {
+            let r = stack.release(&va).await?;
+            Ok(format!(
+                "image {}",
+                r.images
+                    .values()
+                    .next()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
+            ))
+        },
+    )
     .await?;
-    let verb = if live_now { "blue-green switch to" } else { "provision, smoke-test and go live:" };
-    phase(stack, &progress, &mut phases, format!("{verb} {va}"), || async {
-        apply(stack, stack.phoenix.plan_deploy(d, role, &ra).await?).await
-    })
+    let verb = if live_now {
+        "blue-green switch to"
+    } else {
+        "provision, smoke-test and go live:"
+    };
+    phase(
+        stack,
+        &progress,
+        &mut phases,
+        format!("{verb} {va}"),
+        || async { apply(stack, stack.phoenix.plan_deploy(d, role, &ra).await?).await },
+    )
     .await?;
     if load.is_none() {
         load = Some(start_load()?);
         println!("\ntraffic: {} requests/s through {target}", options.rate);
     }
-    phase(stack, &progress, &mut phases, format!("bake and certify {vb}"), || async {
-        let r = stack.release(&vb).await?;
-        Ok(format!("image {}", r.images.values().next().map(|i| i.to_string()).unwrap_or_default()))
-    })
+    phase(
+        stack,
+        &progress,
+        &mut phases,
+        format!("bake and certify {vb}"),
+        || async {
+            let r = stack.release(&vb).await?;
+            Ok(format!(
+                "image {}",
+                r.images
+                    .values()
+                    .next()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
+            ))
+        },
+    )
     .await?;
-    phase(stack, &progress, &mut phases, format!("blue-green switch to {vb}"), || async {
-        apply(stack, stack.phoenix.plan_deploy(d, role, &rb).await?).await
-    })
+    phase(
+        stack,
+        &progress,
+        &mut phases,
+        format!("blue-green switch to {vb}"),
+        || async { apply(stack, stack.phoenix.plan_deploy(d, role, &rb).await?).await },
+    )
     .await?;
 
-    phase(stack, &progress, &mut phases, format!("incident: a {vb} server is killed (SIGKILL)"), || async {
-        let snap = stack.phoenix.snapshot(d).await?;
-        let victim = snap
-            .live_pool(role)
-            .and_then(|p| p.attached().next())
-            .and_then(|s| s.server.clone())
-            .ok_or_else(|| StackError::Unexpected("no live server to kill".into()))?;
-        let pid = stack
-            .server_pid(&victim)
-            .ok_or_else(|| StackError::Unexpected(format!("no pid recorded for {victim}")))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+    phase(
+        stack,
+        &progress,
+        &mut phases,
+        format!("incident: a {vb} server is killed (SIGKILL)"),
+        || async {
+            let snap = stack.phoenix.snapshot(d).await?;
+            let victim = snap
+                .live_pool(role)
+                .and_then(|p| p.attached().next())
+                .and_then(|s| s.server.clone())
+                .ok_or_else(|| StackError::Unexpected("no live server to kill".into()))?;
+            let pid = stack
+                .server_pid(&victim)
+                .ok_or_else(|| StackError::Unexpected(format!("no pid recorded for {victim}")))?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
             .map_err(|e| StackError::Unexpected(format!("cannot kill {pid}: {e}")))?;
-        let killed = Instant::now();
-        loop {
-            let members = stack.balancer.members().await?;
-            if members
-                .iter()
-                .any(|m| m.server == victim && m.health == MemberHealth::Unhealthy)
-            {
-                break;
+            let killed = Instant::now();
+            loop {
+                let members = stack.balancer.members().await?;
+                if members
+                    .iter()
+                    .any(|m| m.server == victim && m.health == MemberHealth::Unhealthy)
+                {
+                    break;
+                }
+                if killed.elapsed() > Duration::from_secs(10) {
+                    return Err(StackError::Unexpected(format!(
+                        "{victim} was never ejected"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            if killed.elapsed() > Duration::from_secs(10) {
-                return Err(StackError::Unexpected(format!("{victim} was never ejected")));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(format!(
-            "{victim} (pid {pid}) ejected by the balancer's checks after {}",
-            human(killed.elapsed())
-        ))
-    })
+            Ok(format!(
+                "{victim} (pid {pid}) ejected by the balancer's checks after {}",
+                human(killed.elapsed())
+            ))
+        },
+    )
     .await?;
-    phase(stack, &progress, &mut phases, format!("roll back to {va} (hot standby)"), || async {
-        apply(stack, stack.phoenix.plan_rollback(d, role, None).await?).await
-    })
+    phase(
+        stack,
+        &progress,
+        &mut phases,
+        format!("roll back to {va} (hot standby)"),
+        || async { apply(stack, stack.phoenix.plan_rollback(d, role, None).await?).await },
+    )
     .await?;
-    phase(stack, &progress, &mut phases, format!("switch to {vb} again (its dead server replaced)"), || async {
-        apply(stack, stack.phoenix.plan_deploy(d, role, &rb).await?).await
-    })
+    phase(
+        stack,
+        &progress,
+        &mut phases,
+        format!("switch to {vb} again (its dead server replaced)"),
+        || async { apply(stack, stack.phoenix.plan_deploy(d, role, &rb).await?).await },
+    )
     .await?;
-    phase(stack, &progress, &mut phases, "rolling refresh of every live server".into(), || async {
-        let mut policy = stack.phoenix.policy().clone();
-        policy.refresh.max_age = Duration::from_millis(1);
-        policy.rollout.batch_size = 1;
-        policy.rollout.max_surge = 1;
-        policy.rollout.bake_time = Duration::from_secs(1);
-        apply(stack, stack.phoenix.plan_refresh_with(d, role, &policy).await?).await
-    })
+    phase(
+        stack,
+        &progress,
+        &mut phases,
+        "rolling refresh of every live server".into(),
+        || async {
+            let mut policy = stack.phoenix.policy().clone();
+            policy.refresh.max_age = Duration::from_millis(1);
+            policy.rollout.batch_size = 1;
+            policy.rollout.max_surge = 1;
+            policy.rollout.bake_time = Duration::from_secs(1);
+            apply(
+                stack,
+                stack.phoenix.plan_refresh_with(d, role, &policy).await?,
+            )
+            .await
+        },
+    )
     .await?;
-    phase(stack, &progress, &mut phases, "reap (keep = 1)".into(), || async {
-        apply(stack, stack.phoenix.plan_reap(d, role).await?).await
-    })
+    phase(
+        stack,
+        &progress,
+        &mut phases,
+        "reap (keep = 1)".into(),
+        || async { apply(stack, stack.phoenix.plan_reap(d, role).await?).await },
+    )
     .await?;
 
     let load = match load {
@@ -380,9 +474,16 @@ fn ms(d: Duration) -> String {
 
 impl fmt::Display for CycleReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "=== Phoenix local cycle: {} and {} ===", self.releases.0, self.releases.1)?;
+        writeln!(
+            f,
+            "=== Phoenix local cycle: {} and {} ===",
+            self.releases.0, self.releases.1
+        )?;
         if self.continued {
-            writeln!(f, "continued an earlier run (history and running servers re-adopted)")?;
+            writeln!(
+                f,
+                "continued an earlier run (history and running servers re-adopted)"
+            )?;
         }
         writeln!(f, "\ntimeline")?;
         writeln!(
@@ -443,7 +544,11 @@ impl fmt::Display for CycleReport {
                     l.failed,
                     l.retried()
                 )?;
-                let by: Vec<String> = l.releases.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+                let by: Vec<String> = l
+                    .releases
+                    .iter()
+                    .map(|(r, n)| format!("{r}: {n}"))
+                    .collect();
                 writeln!(f, "  served by release: {}", by.join(", "))?;
                 writeln!(
                     f,
@@ -471,11 +576,18 @@ impl fmt::Display for CycleReport {
                 p.pool,
                 p.release,
                 p.state,
-                if ages.is_empty() { "-".to_owned() } else { ages.join(", ") }
+                if ages.is_empty() {
+                    "-".to_owned()
+                } else {
+                    ages.join(", ")
+                }
             )?;
         }
         if let Some(addr) = self.listen {
-            writeln!(f, "\nbalancer was at {addr} (in this process: it stops with it)")?;
+            writeln!(
+                f,
+                "\nbalancer was at {addr} (in this process: it stops with it)"
+            )?;
         }
         let running: usize = self.pools.iter().map(|p| p.servers.len()).sum();
         writeln!(

@@ -15,8 +15,9 @@ mod error;
 mod stack;
 mod timing;
 
-pub use crash::KillSwitchStore;
+pub use crash::{KillSwitch, KillSwitchStore};
 pub use cycle::{run_cycle, CycleOptions, CycleReport, Phase};
+pub use demo::block_on_main;
 pub use demo::{serve_demo_app_if_asked, DEMO_APP_ARG};
 pub use error::StackError;
 pub use stack::{

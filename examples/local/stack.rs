@@ -19,7 +19,7 @@ use phoenix_lb::remote::{AdminServer, RemoteBalancer};
 use phoenix_providers::local::{LocalCompute, LocalImages};
 use phoenix_state::SqliteStore;
 
-use super::crash::KillSwitchStore;
+use super::crash::{KillSwitch, KillSwitchStore};
 use super::error::StackError;
 use super::timing::TimedBalancer;
 
@@ -73,7 +73,8 @@ impl StackOptions {
     /// app, the example configuration.
     pub fn here() -> Result<Self, StackError> {
         let cwd = std::env::current_dir().map_err(StackError::io("cannot read", "."))?;
-        let app = std::env::current_exe().map_err(StackError::io("cannot locate", "this program"))?;
+        let app =
+            std::env::current_exe().map_err(StackError::io("cannot locate", "this program"))?;
         Ok(Self {
             dir: cwd.join(".phoenix"),
             app,
@@ -92,7 +93,9 @@ impl StackOptions {
 
 /// The example configuration shipped with this package.
 pub fn default_config_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("local").join("config")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("local")
+        .join("config")
 }
 
 /// The local stack, opened.
@@ -173,8 +176,9 @@ impl LocalStack {
     pub async fn open(options: StackOptions) -> Result<Self, StackError> {
         let dir = options.dir.clone();
         std::fs::create_dir_all(&dir).map_err(StackError::io("cannot create", &dir))?;
-        let sqlite: Arc<dyn StateStore> = Arc::new(SqliteStore::open(dir.join("state.sqlite")).await?);
-        let store = KillSwitchStore::from_env(sqlite);
+        let sqlite: Arc<dyn StateStore> =
+            Arc::new(SqliteStore::open(dir.join("state.sqlite")).await?);
+        let store = KillSwitch::from_env(sqlite);
         let compute = Arc::new(LocalCompute::builder().root(dir.join("local")).build()?);
         let images = Arc::new(LocalImages::builder().root(dir.join("local")).build()?);
         let config = Arc::new(phoenix_config::ConfigSet::load(&options.config)?);
@@ -208,7 +212,9 @@ impl LocalStack {
                 };
                 (lb.clone(), Some(lb), served)
             }
-            BalancerChoice::Remote(path) => (Arc::new(RemoteBalancer::connect(path).await?), None, None),
+            BalancerChoice::Remote(path) => {
+                (Arc::new(RemoteBalancer::connect(path).await?), None, None)
+            }
         };
         let balancer = TimedBalancer::new(inner);
         let phoenix = Phoenix::builder()

@@ -54,7 +54,10 @@ async fn assert_no_orphans(stack: &LocalStack) {
         .plan_reconcile(&stack.deployment, &stack.role, ReconcileOptions::default())
         .await
         .unwrap();
-    assert!(report.orphans.is_empty() && report.missing.is_empty(), "{report}");
+    assert!(
+        report.orphans.is_empty() && report.missing.is_empty(),
+        "{report}"
+    );
     let snap = stack.phoenix.snapshot(&stack.deployment).await.unwrap();
     for s in stack
         .compute
@@ -80,27 +83,42 @@ async fn a_live_server_killed_under_load_costs_no_request_and_heal_replaces_it()
     .unwrap();
     stack.release("v1").await.unwrap();
     let (d, role) = (stack.deployment.clone(), stack.role.clone());
-    let plan = stack.phoenix.plan_deploy(&d, &role, &"v1".parse().unwrap()).await.unwrap();
+    let plan = stack
+        .phoenix
+        .plan_deploy(&d, &role, &"v1".parse().unwrap())
+        .await
+        .unwrap();
     stack.phoenix.apply(plan).await.unwrap();
     let gen = load(stack.listen_addr().unwrap());
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let snap = stack.phoenix.snapshot(&d).await.unwrap();
-    let victim = snap.live_pool(&role).unwrap().slots[1].server.clone().unwrap();
-    let pid = stack.server_pid(&victim).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+    let victim = snap.live_pool(&role).unwrap().slots[1]
+        .server
+        .clone()
         .unwrap();
+    let pid = stack.server_pid(&victim).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let killed = Instant::now();
     loop {
         let m = stack.balancer.members().await.unwrap();
-        if m.iter().any(|m| m.server == victim && m.health == MemberHealth::Unhealthy) {
+        if m.iter()
+            .any(|m| m.server == victim && m.health == MemberHealth::Unhealthy)
+        {
             break;
         }
         assert!(killed.elapsed() < Duration::from_secs(5), "never ejected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let plan = stack.phoenix.plan_heal(&d, &role).await.unwrap();
-    assert!(plan.notes.iter().any(|n| n.contains(victim.as_str())), "{plan}");
+    assert!(
+        plan.notes.iter().any(|n| n.contains(victim.as_str())),
+        "{plan}"
+    );
     stack.phoenix.apply(plan).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = gen.stop_and_finish().await.unwrap();
@@ -117,7 +135,14 @@ fn orchestrate(dir: &Path, socket: &Path, args: &[&str], crash: Option<u64>) -> 
     let mut cmd = Command::new(APP);
     cmd.args(["--dir", &dir.display().to_string()])
         .args(["--lb-socket", &socket.display().to_string()])
-        .args(["--lease-ttl-ms", "1000", "--bake-ms", "300", "--drain-ms", "500"])
+        .args([
+            "--lease-ttl-ms",
+            "1000",
+            "--bake-ms",
+            "300",
+            "--drain-ms",
+            "500",
+        ])
         .args(args)
         .env_remove("PHOENIX_CRASH_BEFORE_WRITE");
     match crash {
@@ -166,13 +191,22 @@ async fn the_orchestrator_killed_at_every_step_of_a_switch_converges_without_a_f
         tokio_util::sync::CancellationToken::new(),
     )
     .unwrap();
-    ok(&orchestrate(&state, &socket, &["prepare", "v1", "v2"], None), "prepare");
-    ok(&orchestrate(&state, &socket, &["deploy", "v1"], None), "deploy v1");
+    ok(
+        &orchestrate(&state, &socket, &["prepare", "v1", "v2"], None),
+        "prepare",
+    );
+    ok(
+        &orchestrate(&state, &socket, &["deploy", "v1"], None),
+        "deploy v1",
+    );
     let gen = load(lb.local_addr());
 
     // The first switch to v2 provisions its pool; a clean switch back to
     // v1 (the hot standby) counts the commits of the switches under test.
-    ok(&orchestrate(&state, &socket, &["deploy", "v2"], None), "deploy v2");
+    ok(
+        &orchestrate(&state, &socket, &["deploy", "v2"], None),
+        "deploy v2",
+    );
     let clean = orchestrate(&state, &socket, &["deploy", "v1"], None);
     ok(&clean, "deploy v1");
     let total = commits(&clean);
@@ -192,8 +226,15 @@ async fn the_orchestrator_killed_at_every_step_of_a_switch_converges_without_a_f
         );
         crashed += 1;
         // Rerun the same command: it resumes and converges.
-        ok(&orchestrate(&state, &socket, &["deploy", target], None), &format!("rerun after a kill at commit {at}"));
-        let snap = observer.phoenix.snapshot(&observer.deployment).await.unwrap();
+        ok(
+            &orchestrate(&state, &socket, &["deploy", target], None),
+            &format!("rerun after a kill at commit {at}"),
+        );
+        let snap = observer
+            .phoenix
+            .snapshot(&observer.deployment)
+            .await
+            .unwrap();
         let live = snap.live_pool(&observer.role).unwrap();
         assert_eq!(live.release.as_str(), target, "after a kill at commit {at}");
         let serving: BTreeSet<String> = lb
@@ -204,9 +245,17 @@ async fn the_orchestrator_killed_at_every_step_of_a_switch_converges_without_a_f
             .filter(|m| m.state == phoenix_core::ports::MemberState::Active)
             .filter_map(|m| snap.owner_of(&m.server).map(|(p, _)| p.release.to_string()))
             .collect();
-        assert_eq!(serving, [target.to_owned()].into_iter().collect(), "after a kill at commit {at}");
+        assert_eq!(
+            serving,
+            [target.to_owned()].into_iter().collect(),
+            "after a kill at commit {at}"
+        );
         assert_no_orphans(&observer).await;
-        assert_eq!(gen.progress().failed, 0, "no request failed, after a kill at commit {at}");
+        assert_eq!(
+            gen.progress().failed,
+            0,
+            "no request failed, after a kill at commit {at}"
+        );
         target = if target == "v1" { "v2" } else { "v1" };
     }
     let report = gen.stop_and_finish().await.unwrap();

@@ -58,6 +58,7 @@ pub mod ports;
 pub mod ports_set;
 pub mod records;
 pub mod retry;
+pub mod store_layer;
 pub mod time;
 
 #[cfg(feature = "sim")]

@@ -16,10 +16,10 @@ use phoenix_core::executor::{ExecError, Interruption, StepError};
 use phoenix_core::labels::Labels;
 use phoenix_core::plan::{PlanError, Step};
 use phoenix_core::ports::{
-    BootPayload, Commit, Compute, LaunchRequest, Lease, LoadBalancer, StateStore, StoreError,
-    StoredEvent, Target, Versioned,
+    BootPayload, Commit, Compute, LaunchRequest, LoadBalancer, StateStore, StoreError, Target,
 };
 use phoenix_core::sim::{Faults, SimBootConfig, SimConfig};
+use phoenix_core::store_layer::{CommitInterceptor, Intercepted};
 
 fn guard_of(err: &ExecError) -> Option<Invariant> {
     let report = err.report()?;
@@ -316,7 +316,7 @@ async fn invariant_5_one_writer_and_fenced_stale_holders() {
     // then stalls inside a commit (a GC pause, a stopped process, a slow
     // disk) while another orchestrator takes over. When it wakes, its
     // commit carries a stale token and must not land.
-    let stalling = StallingStore::new(Arc::new(w.cloud.store().clone()));
+    let stalling = StallingStore::new(Arc::new(w.cloud.store().clone()), Stall::default());
     let paused = w
         .cloud
         .phoenix()
@@ -326,7 +326,7 @@ async fn invariant_5_one_writer_and_fenced_stale_holders() {
         .build()
         .unwrap();
     let plan = paused.plan_rollback(&w.shop, &w.web, None).await.unwrap();
-    stalling.stall_commit(3, Duration::from_secs(300));
+    stall_commit(&stalling, 3, Duration::from_secs(300));
     let stalled = tokio::spawn(async move { paused.apply(plan).await });
     let mut lease = None;
     for _ in 0..720 {
@@ -359,72 +359,32 @@ async fn invariant_5_one_writer_and_fenced_stale_holders() {
 }
 
 /// Delays one chosen commit, as a process paused mid-write would.
-#[derive(Clone)]
-struct StallingStore {
-    inner: Arc<dyn StateStore>,
-    plan: Arc<std::sync::Mutex<Option<(u64, Duration)>>>,
-    seen: Arc<std::sync::atomic::AtomicU64>,
-}
+#[derive(Clone, Default)]
+struct Stall(Arc<std::sync::Mutex<Option<(u64, Duration)>>>);
 
-impl StallingStore {
-    fn new(inner: Arc<dyn StateStore>) -> Self {
-        Self {
-            inner,
-            plan: Arc::default(),
-            seen: Arc::default(),
-        }
-    }
+type StallingStore = Intercepted<Stall>;
 
-    /// Stalls the `n`-th commit from now for `d` before it reaches the store.
-    fn stall_commit(&self, n: u64, d: Duration) {
-        self.seen.store(0, std::sync::atomic::Ordering::SeqCst);
-        *self.plan.lock().unwrap() = Some((n, d));
-    }
+/// Stalls the `k`-th commit from now for `d` before it reaches the store.
+fn stall_commit(store: &StallingStore, k: u64, d: Duration) {
+    *store.interceptor().0.lock().unwrap() = Some((store.commits() + k, d));
 }
 
 #[async_trait::async_trait]
-impl StateStore for StallingStore {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
-        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let stall = match *self.plan.lock().unwrap() {
+impl CommitInterceptor for Stall {
+    async fn commit(
+        &self,
+        n: u64,
+        commit: Commit,
+        next: &dyn StateStore,
+    ) -> Result<Vec<u64>, StoreError> {
+        let stall = match *self.0.lock().unwrap() {
             Some((at, d)) if at == n => Some(d),
             _ => None,
         };
         if let Some(d) = stall {
             tokio::time::sleep(d).await;
         }
-        self.inner.commit(commit).await
-    }
-    async fn events(
-        &self,
-        stream: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.events(stream, after, limit).await
-    }
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Lease, StoreError> {
-        self.inner.acquire_lease(name, holder, ttl).await
-    }
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
-        self.inner.renew_lease(lease, ttl).await
-    }
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.inner.release_lease(lease).await
-    }
-    async fn current_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
-        self.inner.current_lease(name).await
+        next.commit(commit).await
     }
 }
 

@@ -8,9 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{quick_lb, Backend, Spec};
 use phoenix_core::conformance::load_balancer::{self, LbFixture};
 use phoenix_core::ports::{LoadBalancer, Target};
-use common::{quick_lb, Backend, Spec};
 use phoenix_lb::embedded::EmbeddedBalancer;
 use phoenix_lb::remote::{serve, RemoteBalancer};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,10 @@ async fn a_served_balancer_conforms_through_its_socket() {
         0o600
     );
     let remote = RemoteBalancer::connect(&sock).await.unwrap();
-    assert!(remote.capabilities().atomic_swap, "capabilities cross the socket");
+    assert!(
+        remote.capabilities().atomic_swap,
+        "capabilities cross the socket"
+    );
     let a = Backend::start("remote-a", Spec::release("v1")).await;
     let b = Backend::start("remote-b", Spec::release("v1")).await;
     let c = Backend::start("remote-c", Spec::release("v1")).await;
@@ -62,7 +65,10 @@ async fn an_unreachable_balancer_is_a_temporary_error() {
         }
     });
     let err = RemoteBalancer::connect(&sock).await.unwrap_err();
-    assert!(matches!(err.kind, phoenix_core::ports::ErrorKind::BadResponse(_)), "{err}");
+    assert!(
+        matches!(err.kind, phoenix_core::ports::ErrorKind::BadResponse(_)),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -10,8 +10,9 @@
 use std::collections::BTreeSet;
 
 use crate::id::PoolId;
-use crate::model::{Pool, PoolState, SlotState, StandbyKind, Traffic};
-use crate::plan::{NewSlot, Plan, SlotRef, Step};
+use crate::model::{Pool, PoolState, Traffic};
+use crate::ops;
+use crate::plan::{Plan, SlotRef, Step};
 use crate::policy::FailurePolicy;
 use crate::records::Snapshot;
 
@@ -155,121 +156,29 @@ fn push_terminations(pool: &PoolId, slots: &[u32], batch: usize, steps: &mut Vec
 }
 
 /// Brings the pool back to `size` running, verified, attached, healthy
-/// members; returns them as the replacements the other pools wait for.
+/// members (the same steps as a switch to it, with no bake: it served
+/// before); returns them as the replacements the other pools wait for.
 fn restore_steps(r: &Pool, batch: usize, steps: &mut Vec<Step>) -> Vec<SlotRef> {
-    let in_service: Vec<u32> = r
-        .slots
-        .iter()
-        .filter(|s| s.state.is_in_service())
-        .map(|s| s.index)
-        .collect();
-    let stopped: Vec<u32> = r
-        .slots
-        .iter()
-        .filter(|s| s.state == SlotState::Stopped)
-        .map(|s| s.index)
-        .collect();
-    for chunk in stopped.chunks(batch) {
-        steps.push(Step::Start {
-            pool: r.id.clone(),
-            slots: chunk.to_vec(),
-        });
-    }
-    if r.state
-        == (PoolState::Standby {
-            kind: StandbyKind::Cold,
-        })
-    {
-        steps.push(Step::SetPoolState {
-            pool: r.id.clone(),
-            to: PoolState::HOT,
-        });
-    }
-    let missing = r.size.saturating_sub(in_service.len());
-    let first = r.next_index();
-    let new: Vec<u32> = (first..first + u32::try_from(missing).unwrap_or(0)).collect();
-    if !new.is_empty() {
-        steps.push(Step::AddSlots {
-            pool: r.id.clone(),
-            slots: new
-                .iter()
-                .map(|i| NewSlot {
-                    index: *i,
-                    replaces: None,
-                })
-                .collect(),
-        });
-    }
-    // Servers that wait outside the balancer are revalidated (and replaced
-    // if they died while waiting).
-    let mut to_launch: Vec<u32> = r
-        .slots
-        .iter()
-        .filter(|s| {
-            matches!(
-                s.state,
-                SlotState::Pending | SlotState::Requested | SlotState::Booting
-            ) || (s.state == SlotState::Running && (!s.healthy || s.traffic == Traffic::Out))
-        })
-        .map(|s| s.index)
-        .collect();
-    to_launch.extend(&new);
-    if !to_launch.is_empty() {
-        steps.push(Step::Launch {
-            pool: r.id.clone(),
-            slots: to_launch.clone(),
-        });
-    }
-    let all: Vec<u32> = in_service
+    let (fill, all) = ops::fill_steps(r, batch);
+    steps.extend(fill);
+    let attached = ops::attached(r);
+    let to_attach: Vec<u32> = all
         .iter()
         .copied()
-        .chain(new.iter().copied())
+        .filter(|i| !attached.contains(i))
         .collect();
-    let to_verify: Vec<u32> = r
-        .slots
-        .iter()
-        .filter(|s| s.state.is_in_service() && (!s.verified || stopped.contains(&s.index)))
-        .map(|s| s.index)
-        .chain(new.iter().copied())
-        .collect();
-    if !to_verify.is_empty() {
-        steps.push(Step::Verify {
-            pool: r.id.clone(),
-            slots: to_verify,
-        });
-    }
-    let to_attach: Vec<u32> = r
-        .slots
-        .iter()
-        .filter(|s| s.state.is_in_service() && s.traffic != Traffic::Attached)
-        .map(|s| s.index)
-        .chain(new.iter().copied())
-        .collect();
-    for chunk in to_attach.chunks(batch) {
-        steps.push(Step::Attach {
-            pool: r.id.clone(),
-            slots: chunk.to_vec(),
-        });
-    }
-    steps.push(Step::AwaitHealthy {
-        pool: r.id.clone(),
-        slots: all.clone(),
-    });
-    steps.push(Step::Bake {
-        pool: r.id.clone(),
-        slots: all.clone(),
-        duration: std::time::Duration::ZERO,
-    });
-    if r.state != PoolState::Live {
-        steps.push(Step::SetPoolState {
-            pool: r.id.clone(),
-            to: PoolState::Live,
-        });
-    }
-    all.into_iter()
-        .map(|slot| SlotRef {
-            pool: r.id.clone(),
-            slot,
-        })
-        .collect()
+    let state = if r.state == PoolState::COLD {
+        PoolState::HOT
+    } else {
+        r.state
+    };
+    steps.extend(ops::expose_steps(
+        &r.id,
+        &all,
+        &to_attach,
+        batch,
+        std::time::Duration::ZERO,
+        state,
+    ));
+    ops::refs(&r.id, &all)
 }

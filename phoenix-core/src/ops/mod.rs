@@ -390,6 +390,35 @@ pub(crate) fn retire_traffic_steps(
     (steps, serving)
 }
 
+/// Moves traffic away from `others` once `target`'s slots `all` serve:
+/// their members leave in batches with drain, and a pool that was live
+/// becomes a hot standby (one-step rollback). Returns the steps and the
+/// preconditions they rely on.
+pub(crate) fn switch_away(
+    others: &[&Pool],
+    target: &PoolId,
+    all: &[u32],
+    batch: usize,
+) -> (Vec<Step>, Vec<Precondition>) {
+    let mut steps = Vec::new();
+    let mut preconditions = Vec::new();
+    for o in others {
+        preconditions.push(Precondition::PoolState {
+            pool: o.id.clone(),
+            state: o.state,
+        });
+        let (detach, _) = retire_traffic_steps(o, &refs(target, all), batch);
+        steps.extend(detach);
+        if o.state == PoolState::Live {
+            steps.push(Step::SetPoolState {
+                pool: o.id.clone(),
+                to: PoolState::HOT,
+            });
+        }
+    }
+    (steps, preconditions)
+}
+
 /// Slot references for a pool's slots.
 pub(crate) fn refs(pool: &PoolId, slots: &[u32]) -> Vec<SlotRef> {
     slots

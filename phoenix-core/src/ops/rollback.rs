@@ -3,8 +3,7 @@ use crate::model::{Pool, PoolState};
 use crate::plan::{OperationKind, Plan, Precondition, Step};
 
 use super::{
-    attached, expose_steps, fill_steps, main_pool, provision_steps, refs, retire_traffic_steps,
-    PlanInput, PlanningError,
+    attached, expose_steps, fill_steps, main_pool, provision_steps, PlanInput, PlanningError,
 };
 
 fn candidates<'a>(
@@ -92,20 +91,9 @@ pub fn rollback(
         state,
     ));
     let others = input.serving_pools(Some(&pool_id));
-    for o in &others {
-        preconditions.push(Precondition::PoolState {
-            pool: o.id.clone(),
-            state: o.state,
-        });
-        let (detach, _) = retire_traffic_steps(o, &refs(&pool_id, &all), batch);
-        steps.extend(detach);
-        if o.state == PoolState::Live {
-            steps.push(Step::SetPoolState {
-                pool: o.id.clone(),
-                to: PoolState::HOT,
-            });
-        }
-    }
+    let (away, relied_on) = super::switch_away(&others, &pool_id, &all, batch);
+    steps.extend(away);
+    preconditions.extend(relied_on);
     steps.push(Step::VerifyServing {
         role: input.role.clone(),
         release: target_release.clone(),

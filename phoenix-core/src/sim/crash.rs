@@ -1,12 +1,11 @@
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::memory_store::MemoryStore;
-use crate::ports::{Commit, Lease, StateStore, StoreError, StoredEvent, Versioned};
+use crate::ports::{Commit, StateStore, StoreError};
+use crate::store_layer::{CommitInterceptor, Intercepted};
 
 /// When the orchestrator "dies".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,55 +22,64 @@ struct Arming {
     seen: u64,
 }
 
-/// A [`MemoryStore`] that can simulate the orchestrator dying at a chosen
-/// commit: the commit (maybe applied) never returns, and the `Notify`
-/// fires so the test drops the orchestrator's future, as a SIGKILL would.
+/// Simulates the orchestrator dying at a chosen commit: the commit (maybe
+/// applied) never returns, and a `Notify` fires so the test drops the
+/// orchestrator's future, as a SIGKILL would.
 #[derive(Debug, Clone)]
-pub struct CrashingStore {
-    inner: MemoryStore,
+pub struct CrashSwitch {
+    memory: MemoryStore,
     arming: Arc<Mutex<Arming>>,
     crashed: Arc<Notify>,
-    commits: Arc<AtomicU64>,
 }
 
+/// The simulation's store: a [`MemoryStore`] behind a [`CrashSwitch`].
+pub type CrashingStore = Intercepted<CrashSwitch>;
+
 impl CrashingStore {
-    pub(crate) fn new(inner: MemoryStore) -> Self {
-        Self {
-            inner,
-            arming: Arc::new(Mutex::new(Arming::default())),
-            crashed: Arc::new(Notify::new()),
-            commits: Arc::new(AtomicU64::new(0)),
-        }
+    pub(crate) fn over(memory: MemoryStore) -> Self {
+        Intercepted::new(
+            Arc::new(memory.clone()),
+            CrashSwitch {
+                memory,
+                arming: Arc::new(Mutex::new(Arming::default())),
+                crashed: Arc::new(Notify::new()),
+            },
+        )
     }
 
-    /// The store underneath.
+    /// The memory store underneath (to inspect everything it holds).
     pub fn inner(&self) -> &MemoryStore {
-        &self.inner
+        &self.interceptor().memory
     }
 
-    /// Arms a crash.
+    /// Arms a crash, counted from the next commit.
     pub fn arm(&self, point: CrashPoint) {
-        let mut a = self.arming.lock().unwrap_or_else(|p| p.into_inner());
+        let mut a = self
+            .interceptor()
+            .arming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         a.point = Some(point);
         a.seen = 0;
     }
 
     /// Disarms.
     pub fn disarm(&self) {
-        let mut a = self.arming.lock().unwrap_or_else(|p| p.into_inner());
+        let mut a = self
+            .interceptor()
+            .arming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         a.point = None;
     }
 
     /// Fires when an armed crash happens.
     pub fn crashed(&self) -> Arc<Notify> {
-        self.crashed.clone()
+        self.interceptor().crashed.clone()
     }
+}
 
-    /// Commits so far.
-    pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
-    }
-
+impl CrashSwitch {
     fn should_crash(&self) -> Option<CrashPoint> {
         let mut a = self.arming.lock().unwrap_or_else(|p| p.into_inner());
         let point = a.point?;
@@ -86,20 +94,16 @@ impl CrashingStore {
 }
 
 #[async_trait]
-impl StateStore for CrashingStore {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        self.inner.get(key).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
-        self.inner.list(prefix).await
-    }
-
-    async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
-        self.commits.fetch_add(1, Ordering::Relaxed);
+impl CommitInterceptor for CrashSwitch {
+    async fn commit(
+        &self,
+        _n: u64,
+        commit: Commit,
+        next: &dyn StateStore,
+    ) -> Result<Vec<u64>, StoreError> {
         if let Some(point) = self.should_crash() {
             if point.after_write {
-                let _ = self.inner.commit(commit).await;
+                let _ = next.commit(commit).await;
             }
             self.crashed.notify_one();
             // The process is gone: this call never returns.
@@ -109,36 +113,6 @@ impl StateStore for CrashingStore {
                 source: "the orchestrator crashed".into(),
             });
         }
-        self.inner.commit(commit).await
-    }
-
-    async fn events(
-        &self,
-        stream: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.events(stream, after, limit).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Lease, StoreError> {
-        self.inner.acquire_lease(name, holder, ttl).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
-        self.inner.renew_lease(lease, ttl).await
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.inner.release_lease(lease).await
-    }
-
-    async fn current_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
-        self.inner.current_lease(name).await
+        next.commit(commit).await
     }
 }

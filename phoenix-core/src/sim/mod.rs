@@ -41,7 +41,7 @@ use rand_chacha::ChaCha8Rng;
 pub use balancer::SimBalancer;
 pub use boot::SimBootConfig;
 pub use compute::SimCompute;
-pub use crash::{CrashPoint, CrashingStore};
+pub use crash::{CrashPoint, CrashSwitch, CrashingStore};
 pub use images::SimImages;
 pub use probe::SimProbe;
 
@@ -202,7 +202,7 @@ impl SimCloud {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut world = World::new(config, rng);
         world.clock = (*clock).clone();
-        let store = CrashingStore::new(MemoryStore::new(clock.clone()));
+        let store = CrashingStore::over(MemoryStore::new(clock.clone()));
         Self {
             world: Arc::new(Mutex::new(world)),
             store,

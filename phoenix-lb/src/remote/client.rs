@@ -52,20 +52,23 @@ impl RemoteBalancer {
             let mut stream = UnixStream::connect(&self.path).await.map_err(|e| {
                 PortError::temporary(&operation, "cannot reach the balancer").with_source(e)
             })?;
-            let mut line = serde_json::to_vec(&request).map_err(|e| {
-                PortError::new(&operation, ErrorKind::Invalid(e.to_string()))
-            })?;
+            let mut line = serde_json::to_vec(&request)
+                .map_err(|e| PortError::new(&operation, ErrorKind::Invalid(e.to_string())))?;
             line.push(b'\n');
             stream.write_all(&line).await.map_err(|e| {
                 PortError::temporary(&operation, "request not delivered").with_source(e)
             })?;
             let mut reader = BufReader::new(stream).take(MAX_LINE as u64);
             let mut answer = String::new();
-            let n = reader.read_line(&mut answer).await.map_err(|e| {
-                PortError::temporary(&operation, "no answer").with_source(e)
-            })?;
+            let n = reader
+                .read_line(&mut answer)
+                .await
+                .map_err(|e| PortError::temporary(&operation, "no answer").with_source(e))?;
             if n == 0 {
-                return Err(PortError::temporary(&operation, "the balancer closed the connection"));
+                return Err(PortError::temporary(
+                    &operation,
+                    "the balancer closed the connection",
+                ));
             }
             serde_json::from_str::<Response>(answer.trim_end()).map_err(|e| {
                 PortError::new(

@@ -102,12 +102,10 @@ async fn answer(stream: UnixStream, lb: Arc<dyn LoadBalancer>) {
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
             Ok(request) => execute(lb.as_ref(), request).await,
-            Err(e) => Response::Error(WireError::from(
-                &phoenix_core::ports::PortError::new(
-                    "decode request",
-                    phoenix_core::ports::ErrorKind::Invalid(e.to_string()),
-                ),
-            )),
+            Err(e) => Response::Error(WireError::from(&phoenix_core::ports::PortError::new(
+                "decode request",
+                phoenix_core::ports::ErrorKind::Invalid(e.to_string()),
+            ))),
         },
         Err(e) => {
             tracing::debug!(error = %e, "admin request unreadable");
@@ -126,10 +124,12 @@ async fn answer(stream: UnixStream, lb: Arc<dyn LoadBalancer>) {
 async fn execute(lb: &dyn LoadBalancer, request: Request) -> Response {
     let result = match request {
         Request::Capabilities => return Response::Capabilities(lb.capabilities().into()),
-        Request::Members => return match lb.members().await {
-            Ok(m) => Response::Members(m),
-            Err(e) => Response::Error(WireError::from(&e)),
-        },
+        Request::Members => {
+            return match lb.members().await {
+                Ok(m) => Response::Members(m),
+                Err(e) => Response::Error(WireError::from(&e)),
+            }
+        }
         Request::Attach { targets } => lb.attach(&targets).await,
         Request::Detach { servers, drain_ms } => {
             lb.detach(&servers, Duration::from_millis(drain_ms)).await
@@ -138,7 +138,10 @@ async fn execute(lb: &dyn LoadBalancer, request: Request) -> Response {
             attach,
             detach,
             drain_ms,
-        } => lb.swap(&attach, &detach, Duration::from_millis(drain_ms)).await,
+        } => {
+            lb.swap(&attach, &detach, Duration::from_millis(drain_ms))
+                .await
+        }
     };
     match result {
         Ok(()) => Response::Done,

@@ -11,9 +11,18 @@ use serde::{Deserialize, Serialize};
 pub(crate) enum Request {
     Capabilities,
     Members,
-    Attach { targets: Vec<Target> },
-    Detach { servers: Vec<ServerId>, drain_ms: u64 },
-    Swap { attach: Vec<Target>, detach: Vec<ServerId>, drain_ms: u64 },
+    Attach {
+        targets: Vec<Target>,
+    },
+    Detach {
+        servers: Vec<ServerId>,
+        drain_ms: u64,
+    },
+    Swap {
+        attach: Vec<Target>,
+        detach: Vec<ServerId>,
+        drain_ms: u64,
+    },
 }
 
 impl Request {
@@ -91,7 +100,11 @@ impl From<&PortError> for WireError {
             kind: kind.to_owned(),
             retry_after_ms,
             operation: e.operation.clone(),
-            message: if e.source.is_some() { e.chain() } else { message },
+            message: if e.source.is_some() {
+                e.chain()
+            } else {
+                message
+            },
         }
     }
 }
