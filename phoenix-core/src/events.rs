@@ -53,6 +53,25 @@ impl std::fmt::Display for Invariant {
     }
 }
 
+/// Which hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    /// Before attaching.
+    WarmUp,
+    /// Before detaching or terminating.
+    Drain,
+}
+
+impl std::fmt::Display for HookKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WarmUp => "warm-up",
+            Self::Drain => "drain",
+        })
+    }
+}
+
 /// How an operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -274,6 +293,25 @@ pub enum EventKind {
         slot: u32,
         /// Server.
         server: ServerId,
+    },
+    /// A drain or warm-up hook ran.
+    HookRan {
+        /// Which.
+        hook: HookKind,
+        /// Pool.
+        pool: PoolId,
+        /// Slot.
+        slot: u32,
+        /// Server.
+        server: ServerId,
+        /// Whether it succeeded.
+        ok: bool,
+        /// Items done.
+        done: u64,
+        /// Items failed.
+        failed: u64,
+        /// Summary or error.
+        detail: String,
     },
     /// The refresh waits for its replacement-rate budget.
     RateLimited {

@@ -18,7 +18,8 @@ use crate::ops::{self, PlanInput, PlanningError, ReconcileOptions, ReconcileRepo
 use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::ports::{
-    BootConfig, Compute, Expect, Images, LoadBalancer, Member, PortError, Probe, StateStore,
+    BootConfig, Compute, Expect, Images, LoadBalancer, Member, PortError, Probe, ServerHooks,
+    StateStore,
 };
 use crate::ports_set::{Balancers, Ports};
 use crate::records::{RecordError, Records, Snapshot};
@@ -74,11 +75,13 @@ pub struct PhoenixBuilder {
     boot: Option<Arc<dyn BootConfig>>,
     probe: Option<Arc<dyn Probe>>,
     store: Option<Arc<dyn StateStore>>,
+    hooks: Option<Arc<dyn ServerHooks>>,
     clock: Option<SharedClock>,
     events: Option<EventBus>,
     policy: Policy,
     holder: Option<String>,
     lease_ttl: Option<Duration>,
+    lease_wait: Option<Duration>,
     id_seed: Option<u64>,
 }
 
@@ -128,6 +131,12 @@ impl PhoenixBuilder {
         self.store = Some(s);
         self
     }
+    /// Hooks that drain state out of servers before they leave and warm
+    /// them up before they serve (default: none).
+    pub fn hooks(mut self, h: Arc<dyn ServerHooks>) -> Self {
+        self.hooks = Some(h);
+        self
+    }
     /// The clock for timestamps (default: the system clock).
     pub fn clock(mut self, c: SharedClock) -> Self {
         self.clock = Some(c);
@@ -152,6 +161,12 @@ impl PhoenixBuilder {
     /// How long a lease lasts unless renewed (default 60 s).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = Some(ttl);
+        self
+    }
+    /// Wait up to this long for another orchestrator's lease instead of
+    /// failing at once with `ExecError::Busy` (default: do not wait).
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.lease_wait = Some(wait);
         self
     }
     /// Seeds operation ids, for reproducible simulations.
@@ -180,6 +195,7 @@ impl PhoenixBuilder {
             boot,
             probe,
             store: store.clone(),
+            hooks: self.hooks,
         };
         let executor = Executor::new(
             ports.clone(),
@@ -187,7 +203,8 @@ impl PhoenixBuilder {
             events.clone(),
             holder,
             self.lease_ttl.unwrap_or(Duration::from_secs(60)),
-        );
+        )
+        .with_lease_wait(self.lease_wait.unwrap_or(Duration::ZERO));
         let rng = match self.id_seed {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
             None => rand::rngs::StdRng::from_os_rng(),

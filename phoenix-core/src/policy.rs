@@ -140,6 +140,39 @@ impl RolloutPolicy {
     }
 }
 
+/// What a failed drain or warm-up hook does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookFailure {
+    /// The step fails (and the operation follows its failure policy): the
+    /// server does not move.
+    Block,
+    /// The step goes on; the failure is recorded as an event.
+    Proceed,
+}
+
+/// How drain and warm-up hooks run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookPolicy {
+    /// What a failed hook does.
+    pub on_failure: HookFailure,
+    /// How long one hook may run before it counts as failed.
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+    /// Hooks running at once.
+    pub concurrency: usize,
+}
+
+impl Default for HookPolicy {
+    fn default() -> Self {
+        Self {
+            on_failure: HookFailure::Block,
+            timeout: Duration::from_secs(60),
+            concurrency: 8,
+        }
+    }
+}
+
 /// What reaping keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
@@ -192,6 +225,9 @@ pub struct Policy {
     pub refresh: RefreshPolicy,
     /// Retries of port calls.
     pub retry: RetryPolicy,
+    /// Drain and warm-up hooks.
+    #[serde(default)]
+    pub hooks: HookPolicy,
 }
 
 /// A policy that cannot be used.
@@ -235,6 +271,9 @@ impl Policy {
             if p > 100 {
                 return refuse("rollout.min_healthy", "a percentage is at most 100");
             }
+        }
+        if self.hooks.concurrency == 0 {
+            return refuse("hooks.concurrency", "must be at least 1");
         }
         if self.refresh.max_replacements == 0 {
             return refuse("refresh.max_replacements", "must be at least 1");

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::id::RoleName;
-use crate::ports::{BootConfig, Compute, Images, LoadBalancer, Probe, StateStore};
+use crate::ports::{BootConfig, Compute, Images, LoadBalancer, Probe, ServerHooks, StateStore};
 
 /// Balancers by role, with an optional default for roles not named.
 #[derive(Clone, Default)]
@@ -65,6 +65,8 @@ pub struct Ports {
     pub probe: Arc<dyn Probe>,
     /// State.
     pub store: Arc<dyn StateStore>,
+    /// Drain and warm-up hooks, if any.
+    pub hooks: Option<Arc<dyn ServerHooks>>,
 }
 
 impl fmt::Debug for Ports {

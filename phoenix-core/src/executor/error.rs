@@ -60,6 +60,16 @@ pub enum StepError {
         /// What was seen.
         detail: String,
     },
+    /// A drain or warm-up hook failed and the policy blocks on failure.
+    #[error("{hook} hook failed for {server}: {detail}")]
+    Hook {
+        /// Which hook.
+        hook: crate::events::HookKind,
+        /// Server.
+        server: ServerId,
+        /// What went wrong.
+        detail: String,
+    },
     /// A lifecycle transition was illegal.
     #[error(transparent)]
     Transition(#[from] TransitionError),

@@ -293,6 +293,10 @@ impl Run {
         if !servers.is_empty() {
             // Invariant 1, against a fresh read.
             self.ensure_not_serving(&servers).await?;
+            // Servers terminated without a detach first (a standby being
+            // reaped) still hand their state over.
+            self.run_hooks(crate::events::HookKind::Drain, pool_id, &targeted)
+                .await?;
         }
         let compute = self.env.ports.compute.clone();
         let retry = self.plan.policy.retry.clone();

@@ -5,6 +5,7 @@
 mod compensation;
 mod error;
 pub mod guards;
+mod hooks;
 mod journal;
 mod launch;
 mod lifecycle;
@@ -39,6 +40,7 @@ pub(crate) struct Env {
     pub(crate) events: EventBus,
     pub(crate) holder: String,
     pub(crate) lease_ttl: Duration,
+    pub(crate) lease_wait: Duration,
 }
 
 /// How an operation went.
@@ -108,8 +110,18 @@ impl Executor {
                 events,
                 holder: holder.into(),
                 lease_ttl,
+                lease_wait: Duration::ZERO,
             }),
         }
+    }
+
+    /// Waits up to `wait` for another orchestrator's lease to be released or
+    /// to expire, instead of failing at once with [`ExecError::Busy`].
+    pub fn with_lease_wait(mut self, wait: Duration) -> Self {
+        if let Some(env) = Arc::get_mut(&mut self.env) {
+            env.lease_wait = wait;
+        }
+        self
     }
 
     fn records(&self) -> Records {
@@ -130,19 +142,36 @@ impl Executor {
 
     async fn acquire(&self, deployment: &DeploymentId) -> Result<crate::ports::Lease, ExecError> {
         let store = self.env.ports.store.clone();
-        match store
-            .acquire_lease(
-                &key::lease(deployment),
-                &self.env.holder,
-                self.env.lease_ttl,
-            )
-            .await
-        {
-            Ok(lease) => Ok(lease),
-            Err(StoreError::LeaseHeld {
-                holder, expires_at, ..
-            }) => Err(ExecError::Busy { holder, expires_at }),
-            Err(e) => Err(ExecError::Store(RecordError::Store(e))),
+        let started = tokio::time::Instant::now();
+        loop {
+            match store
+                .acquire_lease(
+                    &key::lease(deployment),
+                    &self.env.holder,
+                    self.env.lease_ttl,
+                )
+                .await
+            {
+                Ok(lease) => return Ok(lease),
+                Err(StoreError::LeaseHeld {
+                    holder, expires_at, ..
+                }) => {
+                    let waited = started.elapsed();
+                    if waited >= self.env.lease_wait {
+                        return Err(ExecError::Busy { holder, expires_at });
+                    }
+                    // Until the lease would expire, polling now and then in
+                    // case it is released earlier.
+                    let until_expiry =
+                        crate::time::elapsed_between(self.env.clock.now(), expires_at);
+                    let pause = until_expiry
+                        .min(Duration::from_millis(500))
+                        .min(self.env.lease_wait - waited)
+                        .max(Duration::from_millis(10));
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(ExecError::Store(RecordError::Store(e))),
+            }
         }
     }
 

@@ -68,6 +68,10 @@ impl Run {
                 endpoint,
             });
         }
+        // Warm up before any traffic arrives; servers already members keep
+        // what they have.
+        self.run_hooks(crate::events::HookKind::WarmUp, pool_id, slots)
+            .await?;
         // Recorded before the call: a crash in between leaves at worst a
         // recorded member that is not attached, which a detach tolerates.
         {
@@ -76,6 +80,7 @@ impl Run {
                 if let Some(s) = pool.slot_mut(*i) {
                     s.traffic = Traffic::Attached;
                     s.baked_at = None;
+                    s.drained = false;
                 }
             }
         }
@@ -231,6 +236,10 @@ impl Run {
                 Err(_) => self.pause().await?,
             }
         };
+        // The state moves out before the server leaves; a blocking failure
+        // keeps it serving.
+        self.run_hooks(crate::events::HookKind::Drain, pool_id, slots)
+            .await?;
         let present: Vec<ServerId> = servers
             .iter()
             .filter(|s| members.iter().any(|m| &m.server == *s))

@@ -172,6 +172,12 @@ pub struct Slot {
     pub healthy: bool,
     /// Smoke-tested.
     pub verified: bool,
+    /// Its warm-up hook ran since it was last attached.
+    #[serde(default)]
+    pub warmed: bool,
+    /// Its drain hook ran since it was last attached.
+    #[serde(default)]
+    pub drained: bool,
     /// Traffic state.
     pub traffic: Traffic,
     /// When it finished its bake time behind the balancer.
@@ -201,6 +207,8 @@ impl Slot {
             launched_at: None,
             healthy: false,
             verified: false,
+            warmed: false,
+            drained: false,
             traffic: Traffic::Out,
             baked_at: None,
             replaces,
@@ -220,6 +228,8 @@ impl Slot {
         self.launched_at = None;
         self.healthy = false;
         self.verified = false;
+        self.warmed = false;
+        self.drained = false;
         self.baked_at = None;
         self.last_failure = Some(failure);
     }

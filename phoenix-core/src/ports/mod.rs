@@ -7,6 +7,7 @@
 mod boot_config;
 mod compute;
 mod error;
+mod hooks;
 mod images;
 mod load_balancer;
 mod probe;
@@ -15,6 +16,7 @@ mod state_store;
 pub use boot_config::{BootConfig, BootContext, BootFile, BootFormat, BootPayload};
 pub use compute::{Compute, ComputeCapabilities, LaunchRequest};
 pub use error::{BoxError, ErrorKind, PortError, RetryClass};
+pub use hooks::{HookReport, HookTarget, ServerHooks};
 pub use images::{BakeRequest, BakeSource, ImageCapabilities, Images};
 pub use load_balancer::{LbCapabilities, LoadBalancer, Member, MemberHealth, MemberState, Target};
 pub use probe::{Check, Probe, ProbeOutcome, ProbeTarget};
@@ -27,6 +29,8 @@ pub use state_store::{
 pub use boot_config::MockBootConfig;
 #[cfg(feature = "mock")]
 pub use compute::MockCompute;
+#[cfg(feature = "mock")]
+pub use hooks::MockServerHooks;
 #[cfg(feature = "mock")]
 pub use images::MockImages;
 #[cfg(feature = "mock")]

@@ -1,0 +1,121 @@
+//! Running the drain and warm-up hooks at the steps that move servers.
+
+use futures::stream::{self, StreamExt};
+
+use crate::events::{EventKind, HookKind};
+use crate::id::PoolId;
+use crate::policy::HookFailure;
+use crate::ports::{HookReport, HookTarget};
+
+use super::error::StepError;
+use super::run::Run;
+
+impl Run {
+    /// Runs `kind` for the listed slots that have a server and have not had
+    /// it yet since they were last attached; records each outcome. A
+    /// failure fails the step when the policy blocks, else it is an event.
+    pub(crate) async fn run_hooks(
+        &mut self,
+        kind: HookKind,
+        pool_id: &PoolId,
+        slots: &[u32],
+    ) -> Result<(), StepError> {
+        let Some(hooks) = self.env.ports.hooks.clone() else {
+            return Ok(());
+        };
+        let pool = self.pool(pool_id)?;
+        let targets: Vec<HookTarget> = slots
+            .iter()
+            .filter_map(|i| pool.slot(*i))
+            .filter(|s| match kind {
+                HookKind::WarmUp => !s.warmed,
+                HookKind::Drain => !s.drained,
+            })
+            .filter_map(|s| {
+                Some(HookTarget {
+                    server: s.server.clone()?,
+                    endpoint: s.endpoint?,
+                    pool: pool.id.clone(),
+                    slot: s.index,
+                    role: pool.role.clone(),
+                    release: pool.release.clone(),
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let policy = self.plan.policy.hooks.clone();
+        let outcomes: Vec<(HookTarget, Result<HookReport, String>)> = stream::iter(targets)
+            .map(|target| {
+                let hooks = hooks.clone();
+                async move {
+                    let run = async {
+                        match kind {
+                            HookKind::WarmUp => hooks.warm_up(&target).await,
+                            HookKind::Drain => hooks.drain(&target).await,
+                        }
+                    };
+                    let outcome = match tokio::time::timeout(policy.timeout, run).await {
+                        Ok(Ok(report)) if report.failed == 0 => Ok(report),
+                        Ok(Ok(report)) => Err(format!(
+                            "{} of {} failed: {}",
+                            report.failed,
+                            report.done + report.failed,
+                            report.detail
+                        )),
+                        Ok(Err(e)) => Err(e.chain()),
+                        Err(_) => Err(format!(
+                            "did not finish within {}",
+                            crate::time::human(policy.timeout)
+                        )),
+                    };
+                    (target, outcome)
+                }
+            })
+            .buffered(policy.concurrency.max(1))
+            .collect()
+            .await;
+        let mut blocking = None;
+        let pool = self.pool_mut(pool_id)?;
+        let mut events = Vec::new();
+        for (target, outcome) in outcomes {
+            let (ok, done, failed, detail) = match &outcome {
+                Ok(r) => (true, r.done, r.failed, r.detail.clone()),
+                Err(e) => (false, 0, 1, e.clone()),
+            };
+            if ok || policy.on_failure == HookFailure::Proceed {
+                if let Some(s) = pool.slot_mut(target.slot) {
+                    match kind {
+                        HookKind::WarmUp => s.warmed = true,
+                        HookKind::Drain => s.drained = true,
+                    }
+                }
+            } else {
+                blocking.get_or_insert(StepError::Hook {
+                    hook: kind,
+                    server: target.server.clone(),
+                    detail: detail.clone(),
+                });
+            }
+            events.push(EventKind::HookRan {
+                hook: kind,
+                pool: target.pool,
+                slot: target.slot,
+                server: target.server,
+                ok,
+                done,
+                failed,
+                detail,
+            });
+        }
+        for e in events {
+            self.emit(e);
+        }
+        self.save(&[pool_id]).await?;
+        match blocking {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
