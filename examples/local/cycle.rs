@@ -179,16 +179,20 @@ where
         .filter(|_| calls.iter().any(|c| c.kind == "attach"));
     let (outcome, note) = match &result {
         Ok(note) => ("ok".to_owned(), note.clone()),
-        Err(StackError::Exec(ExecError::Failed { report })) => (
-            format!(
-                "FAILED ({})",
-                match report.outcome {
-                    Outcome::RolledBack => "rolled back",
-                    _ => "halted",
-                }
-            ),
-            report.error.clone().unwrap_or_default(),
-        ),
+        Err(StackError::Exec(e)) if matches!(e.as_ref(), ExecError::Failed { .. }) => {
+            let report = e.report().map(|r| (r.outcome, r.error.clone()));
+            let (outcome, error) = report.unwrap_or((Outcome::Failed, None));
+            (
+                format!(
+                    "FAILED ({})",
+                    match outcome {
+                        Outcome::RolledBack => "rolled back",
+                        _ => "halted",
+                    }
+                ),
+                error.unwrap_or_default(),
+            )
+        }
         Err(e) => ("FAILED".to_owned(), phoenix_core::error_chain(e)),
     };
     println!(
@@ -452,7 +456,7 @@ pub async fn run_cycle(
                 .collect(),
         })
         .collect();
-    drop(progress);
+    let _ = progress.since();
     Ok(CycleReport {
         releases: (va, vb),
         continued,

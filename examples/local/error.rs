@@ -16,10 +16,10 @@ pub enum StackError {
     },
     /// The state store could not be opened.
     #[error("cannot open the state store")]
-    State(#[from] phoenix_state::OpenError),
+    State(#[source] Box<phoenix_state::OpenError>),
     /// The configuration did not load.
     #[error("cannot load the configuration")]
-    Config(#[from] phoenix_config::ConfigError),
+    Config(#[source] Box<phoenix_config::ConfigError>),
     /// A provider or balancer call failed.
     #[error(transparent)]
     Port(#[from] phoenix_core::ports::PortError),
@@ -40,13 +40,13 @@ pub enum StackError {
     Records(#[from] phoenix_core::records::RecordError),
     /// An image or release could not be recorded.
     #[error(transparent)]
-    Catalog(#[from] phoenix_core::phoenix::CatalogError),
+    Catalog(Box<phoenix_core::phoenix::CatalogError>),
     /// No plan could be made.
     #[error(transparent)]
-    Planning(#[from] phoenix_core::ops::PlanningError),
+    Planning(Box<phoenix_core::ops::PlanningError>),
     /// An operation did not complete.
     #[error(transparent)]
-    Exec(#[from] phoenix_core::executor::ExecError),
+    Exec(Box<phoenix_core::executor::ExecError>),
     /// The load generator failed.
     #[error("the load generator failed")]
     Load(#[from] phoenix_lb::loadgen::LoadGenError),
@@ -64,3 +64,22 @@ impl StackError {
         move |source| Self::Io { what, path, source }
     }
 }
+
+// The big errors are boxed so that every `Result<_, StackError>` stays small.
+macro_rules! boxed_from {
+    ($($variant:ident: $ty:ty),* $(,)?) => {
+        $(impl From<$ty> for StackError {
+            fn from(e: $ty) -> Self {
+                Self::$variant(Box::new(e))
+            }
+        })*
+    };
+}
+
+boxed_from!(
+    State: phoenix_state::OpenError,
+    Config: phoenix_config::ConfigError,
+    Planning: phoenix_core::ops::PlanningError,
+    Exec: phoenix_core::executor::ExecError,
+    Catalog: phoenix_core::phoenix::CatalogError,
+);

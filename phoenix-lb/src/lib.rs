@@ -16,6 +16,10 @@
 //! - `loadgen`: [`loadgen::LoadGen`], a rate-bounded HTTP/1.1 load generator
 //!   that counts failures, latencies and the releases that answered, used by
 //!   the tests, the examples and the benchmarks.
+//! - `haproxy`: [`haproxy::HaproxyBalancer`], HAProxy through its runtime
+//!   API (dynamic servers, drain, typed errors carrying HAProxy's message),
+//!   and [`haproxy::LocalHaproxy`], which runs a haproxy of its own for
+//!   tests, benchmarks and examples.
 //!
 //! Cloud balancers (HAProxy, Rackspace Cloud Load Balancers, Octavia, ELBv2,
 //! floating IPs) will join behind their own features.
@@ -75,6 +79,8 @@ pub mod embedded;
 #[cfg(feature = "probe")]
 pub mod probe;
 
+#[cfg(feature = "haproxy")]
+pub mod haproxy;
 #[cfg(feature = "loadgen")]
 pub mod loadgen;
 #[cfg(feature = "remote")]

@@ -1,4 +1,4 @@
-//! Planners: each operation first builds a [`Plan`](crate::plan::Plan)
+//! Planners: each operation first builds a [`Plan`]
 //! from the records and, where it matters, fresh reads of the cloud and
 //! the balancer. Planners change nothing.
 

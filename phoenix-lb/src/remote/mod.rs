@@ -1,5 +1,5 @@
 //! A balancer served to other processes, so that it outlives the
-//! orchestrator: [`serve`] exposes any [`LoadBalancer`] on a Unix socket,
+//! orchestrator: [`serve`] exposes any [`LoadBalancer`](phoenix_core::ports::LoadBalancer) on a Unix socket,
 //! and [`RemoteBalancer`] implements the port against that socket.
 //!
 //! An orchestrator killed in the middle of a switch must not take the

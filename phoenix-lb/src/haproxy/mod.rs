@@ -1,0 +1,642 @@
+//! HAProxy as a [`LoadBalancer`] (feature `haproxy`), through its runtime
+//! API: the `stats socket` (Unix or TCP) at `level admin`. Written and
+//! tested against HAProxy 2.6 (Debian 12).
+//!
+//! Every server Phoenix puts behind HAProxy is a *dynamic* server of one
+//! backend, added and removed at runtime; servers declared in the
+//! configuration file are left alone (and not reported).
+//!
+//! - **Members** ([`members`](LoadBalancer::members)): `show servers
+//!   state <backend>` (addresses, operational and administrative state,
+//!   last check) and `show stat <backend> 4 -1` (current sessions), in one
+//!   round trip. State: maintenance → `Disabled`; drain or weight 0 →
+//!   `Draining`; else `Active`. Health: not checked yet → `Unknown`; up
+//!   (running or starting) → `Healthy`; down after a passed check (still
+//!   rising) → `Unknown`; otherwise `Unhealthy`. Without checks HAProxy
+//!   serves any server that is not in maintenance, and so it is reported
+//!   `Healthy` while up.
+//! - **Attach**: `add server <be>/<name> <addr>:<port> check inter … rise
+//!   … fall … weight …` for every target (dynamic servers start in
+//!   maintenance), then `enable health`, `enable server` and `set server
+//!   … health down` (so that a new server takes traffic only once `rise`
+//!   checks pass; see [`HaproxyBalancerBuilder::start_down`]). A target
+//!   already present at the same address is made active again (`set server
+//!   … state ready` from drain; the enable sequence from maintenance); at
+//!   another address the call fails with
+//!   [`HaproxyError::EndpointConflict`] carrying HAProxy's refusal.
+//! - **Detach**: `set server … state drain` for every server, then one
+//!   `show stat` per polling round for the whole batch (the first look is
+//!   immediate; then every 1 ms, doubling up to the drain poll); as each
+//!   server's sessions and queue reach zero, `set server … state maint`
+//!   and `del server`. At the drain deadline `shutdown sessions server`
+//!   closes what remains. A batch of ten drains concurrently: it takes the
+//!   longest drain, not ten. The call returns once every server is deleted
+//!   (a caller that gives up half-way leaves servers in drain or
+//!   maintenance; detaching them again finishes the job).
+//! - **Commands** go through one kept-alive interactive session, each
+//!   round trip a pipelined batch ([`ConnectionMode`]): a 10-member
+//!   cutover is four round trips.
+//! - **Names**: a server's HAProxy name is `phx-<hash>-<id>`, derived from
+//!   its [`ServerId`] by a reversible escape (see [`member_name`]), so a
+//!   restarted orchestrator — or any other process — reads the ids back
+//!   from HAProxy.
+//! - **Errors**: HAProxy 2.6 answers with text, not codes: each command's
+//!   answer is compared with what it says on success, and anything else
+//!   becomes [`HaproxyError::Command`] with HAProxy's message verbatim.
+//!   Unreachable sockets and timeouts map to `Temporary`; refusals to
+//!   `Conflict`, `Invalid`, `NotFound`, `Unauthorized` or `Permanent`
+//!   by their message; unreadable output to `BadResponse`.
+//! - **Not atomic**: HAProxy has no transaction over several servers, so
+//!   [`LbCapabilities::atomic_swap`] is false and `swap` attaches first,
+//!   then detaches. It does not wait for the new servers' checks in
+//!   between: with [`start_down`](HaproxyBalancerBuilder::start_down) (the
+//!   default) the old servers would leave before the new ones take
+//!   traffic, so under load attach, wait until the new members are
+//!   healthy, then detach — as Phoenix's executor does.
+//!
+//! - **Reloads forget dynamic servers**: HAProxy restores only the servers
+//!   of its configuration file on a reload or restart, so after one the
+//!   members are gone until attached again (Phoenix's reconcile does that
+//!   from its recorded pools). Reload with `server-state-file` and the
+//!   servers written into the configuration if that gap matters.
+//!
+//! [`LocalHaproxy`] starts a haproxy of its own with a generated
+//! configuration, for tests, benchmarks and examples; its documentation
+//! lists the settings a configuration of your own needs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//!
+//! use phoenix_core::ports::{LoadBalancer, Target};
+//! use phoenix_lb::haproxy::{HaproxyBalancer, ServerCheck};
+//!
+//! let lb = HaproxyBalancer::builder()
+//!     .runtime_api(std::path::PathBuf::from("/run/haproxy/admin.sock"))
+//!     .backend("web")
+//!     .check(Some(ServerCheck::new(Duration::from_secs(1), 2, 3)))
+//!     .build()?;
+//! lb.attach(&[Target {
+//!     server: "web-1".parse()?,
+//!     endpoint: "10.0.0.5:8080".parse()?,
+//! }])
+//! .await?;
+//! for member in lb.members().await? {
+//!     println!("{member}");
+//! }
+//! lb.detach(&["web-1".parse()?], Duration::from_secs(30)).await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod config;
+mod error;
+mod local;
+mod names;
+mod parse;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use phoenix_core::id::ServerId;
+use phoenix_core::ports::{
+    LbCapabilities, LoadBalancer, Member, MemberHealth, MemberState, PortError, Target,
+};
+use tokio::time::Instant;
+
+pub use client::{AdminState, ConnectionMode, RuntimeAddr, RuntimeApi};
+pub use config::{HaproxyBalancerBuilder, ServerCheck, MAX_BATCH};
+pub use error::{EndpointConflict, HaproxyError};
+pub use local::{
+    binary_from_env, Balance, LocalHaproxy, LocalHaproxyBuilder, LocalHaproxyError, Mode,
+    HAPROXY_ENV,
+};
+pub use parse::{CheckResult, OpState, ServerState, ServerStats};
+
+use client::{cmd, expect, parse_server_stats, parse_servers_state, Expect, ADDED, DELETED};
+use config::Settings;
+use error::ALREADY_EXISTS;
+
+/// The HAProxy server name Phoenix gives `server`: `phx-`, eight hex
+/// digits of a checksum of the id, `-`, and the id with `_` written `__`,
+/// `@` written `_a` and `+` written `_p` (HAProxy names allow neither `@`
+/// nor `+`).
+pub fn member_name(server: &ServerId) -> String {
+    names::member_name(server)
+}
+
+/// The server id behind a name made by [`member_name`]; `None` for names
+/// Phoenix did not make.
+pub fn server_id_of(name: &str) -> Option<ServerId> {
+    names::server_id(name)
+}
+
+/// A [`LoadBalancer`] over HAProxy's runtime API. See the [module
+/// documentation](self).
+#[derive(Debug, Clone)]
+pub struct HaproxyBalancer {
+    api: Arc<RuntimeApi>,
+    settings: Arc<Settings>,
+}
+
+/// What `attach` does to one server after the `add server` round trip.
+enum Enable {
+    /// Added now, or found in maintenance: the whole enable sequence.
+    Full { enable_health: bool },
+    /// Found draining or at weight 0.
+    Reactivate { ready: bool, reweight: bool },
+}
+
+impl HaproxyBalancer {
+    /// A builder with the defaults described on [`HaproxyBalancerBuilder`].
+    pub fn builder() -> HaproxyBalancerBuilder {
+        HaproxyBalancerBuilder::default()
+    }
+
+    /// The runtime-API client, for commands this port does not cover.
+    pub fn api(&self) -> &RuntimeApi {
+        &self.api
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &str {
+        &self.settings.backend
+    }
+
+    /// Every server of the backend as `show servers state` reports it,
+    /// Phoenix's and others.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuntimeApi::servers_state`].
+    pub async fn servers(&self) -> Result<Vec<ServerState>, HaproxyError> {
+        self.api.servers_state(&self.settings.backend).await
+    }
+
+    /// Sets a member's weight (0 to 256; 0 drains it).
+    ///
+    /// # Errors
+    ///
+    /// An out-of-range weight, or HAProxy's refusal (`No such server.` for
+    /// a non-member).
+    pub async fn set_weight(&self, server: &ServerId, weight: u32) -> Result<(), HaproxyError> {
+        if weight > 256 {
+            return Err(HaproxyError::InvalidSetting {
+                setting: "weight",
+                reason: format!("{weight} is above 256"),
+            });
+        }
+        self.api
+            .set_weight(&self.settings.backend, &member_name(server), weight)
+            .await
+    }
+
+    fn op(&self, what: &str) -> String {
+        format!("haproxy backend {}: {what}", self.settings.backend)
+    }
+
+    fn check_batch(&self, count: usize) -> Result<(), HaproxyError> {
+        if count > MAX_BATCH {
+            return Err(HaproxyError::BatchTooLarge {
+                count,
+                max: MAX_BATCH,
+            });
+        }
+        Ok(())
+    }
+
+    /// One round trip: the backend's servers and their sessions.
+    async fn read(&self) -> Result<(Vec<ServerState>, Vec<ServerStats>), HaproxyError> {
+        let be = &self.settings.backend;
+        let commands = [cmd::servers_state(be), cmd::stat(be)];
+        let answers = self.api.execute_batch(&commands).await?;
+        let [state, stat] = answers.as_slice() else {
+            return Err(HaproxyError::Closed {
+                addr: self.api.addr().clone(),
+                command: commands[0].clone(),
+            });
+        };
+        Ok((
+            parse_servers_state(&commands[0], state)?,
+            parse_server_stats(&commands[1], stat)?,
+        ))
+    }
+
+    /// Phoenix's members, read fresh.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuntimeApi::servers_state`].
+    pub async fn read_members(&self) -> Result<Vec<Member>, HaproxyError> {
+        let (states, stats) = self.read().await?;
+        let sessions: HashMap<&str, u64> = stats
+            .iter()
+            .map(|s| (s.name.as_str(), s.sessions))
+            .collect();
+        let mut members = Vec::new();
+        for s in &states {
+            let Some(server) = names::server_id(&s.name) else {
+                continue;
+            };
+            let Some(endpoint) = s.endpoint else {
+                // Phoenix adds servers by IP address; without one it is
+                // not one of ours in a usable state.
+                tracing::warn!(name = %s.name, "HAProxy reports no address for a Phoenix-named server; skipping it");
+                continue;
+            };
+            members.push(Member {
+                server,
+                endpoint,
+                health: health_of(s),
+                state: state_of(s),
+                connections: sessions.get(s.name.as_str()).copied(),
+            });
+        }
+        Ok(members)
+    }
+
+    async fn attach_inner(&self, targets: &[Target]) -> Result<(), HaproxyError> {
+        let be = self.settings.backend.as_str();
+        let mut wanted: Vec<(&Target, String)> = Vec::with_capacity(targets.len());
+        for t in targets {
+            match wanted.iter().find(|(w, _)| w.server == t.server) {
+                Some((w, _)) if w.endpoint != t.endpoint => {
+                    return Err(HaproxyError::DuplicateTarget {
+                        server: t.server.clone(),
+                        first: w.endpoint,
+                        second: t.endpoint,
+                    });
+                }
+                Some(_) => {}
+                None => wanted.push((t, member_name(&t.server))),
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.check_batch(wanted.len())?;
+
+        // Round trip 1: add every server, then read the backend to judge
+        // the ones that were there already.
+        let mut lines: Vec<String> = wanted
+            .iter()
+            .map(|(t, name)| cmd::add_server(be, name, t.endpoint, &self.settings.server_options))
+            .collect();
+        lines.push(cmd::servers_state(be));
+        let answers = self.api.execute_batch(&lines).await?;
+        let (state_answer, add_answers) =
+            answers.split_last().ok_or_else(|| HaproxyError::Closed {
+                addr: self.api.addr().clone(),
+                command: lines[0].clone(),
+            })?;
+        let states = parse_servers_state(&lines[lines.len() - 1], state_answer)?;
+
+        let mut failures = Vec::new();
+        let mut plan: Vec<(&str, Enable)> = Vec::new();
+        for (((target, name), line), answer) in wanted.iter().zip(&lines).zip(add_answers) {
+            match expect(line, answer, Expect::Line(ADDED)) {
+                Ok(()) => plan.push((
+                    name,
+                    Enable::Full {
+                        enable_health: self.settings.checked,
+                    },
+                )),
+                Err(refused) if answer.trim().starts_with(ALREADY_EXISTS) => {
+                    let Some(current) = states.iter().find(|s| &s.name == name) else {
+                        // Deleted between the two commands.
+                        failures.push(refused);
+                        continue;
+                    };
+                    match current.endpoint {
+                        Some(at) if at == target.endpoint => {}
+                        Some(at) => {
+                            failures.push(HaproxyError::EndpointConflict(Box::new(
+                                EndpointConflict {
+                                    backend: be.to_owned(),
+                                    server: target.server.clone(),
+                                    name: name.clone(),
+                                    current: at,
+                                    requested: target.endpoint,
+                                    message: answer.trim().to_owned(),
+                                },
+                            )));
+                            continue;
+                        }
+                        None => {
+                            failures.push(refused);
+                            continue;
+                        }
+                    }
+                    if current.in_maintenance() {
+                        plan.push((
+                            name,
+                            Enable::Full {
+                                enable_health: self.settings.checked && !current.check_enabled(),
+                            },
+                        ));
+                    } else if current.draining() || current.weight == 0 {
+                        plan.push((
+                            name,
+                            Enable::Reactivate {
+                                ready: current.draining(),
+                                reweight: current.weight == 0,
+                            },
+                        ));
+                    }
+                }
+                Err(refused) => failures.push(refused),
+            }
+        }
+
+        // Round trip 2: enable.
+        let mut commands: Vec<(String, Expect)> = Vec::new();
+        for (name, enable) in &plan {
+            match enable {
+                Enable::Full { enable_health } => {
+                    if *enable_health {
+                        commands.push((cmd::enable_health(be, name), Expect::Empty));
+                    }
+                    commands.push((cmd::enable_server(be, name), Expect::Empty));
+                    // Leaving maintenance makes a checked server "up" before
+                    // any check: hold it down until `rise` checks pass.
+                    if self.settings.start_down {
+                        commands.push((cmd::health_down(be, name), Expect::Empty));
+                    }
+                }
+                Enable::Reactivate { ready, reweight } => {
+                    if *ready {
+                        commands.push((cmd::set_state(be, name, "ready"), Expect::Empty));
+                    }
+                    if *reweight {
+                        commands.push((
+                            cmd::set_weight(be, name, self.settings.weight),
+                            Expect::Empty,
+                        ));
+                    }
+                }
+            }
+        }
+        for result in self.api.run_checked(&commands).await? {
+            if let Err(e) = result {
+                failures.push(e);
+            }
+        }
+        first_failure(failures, "attach")
+    }
+
+    async fn detach_inner(
+        &self,
+        servers: &[ServerId],
+        drain: Duration,
+    ) -> Result<(), HaproxyError> {
+        let be = self.settings.backend.as_str();
+        let mut names: Vec<String> = Vec::with_capacity(servers.len());
+        for s in servers {
+            let name = member_name(s);
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.check_batch(names.len())?;
+        let started = Instant::now();
+        let deadline = started
+            .checked_add(drain)
+            .unwrap_or_else(|| started + Duration::from_secs(30 * 365 * 24 * 3600));
+        let give_up = deadline
+            .checked_add(self.settings.removal_grace)
+            .unwrap_or(deadline);
+
+        // Round trip 1: drain them all, then look at their sessions.
+        let mut commands: Vec<(String, Expect)> = names
+            .iter()
+            .map(|n| (cmd::set_state(be, n, "drain"), Expect::Empty))
+            .collect();
+        let stat_line = cmd::stat(be);
+        commands.push((stat_line.clone(), Expect::Empty));
+        let lines: Vec<String> = commands.iter().map(|(c, _)| c.clone()).collect();
+        let mut answers = self.api.execute_batch(&lines).await?;
+        let stat_answer = answers.pop().unwrap_or_default();
+        let mut failures = Vec::new();
+        let mut pending: Vec<String> = Vec::new();
+        for ((name, (line, _)), answer) in names.into_iter().zip(&commands).zip(&answers) {
+            match expect(line, answer, Expect::Empty) {
+                Ok(()) => pending.push(name),
+                Err(e) if e.is_no_such_server() => {}
+                Err(e) => failures.push(e),
+            }
+        }
+        let mut stats = parse_server_stats(&stat_line, &stat_answer)?;
+        let mut pause = Duration::from_millis(1);
+        let mut forced: Vec<String> = Vec::new();
+        let mut last_refusal: HashMap<String, HaproxyError> = HashMap::new();
+        while !pending.is_empty() {
+            let now = Instant::now();
+            let overdue = now >= deadline;
+            let busy = |name: &str| {
+                stats
+                    .iter()
+                    .find(|s| s.name == name)
+                    .is_some_and(|s| s.sessions > 0 || s.queued > 0)
+            };
+            let ready: Vec<String> = pending
+                .iter()
+                .filter(|n| overdue || !busy(n))
+                .cloned()
+                .collect();
+            if !ready.is_empty() {
+                let mut commands: Vec<(String, Expect)> = Vec::new();
+                let mut del_at: Vec<(String, usize)> = Vec::new();
+                for name in &ready {
+                    if overdue && busy(name) && !forced.contains(name) {
+                        tracing::info!(backend = be, server = %name, "drain deadline passed; closing the server's remaining sessions");
+                        commands.push((cmd::shutdown_sessions(be, name), Expect::Empty));
+                        forced.push(name.clone());
+                    }
+                    commands.push((cmd::set_state(be, name, "maint"), Expect::Empty));
+                    del_at.push((name.clone(), commands.len()));
+                    commands.push((cmd::del_server(be, name), Expect::Line(DELETED)));
+                }
+                let mut results: Vec<Option<Result<(), HaproxyError>>> = self
+                    .api
+                    .run_checked(&commands)
+                    .await?
+                    .into_iter()
+                    .map(Some)
+                    .collect();
+                for (name, at) in del_at {
+                    match results.get_mut(at).and_then(Option::take) {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) if e.is_no_such_server() => {}
+                        // Connections left (a persistent one slipped in, or
+                        // idle ones not purged yet): look again next round.
+                        Some(Err(e)) if e.is_transient() => {
+                            tracing::debug!(server = %name, error = %e, "HAProxy keeps the server for now");
+                            last_refusal.insert(name, e);
+                            continue;
+                        }
+                        Some(Err(e)) => failures.push(e),
+                        None => failures.push(HaproxyError::Closed {
+                            addr: self.api.addr().clone(),
+                            command: cmd::del_server(be, &name),
+                        }),
+                    }
+                    pending.retain(|p| p != &name);
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() >= give_up {
+                for name in pending.drain(..) {
+                    failures.push(last_refusal.remove(&name).unwrap_or_else(|| {
+                        HaproxyError::Command {
+                            command: cmd::del_server(be, &name),
+                            message: format!(
+                                "still present {:?} after the drain deadline",
+                                self.settings.removal_grace
+                            ),
+                        }
+                    }));
+                }
+                break;
+            }
+            let wake = (Instant::now() + pause).min(if overdue { give_up } else { deadline });
+            tokio::time::sleep_until(wake.max(Instant::now())).await;
+            pause = (pause * 2).min(self.settings.drain_poll);
+            stats = self.api.server_stats(be).await?;
+        }
+        tracing::debug!(backend = be, took = ?started.elapsed(), "detach finished");
+        first_failure(failures, "detach")
+    }
+}
+
+/// The first of `failures`, logging the others (each is about a different
+/// server; the caller sees one and can read the rest in the log).
+fn first_failure(failures: Vec<HaproxyError>, what: &str) -> Result<(), HaproxyError> {
+    let mut failures = failures.into_iter();
+    let Some(first) = failures.next() else {
+        return Ok(());
+    };
+    for other in failures {
+        tracing::warn!(error = %other, "{what}: another server failed too");
+    }
+    Err(first)
+}
+
+fn state_of(s: &ServerState) -> MemberState {
+    if s.in_maintenance() {
+        MemberState::Disabled
+    } else if s.draining() || s.weight == 0 {
+        MemberState::Draining
+    } else {
+        MemberState::Active
+    }
+}
+
+fn health_of(s: &ServerState) -> MemberHealth {
+    if !s.check_enabled() {
+        return match s.op_state {
+            OpState::Running | OpState::Starting => MemberHealth::Healthy,
+            _ => MemberHealth::Unhealthy,
+        };
+    }
+    match (s.op_state, s.check_result) {
+        (_, CheckResult::Unknown) => MemberHealth::Unknown,
+        (OpState::Running | OpState::Starting, _) => MemberHealth::Healthy,
+        // Down, but its last check passed: on its way up, `rise` not
+        // reached yet.
+        (
+            OpState::Stopped,
+            CheckResult::Passed | CheckResult::ConditionallyPassed | CheckResult::Neutral,
+        ) => MemberHealth::Unknown,
+        _ => MemberHealth::Unhealthy,
+    }
+}
+
+#[async_trait]
+impl LoadBalancer for HaproxyBalancer {
+    fn capabilities(&self) -> LbCapabilities {
+        LbCapabilities {
+            atomic_swap: false,
+            drain: true,
+            reports_connections: true,
+            max_batch: MAX_BATCH,
+        }
+    }
+
+    async fn members(&self) -> Result<Vec<Member>, PortError> {
+        self.read_members()
+            .await
+            .map_err(|e| e.into_port_error(self.op("members")))
+    }
+
+    async fn attach(&self, targets: &[Target]) -> Result<(), PortError> {
+        self.attach_inner(targets)
+            .await
+            .map_err(|e| e.into_port_error(self.op("attach")))
+    }
+
+    async fn detach(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
+        self.detach_inner(servers, drain)
+            .await
+            .map_err(|e| e.into_port_error(self.op("detach")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn state(op: u32, admin: u32, weight: u32, result: u32, check: u32) -> ServerState {
+        ServerState {
+            backend: "be".into(),
+            name: "n".into(),
+            endpoint: Some("127.0.0.1:1".parse().unwrap()),
+            op_state: op.into(),
+            admin_state: admin,
+            weight,
+            check_result: result.into(),
+            check_health: 0,
+            check_state: check,
+        }
+    }
+
+    #[test]
+    fn health_and_state_mapping() {
+        use MemberHealth::*;
+        // Just enabled and held down: not checked yet.
+        assert_eq!(health_of(&state(0, 0, 1, 0, 6)), Unknown);
+        assert_eq!(health_of(&state(2, 0, 1, 0, 6)), Unknown);
+        assert_eq!(health_of(&state(2, 0, 1, 3, 6)), Healthy);
+        assert_eq!(
+            health_of(&state(2, 0, 1, 2, 6)),
+            Healthy,
+            "falling, still up"
+        );
+        assert_eq!(health_of(&state(0, 0, 1, 3, 6)), Unknown, "rising");
+        assert_eq!(health_of(&state(0, 0, 1, 2, 6)), Unhealthy);
+        assert_eq!(health_of(&state(3, 0, 1, 4, 6)), Unhealthy, "soft-stopping");
+        assert_eq!(
+            health_of(&state(2, 0, 1, 0, 2)),
+            Healthy,
+            "unchecked and up"
+        );
+        assert_eq!(
+            health_of(&state(0, 1, 1, 0, 2)),
+            Unhealthy,
+            "unchecked, down"
+        );
+        assert_eq!(state_of(&state(2, 0, 1, 3, 6)), MemberState::Active);
+        assert_eq!(state_of(&state(2, 8, 1, 3, 6)), MemberState::Draining);
+        assert_eq!(state_of(&state(2, 0, 0, 3, 6)), MemberState::Draining);
+        assert_eq!(state_of(&state(0, 1, 1, 3, 6)), MemberState::Disabled);
+        assert_eq!(state_of(&state(0, 9, 1, 3, 6)), MemberState::Disabled);
+    }
+}

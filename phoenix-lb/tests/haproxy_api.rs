@@ -1,0 +1,198 @@
+//! HAProxy's refusals as typed errors carrying its message, re-adoption of
+//! members by a new balancer instance, weights and re-attaching.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(all(feature = "haproxy", feature = "embedded"))]
+
+mod common;
+mod haproxy_common;
+
+use std::time::Duration;
+
+use common::{Backend, Spec};
+use haproxy_common::{find, haproxy, wait_healthy};
+use phoenix_core::id::ServerId;
+use phoenix_core::ports::{ErrorKind, LoadBalancer, MemberState, Target};
+use phoenix_lb::haproxy::{
+    member_name, AdminState, HaproxyBalancer, HaproxyError, Mode, RuntimeApi, ServerCheck,
+};
+
+fn haproxy_error(e: &phoenix_core::ports::PortError) -> &HaproxyError {
+    e.source
+        .as_deref()
+        .and_then(|s| s.downcast_ref::<HaproxyError>())
+        .unwrap_or_else(|| panic!("not an HAProxy error: {}", e.chain()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs haproxy: run the full test script"]
+async fn refusals_are_typed_errors_with_haproxys_message() {
+    let a = Backend::start("err-a", Spec::release("v1")).await;
+    let other = Backend::start("err-other", Spec::release("v1")).await;
+    let h = haproxy(Mode::Http).await;
+    let lb = h.balancer().build().unwrap();
+    let be = h.backend();
+
+    // The runtime API itself.
+    let api = RuntimeApi::new(h.admin_socket());
+    let e = api.del_server(be, "missing").await.unwrap_err();
+    assert_eq!(e.haproxy_message(), Some("No such server."), "{e}");
+    assert!(matches!(e.kind(), ErrorKind::NotFound(_)));
+    let e = api
+        .add_server(be, "x", a.addr, "bogus-keyword")
+        .await
+        .unwrap_err();
+    assert!(
+        e.haproxy_message()
+            .is_some_and(|m| m.contains("unknown keyword 'bogus-keyword'")),
+        "{e}"
+    );
+    assert!(matches!(e.kind(), ErrorKind::Invalid(_)));
+    let e = api.servers_state("no-such-backend").await.unwrap_err();
+    assert_eq!(e.haproxy_message(), Some("Can't find backend."), "{e}");
+    // Deleting a server that is not in maintenance.
+    api.add_server(be, "static-ish", a.addr, "").await.unwrap();
+    api.set_server_state(be, "static-ish", AdminState::Ready)
+        .await
+        .unwrap();
+    let e = api.del_server(be, "static-ish").await.unwrap_err();
+    assert_eq!(
+        e.haproxy_message(),
+        Some("Only servers in maintenance mode can be deleted."),
+        "{e}"
+    );
+    assert!(matches!(e.kind(), ErrorKind::Conflict(_)));
+    // Servers Phoenix did not name are not members.
+    assert!(lb.members().await.unwrap().is_empty());
+    assert_eq!(lb.servers().await.unwrap().len(), 1);
+
+    // Through the port: the same server at another address.
+    let id: ServerId = "err-a".parse().unwrap();
+    lb.attach(&[a.target()]).await.unwrap();
+    let e = lb
+        .attach(&[Target {
+            server: id.clone(),
+            endpoint: other.addr,
+        }])
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Conflict(_)), "{}", e.chain());
+    match haproxy_error(&e) {
+        HaproxyError::EndpointConflict(c) => {
+            assert_eq!((c.current, c.requested), (a.addr, other.addr));
+            assert_eq!(
+                c.message,
+                "Already exists a server with the same name in backend."
+            );
+        }
+        other => panic!("{other}"),
+    }
+    assert!(
+        e.chain().contains("Already exists a server"),
+        "{}",
+        e.chain()
+    );
+    assert_eq!(
+        find(&lb.members().await.unwrap(), &id).unwrap().endpoint,
+        a.addr,
+        "the member keeps its address"
+    );
+
+    // A backend that does not exist.
+    let lost = HaproxyBalancer::builder()
+        .runtime_api(h.admin_socket())
+        .backend("nope")
+        .build()
+        .unwrap();
+    let e = lost.members().await.unwrap_err();
+    assert!(!e.is_retryable());
+    assert!(e.chain().contains("Can't find backend."), "{}", e.chain());
+
+    // Nothing listening: a temporary failure.
+    let gone = HaproxyBalancer::builder()
+        .runtime_api(h.admin_socket().with_file_name("absent.sock"))
+        .backend(be)
+        .build()
+        .unwrap();
+    let e = gone.members().await.unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Temporary(_)), "{}", e.chain());
+
+    lb.detach(&[id], Duration::from_millis(100)).await.unwrap();
+    h.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs haproxy: run the full test script"]
+async fn a_new_instance_finds_the_members_with_their_ids() {
+    let backends = [
+        Backend::start("web@blue+1_a", Spec::release("v1")).await,
+        Backend::start("web-2.prod:x", Spec::release("v1")).await,
+    ];
+    let targets: Vec<Target> = backends.iter().map(Backend::target).collect();
+    let ids: Vec<ServerId> = targets.iter().map(|t| t.server.clone()).collect();
+    let h = haproxy(Mode::Http).await;
+    let check = Some(ServerCheck::new(Duration::from_millis(50), 1, 2));
+    {
+        let first = h.balancer().check(check).build().unwrap();
+        first.attach(&targets).await.unwrap();
+        wait_healthy(&first, &ids, Duration::from_secs(5)).await;
+    }
+    // A restarted orchestrator: nothing but the socket and the backend.
+    let second = h.balancer().check(check).build().unwrap();
+    let members = second.members().await.unwrap();
+    assert_eq!(members.len(), 2, "{members:?}");
+    for t in &targets {
+        let m = find(&members, &t.server).unwrap();
+        assert_eq!(m.endpoint, t.endpoint);
+        assert!(m.is_serving_healthy(), "{m}");
+    }
+    let names: Vec<String> = h
+        .balancer()
+        .build()
+        .unwrap()
+        .servers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    for id in &ids {
+        assert!(names.contains(&member_name(id)), "{names:?}");
+    }
+
+    // Weight 0 drains; attaching again restores it.
+    second.set_weight(&ids[0], 0).await.unwrap();
+    let m = second.members().await.unwrap();
+    assert_eq!(find(&m, &ids[0]).unwrap().state, MemberState::Draining);
+    assert!(matches!(
+        second.set_weight(&ids[0], 300).await,
+        Err(HaproxyError::InvalidSetting { .. })
+    ));
+    // Drained by someone else, too.
+    second
+        .api()
+        .set_server_state(second.backend(), &member_name(&ids[1]), AdminState::Drain)
+        .await
+        .unwrap();
+    second.attach(&targets).await.unwrap();
+    let m = second.members().await.unwrap();
+    assert!(m.iter().all(|m| m.state == MemberState::Active), "{m:?}");
+
+    // In maintenance (an orchestrator that died mid-detach): attach
+    // re-enables it; it comes back once its checks pass.
+    second
+        .api()
+        .set_server_state(second.backend(), &member_name(&ids[0]), AdminState::Maint)
+        .await
+        .unwrap();
+    let m = second.members().await.unwrap();
+    assert_eq!(find(&m, &ids[0]).unwrap().state, MemberState::Disabled);
+    second.attach(&targets).await.unwrap();
+    wait_healthy(&second, &ids, Duration::from_secs(5)).await;
+
+    second
+        .detach(&ids, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(second.members().await.unwrap().is_empty());
+    h.stop().await.unwrap();
+}
