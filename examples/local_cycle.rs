@@ -12,6 +12,7 @@
 //!
 //! ```text
 //! cargo run --release --example local_cycle [-- --rate 200 --servers 3 --listen 127.0.0.1:0]
+//! cargo run --release --example local_cycle -- --balancer haproxy   (needs haproxy installed)
 //! cargo run --release --example local_cycle -- --teardown
 //! ```
 
@@ -28,6 +29,7 @@ struct Args {
     servers: usize,
     listen: Option<std::net::SocketAddr>,
     dir: Option<std::path::PathBuf>,
+    haproxy: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -37,6 +39,7 @@ fn parse() -> Result<Args, String> {
         servers: 3,
         listen: None,
         dir: None,
+        haproxy: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -51,8 +54,13 @@ fn parse() -> Result<Args, String> {
                 a.listen = Some(value("--listen")?.parse().map_err(|e| format!("--listen: {e}"))?)
             }
             "--dir" => a.dir = Some(value("--dir")?.into()),
+            "--balancer" => match value("--balancer")?.as_str() {
+                "embedded" => a.haproxy = false,
+                "haproxy" => a.haproxy = true,
+                other => return Err(format!("--balancer: embedded or haproxy, not {other}")),
+            },
             "-h" | "--help" => {
-                return Err("usage: local_cycle [--rate N] [--servers N] [--listen ADDR] [--dir DIR] [--teardown]".into())
+                return Err("usage: local_cycle [--balancer embedded|haproxy] [--rate N] [--servers N] [--listen ADDR] [--dir DIR] [--teardown]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -74,6 +82,9 @@ async fn main_async(args: Args) -> Result<bool, StackError> {
             listen,
             admin: None,
         };
+    }
+    if args.haproxy {
+        options.balancer = BalancerChoice::Haproxy;
     }
     let stack = LocalStack::open(options).await?;
     if args.teardown {

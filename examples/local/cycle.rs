@@ -588,10 +588,7 @@ impl fmt::Display for CycleReport {
             )?;
         }
         if let Some(addr) = self.listen {
-            writeln!(
-                f,
-                "\nbalancer was at {addr} (in this process: it stops with it)"
-            )?;
+            writeln!(f, "\nbalancer was at {addr} (it stops with this program)")?;
         }
         let running: usize = self.pools.iter().map(|p| p.servers.len()).sum();
         writeln!(

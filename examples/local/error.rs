@@ -26,6 +26,12 @@ pub enum StackError {
     /// The embedded balancer did not start.
     #[error("cannot start the embedded balancer")]
     Balancer(#[from] phoenix_lb::embedded::EmbeddedError),
+    /// The local haproxy did not start or stop.
+    #[error("local haproxy")]
+    Haproxy(#[source] Box<phoenix_lb::haproxy::LocalHaproxyError>),
+    /// The HAProxy balancer could not be built.
+    #[error("HAProxy balancer")]
+    HaproxyBalancer(#[source] Box<phoenix_lb::haproxy::HaproxyError>),
     /// The balancer's admin socket could not be served.
     #[error("cannot serve the balancer's admin socket")]
     Admin(#[from] phoenix_lb::remote::ServeError),
@@ -82,4 +88,6 @@ boxed_from!(
     Planning: phoenix_core::ops::PlanningError,
     Exec: phoenix_core::executor::ExecError,
     Catalog: phoenix_core::phoenix::CatalogError,
+    Haproxy: phoenix_lb::haproxy::LocalHaproxyError,
+    HaproxyBalancer: phoenix_lb::haproxy::HaproxyError,
 );

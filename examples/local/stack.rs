@@ -14,6 +14,7 @@ use phoenix_core::ports::{Compute, Images, LoadBalancer, StateStore};
 use phoenix_core::retry::RetryPolicy;
 use phoenix_core::Phoenix;
 use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
+use phoenix_lb::haproxy::{LocalHaproxy, Mode, ServerCheck};
 use phoenix_lb::probe::HttpProbe;
 use phoenix_lb::remote::{AdminServer, RemoteBalancer};
 use phoenix_providers::local::{LocalCompute, LocalImages};
@@ -43,6 +44,9 @@ pub enum BalancerChoice {
     },
     /// In another process, reached through its admin socket.
     Remote(PathBuf),
+    /// A haproxy of its own (Debian's `haproxy`, or `PHOENIX_HAPROXY`),
+    /// driven through its runtime API.
+    Haproxy,
 }
 
 /// How to open the stack.
@@ -116,6 +120,8 @@ pub struct LocalStack {
     pub embedded: Option<Arc<EmbeddedBalancer>>,
     /// The admin socket served, when asked for.
     pub admin: Option<AdminServer>,
+    /// The haproxy this stack started, when it uses one.
+    pub haproxy: Option<LocalHaproxy>,
     /// The deployment.
     pub deployment: DeploymentId,
     /// The role.
@@ -189,6 +195,7 @@ impl LocalStack {
                 .timeout(Duration::from_secs(2))
                 .build()?,
         );
+        let mut haproxy = None;
         let (inner, embedded, admin): (Arc<dyn LoadBalancer>, _, _) = match &options.balancer {
             BalancerChoice::Embedded { listen, admin } => {
                 let lb = Arc::new(
@@ -214,6 +221,19 @@ impl LocalStack {
             }
             BalancerChoice::Remote(path) => {
                 (Arc::new(RemoteBalancer::connect(path).await?), None, None)
+            }
+            BalancerChoice::Haproxy => {
+                let local = LocalHaproxy::builder()
+                    .mode(Mode::Http)
+                    .check_path("/health")
+                    .start()
+                    .await?;
+                let lb = local
+                    .balancer()
+                    .check(Some(ServerCheck::new(Duration::from_millis(100), 2, 2)))
+                    .build()?;
+                haproxy = Some(local);
+                (Arc::new(lb), None, None)
             }
         };
         let balancer = TimedBalancer::new(inner);
@@ -242,6 +262,7 @@ impl LocalStack {
             balancer,
             embedded,
             admin,
+            haproxy,
             deployment: id(DEPLOYMENT)?,
             role: id(ROLE)?,
             app: options.app,
@@ -275,9 +296,12 @@ impl LocalStack {
         Ok(())
     }
 
-    /// Where the in-process balancer listens.
+    /// Where the balancer this stack runs listens (in-process or haproxy).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.embedded.as_ref().map(|lb| lb.local_addr())
+        self.embedded
+            .as_ref()
+            .map(|lb| lb.local_addr())
+            .or_else(|| self.haproxy.as_ref().map(LocalHaproxy::frontend_addr))
     }
 
     /// The next release number: one more than the highest `vN` recorded.
@@ -385,7 +409,11 @@ impl LocalStack {
             lb.shutdown().await;
         }
         let dir = self.dir.clone();
-        drop(self);
+        let mut this = self;
+        if let Some(h) = this.haproxy.take() {
+            h.stop().await?;
+        }
+        drop(this);
         std::fs::remove_dir_all(&dir).map_err(StackError::io("cannot remove", &dir))?;
         Ok(servers.len())
     }
