@@ -89,3 +89,18 @@ async fn sim_balancer_conforms() {
     )
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn sim_images_conform() {
+    use phoenix_core::conformance::images::{run, ImagesFixture};
+    use phoenix_core::ports::BakeSource;
+    let cloud = SimCloud::new(SimConfig::default());
+    run(
+        cloud.images().as_ref(),
+        &ImagesFixture {
+            bake_from: Some(BakeSource::Artifact("build/web".into())),
+            existing: None,
+        },
+    )
+    .await;
+}

@@ -278,3 +278,21 @@ async fn launch_of_a_good_image_works_after_verification() {
     assert_eq!(s.image.as_ref(), Some(&id));
     compute.terminate(&s.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn local_images_conform() {
+    use phoenix_core::conformance::images::{run, ImagesFixture};
+    let root = Root::new();
+    let build = tempfile::tempdir().unwrap();
+    let app = build.path().join("app.sh");
+    std::fs::write(&app, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run(
+        &root.images(),
+        &ImagesFixture {
+            bake_from: Some(BakeSource::Artifact(app.display().to_string())),
+            existing: None,
+        },
+    )
+    .await;
+}

@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod compute;
+pub mod images;
 pub mod load_balancer;
 pub mod state_store;
 
