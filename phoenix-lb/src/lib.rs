@@ -20,6 +20,12 @@
 //!   API (dynamic servers, drain, typed errors carrying HAProxy's message),
 //!   and [`haproxy::LocalHaproxy`], which runs a haproxy of its own for
 //!   tests, benchmarks and examples.
+//! - `rackspace`, `octavia`, `floating-ip`: Rackspace Cloud Load Balancers
+//!   (`rackspace_clb::RackspaceClb`), OpenStack Octavia pools with the batch
+//!   member update as the atomic swap (`octavia::OctaviaBalancer`), and a
+//!   Neutron floating IP for single-server roles
+//!   (`floating_ip::FloatingIpBalancer`), sharing phoenix-providers'
+//!   authenticated OpenStack session.
 //!
 //! Cloud balancers (HAProxy, Rackspace Cloud Load Balancers, Octavia, ELBv2,
 //! floating IPs) will join behind their own features.
@@ -85,6 +91,13 @@ pub mod haproxy;
 pub mod loadgen;
 #[cfg(feature = "remote")]
 pub mod remote;
+
+#[cfg(feature = "floating-ip")]
+pub mod floating_ip;
+#[cfg(feature = "octavia")]
+pub mod octavia;
+#[cfg(feature = "rackspace")]
+pub mod rackspace_clb;
 
 /// The response header in which a server announces the release it runs
 /// (compared case-insensitively, as HTTP header names are).

@@ -8,10 +8,14 @@
 //! - `local` (default): an image is an immutable, content-addressed
 //!   artifact directory; a server is a process on its own loopback port
 //!   (see [`local`]);
-//! - `openstack`, `aws`, `vmware`: planned (Nova and Glance with Rackspace
-//!   identity v2.0 and Keystone v3; EC2 over the Query API; vSphere over
-//!   vim25 SOAP). Until they land, `phoenix_core::sim` (feature `sim` of
-//!   `phoenix-core`) provides a simulated cloud.
+//! - `openstack`: OpenStack and Rackspace (the `openstack` module): a
+//!   session with Rackspace identity v2.0 or Keystone v3, a token cache and
+//!   the service catalog; Nova servers (`NovaCompute`), Glance v2 or Nova
+//!   images (`OpenStackImages`), Neutron floating IPs; `openstack-testing`
+//!   adds a scripted API server and Mimic's controls for tests;
+//! - `aws`, `vmware`: not yet (EC2 over the Query API; vSphere over vim25
+//!   SOAP). Meanwhile `phoenix_core::sim` (feature `sim` of `phoenix-core`)
+//!   provides a simulated cloud for tests.
 //!
 //! Bake a local image from a script and run a server from it:
 //!
@@ -73,3 +77,6 @@
 
 #[cfg(feature = "local")]
 pub mod local;
+
+#[cfg(feature = "openstack")]
+pub mod openstack;

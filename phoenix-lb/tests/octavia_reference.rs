@@ -1,0 +1,270 @@
+//! The Octavia balancer against a scripted Octavia that follows the API
+//! reference (no emulator exists here): the batch member update
+//! (`PUT /v2/lbaas/pools/{pool_id}/members`) replaces the member set,
+//! matching existing members by address and port, and leaves the pool
+//! `PENDING_UPDATE` for a few reads; a change made while it is pending is
+//! refused with 409. The responses are the reference's samples
+//! (members-list-response, pool-show-response) with the state filled in.
+
+// Helpers outside #[test] functions unwrap too: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use phoenix_core::conformance::{self, load_balancer::LbFixture};
+use phoenix_core::id::ServerId;
+use phoenix_core::ports::{LoadBalancer, MemberState, Target};
+use phoenix_core::retry::RetryPolicy;
+use phoenix_lb::octavia::OctaviaBalancer;
+use phoenix_providers::openstack::busy::Patience;
+use phoenix_providers::openstack::testing::{MockApi, MockResponse};
+use phoenix_providers::openstack::Session;
+use serde_json::{json, Map, Value};
+
+const POOL: &str = "4029d267-3983-4224-a3d0-afb3fe16a2cd";
+const SUBNET: &str = "bbb35f84-35cc-4b2f-84c2-a6a29bba68aa";
+
+#[derive(Default)]
+struct Octavia {
+    members: Vec<Map<String, Value>>,
+    /// Pool reads left before it is ACTIVE again.
+    pending: u32,
+    next_id: u32,
+    puts: Vec<Value>,
+    refused: u32,
+}
+
+fn member_sample(id: &str, m: &Map<String, Value>) -> Value {
+    // The members-list-response sample's fields.
+    json!({
+        "monitor_port": m.get("monitor_port").cloned().unwrap_or(Value::Null),
+        "project_id": "e3cd678b11784734bc366148aa37580e",
+        "name": m.get("name").cloned().unwrap_or(json!("")),
+        "weight": m.get("weight").cloned().unwrap_or(json!(1)),
+        "backup": false,
+        "admin_state_up": m.get("admin_state_up").cloned().unwrap_or(json!(true)),
+        "subnet_id": m.get("subnet_id").cloned().unwrap_or(json!(SUBNET)),
+        "created_at": "2017-05-11T17:21:34",
+        "provisioning_status": "ACTIVE",
+        "monitor_address": null,
+        "updated_at": "2017-05-11T17:21:37",
+        "address": m["address"].clone(),
+        "protocol_port": m["protocol_port"].clone(),
+        "id": id,
+        "operating_status": if m.get("weight") == Some(&json!(0)) { "DRAINING" } else { "NO_MONITOR" },
+        "tags": []
+    })
+}
+
+fn serve(api: &MockApi) -> Arc<Mutex<Octavia>> {
+    let state = Arc::new(Mutex::new(Octavia::default()));
+    let s = state.clone();
+    api.on(
+        "GET",
+        &format!("/load-balancer/v2/lbaas/pools/{POOL}/members"),
+        move |_| {
+            let o = s.lock().unwrap();
+            MockResponse::json(
+                200,
+                json!({"members": o.members.iter().map(|m| {
+            member_sample(m["id"].as_str().unwrap(), m)
+        }).collect::<Vec<_>>()}),
+            )
+        },
+    );
+    let s = state.clone();
+    api.on("GET", &format!("/load-balancer/v2/lbaas/pools/{POOL}"), move |_| {
+        let mut o = s.lock().unwrap();
+        let status = if o.pending > 0 {
+            o.pending -= 1;
+            "PENDING_UPDATE"
+        } else {
+            "ACTIVE"
+        };
+        // The pool-show-response sample with the state filled in.
+        MockResponse::json(200, json!({"pool": {
+            "lb_algorithm": "ROUND_ROBIN", "protocol": "HTTP",
+            "description": "Super Round Robin Pool", "admin_state_up": true,
+            "loadbalancers": [{"id": "607226db-27ef-4d41-ae89-f2a800e9c2db"}],
+            "created_at": "2017-05-10T18:14:44", "provisioning_status": status,
+            "updated_at": "2017-05-10T23:08:12", "listeners": [{"id": "023f2e34-7806-443b-bfae-16c324569a3d"}],
+            "members": [], "healthmonitor_id": null, "project_id": "e3cd678b11784734bc366148aa37580e",
+            "id": POOL, "operating_status": "ONLINE", "name": "super-pool", "tags": []
+        }}))
+    });
+    let s = state.clone();
+    api.on("PUT", &format!("/load-balancer/v2/lbaas/pools/{POOL}/members"), move |r| {
+        let mut o = s.lock().unwrap();
+        if o.pending > 0 {
+            o.refused += 1;
+            return MockResponse::json(409, json!({"faultcode": "Client",
+                "faultstring": "Load Balancer 607226db-27ef-4d41-ae89-f2a800e9c2db is immutable and cannot be updated.",
+                "debuginfo": null}));
+        }
+        let body = r.json();
+        o.puts.push(body.clone());
+        let Some(wanted) = body["members"].as_array() else {
+            return MockResponse::json(400, json!({"faultstring": "Invalid input"}));
+        };
+        let mut next = Vec::new();
+        for w in wanted {
+            let w = w.as_object().unwrap().clone();
+            if w.contains_key("id") || w.contains_key("provisioning_status") {
+                return MockResponse::json(400, json!({"faultstring": "read-only field"}));
+            }
+            let same = o.members.iter().find(|m| {
+                m["address"] == w["address"] && m["protocol_port"] == w["protocol_port"]
+            });
+            let id = match same {
+                Some(m) => m["id"].clone(),
+                None => {
+                    o.next_id += 1;
+                    json!(format!("957a1ace-1bd2-449b-8455-{:012}", o.next_id))
+                }
+            };
+            let mut m = w.clone();
+            m.insert("id".into(), id);
+            next.push(m);
+        }
+        o.members = next;
+        o.pending = 2;
+        MockResponse::empty(202)
+    });
+    state
+}
+
+fn balancer(api: &MockApi) -> OctaviaBalancer {
+    let config = api
+        .serve_keystone_v3(&[("load-balancer", "/load-balancer")])
+        .unwrap();
+    let session = Session::builder(config)
+        .retry(RetryPolicy {
+            initial_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+            max_retries: 3,
+            jitter_seed: Some(3),
+        })
+        .build()
+        .unwrap();
+    OctaviaBalancer::builder(session, POOL)
+        .subnet(SUBNET)
+        .patience(Patience {
+            wait: Duration::from_secs(10),
+            poll: Duration::from_millis(10),
+        })
+        .build()
+}
+
+fn target(i: u8) -> Target {
+    Target {
+        server: ServerId::new(format!("server-{i}")).unwrap(),
+        endpoint: SocketAddr::from(([192, 0, 2, 10 + i], 80)),
+    }
+}
+
+#[tokio::test]
+async fn octavia_passes_the_load_balancer_conformance_suite() {
+    let api = MockApi::start().await.unwrap();
+    serve(&api);
+    let lb = balancer(&api);
+    let fixture = LbFixture {
+        healthy: vec![target(1), target(2), target(3)],
+        unhealthy: None,
+        settle: Duration::from_secs(5),
+        drain: Duration::from_millis(200),
+        poll: Duration::from_millis(20),
+    };
+    conformance::load_balancer::run(&lb, &fixture).await;
+}
+
+#[tokio::test]
+async fn one_batch_update_per_change_and_the_swap_is_atomic() {
+    let api = MockApi::start().await.unwrap();
+    let state = serve(&api);
+    let lb = balancer(&api);
+    let blue: Vec<Target> = (1..=5).map(target).collect();
+    let green: Vec<Target> = (6..=10).map(target).collect();
+    lb.attach(&blue).await.unwrap();
+    {
+        let o = state.lock().unwrap();
+        assert_eq!(o.puts.len(), 1, "five members, one call");
+        // The member-batch-update-request sample's fields.
+        assert_eq!(
+            o.puts[0]["members"][0],
+            json!({"name": "server-1", "address": "192.0.2.11", "protocol_port": 80,
+                   "weight": 1, "admin_state_up": true, "subnet_id": SUBNET})
+        );
+    }
+    let pool_reads = api
+        .requests_to("GET", &format!("/load-balancer/v2/lbaas/pools/{POOL}"))
+        .len();
+    assert!(pool_reads >= 3, "provisioning_status polled until ACTIVE");
+
+    let leaving: Vec<ServerId> = blue.iter().map(|t| t.server.clone()).collect();
+    lb.swap(&green, &leaving, Duration::from_millis(300))
+        .await
+        .unwrap();
+    {
+        let o = state.lock().unwrap();
+        assert_eq!(o.puts.len(), 2, "the swap is one call");
+        let sent = o.puts[1]["members"].as_array().unwrap();
+        assert_eq!(sent.len(), 10);
+        let zero = sent.iter().filter(|m| m["weight"] == json!(0)).count();
+        assert_eq!(zero, 5, "blue drains at weight 0 while green takes traffic");
+        // Existing members keep what Octavia knows of them, less what it
+        // sets itself.
+        assert!(sent
+            .iter()
+            .all(|m| m.get("id").is_none() && m.get("operating_status").is_none()));
+    }
+    let members = lb.members().await.unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .filter(|m| m.state == MemberState::Draining)
+            .count(),
+        5
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let members = lb.members().await.unwrap();
+    assert_eq!(members.len(), 5, "drained members removed: {members:?}");
+    assert!(members
+        .iter()
+        .all(|m| green.iter().any(|t| t.server == m.server)));
+    assert_eq!(state.lock().unwrap().puts.len(), 3);
+}
+
+#[tokio::test]
+async fn a_change_refused_while_immutable_waits_for_active() {
+    let api = MockApi::start().await.unwrap();
+    let state = serve(&api);
+    let lb = balancer(&api);
+    state.lock().unwrap().pending = 3;
+    lb.attach(&[target(1)]).await.unwrap();
+    let o = state.lock().unwrap();
+    assert!(o.refused >= 1, "the first PUT met a pending pool");
+    assert_eq!(o.members.len(), 1);
+    assert_eq!(o.puts.len(), 1);
+}
+
+#[tokio::test]
+async fn a_pool_in_error_fails_the_change() {
+    let api = MockApi::start().await.unwrap();
+    serve(&api);
+    api.on(
+        "GET",
+        &format!("/load-balancer/v2/lbaas/pools/{POOL}"),
+        |_| {
+            MockResponse::json(
+                200,
+                json!({"pool": {"id": POOL, "provisioning_status": "ERROR"}}),
+            )
+        },
+    );
+    let lb = balancer(&api);
+    let err = lb.attach(&[target(1)]).await.unwrap_err();
+    assert!(err.to_string().contains("ERROR"), "{err}");
+    assert!(!err.is_retryable());
+}
