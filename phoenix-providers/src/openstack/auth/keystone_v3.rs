@@ -4,7 +4,6 @@
 //! the body.
 
 use phoenix_core::ports::{ErrorKind, PortError};
-use reqwest::{Method, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,7 +13,7 @@ use crate::openstack::catalog::{Catalog, V3Service};
 use crate::openstack::config::{
     ApplicationCredentialRef, CloudConfig, Credentials, DomainRef, ProjectRef, Scope, UserRef,
 };
-use crate::openstack::http::{classify, Outgoing, Transport};
+use crate::openstack::http::Transport;
 
 #[derive(Deserialize)]
 struct Answer {
@@ -105,32 +104,14 @@ pub(super) async fn authenticate(
             ErrorKind::Invalid("these credentials are not for Keystone v3".into()),
         ));
     };
-    let url = Url::parse(&config.v3_tokens_url()).map_err(|e| {
-        PortError::new(
-            operation.clone(),
-            ErrorKind::Invalid(format!("auth_url gives no valid URL: {e}")),
-        )
-    })?;
-    let raw = transport
-        .execute(Outgoing {
-            method: Method::POST,
-            url,
-            token: None,
-            body: Some(("application/json", &body)),
-            headers: &[],
-            stat_key: "identity POST /v3/auth/tokens".into(),
-            operation: &operation,
-        })
-        .await?;
-    if !raw.is_success() {
-        return Err(classify(
-            raw.status,
-            &raw.headers,
-            &raw.body,
-            operation,
-            &transport.redactor,
-        ));
-    }
+    let raw = super::request_token(
+        transport,
+        &operation,
+        &config.v3_tokens_url(),
+        &body,
+        "identity POST /v3/auth/tokens",
+    )
+    .await?;
     let value = raw
         .headers
         .get("x-subject-token")

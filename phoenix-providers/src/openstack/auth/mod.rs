@@ -18,7 +18,7 @@ pub use token_cache::TokenCache;
 
 use super::catalog::Catalog;
 use super::config::{CloudConfig, Credentials};
-use super::http::Transport;
+use super::http::{classify, Outgoing, RawResponse, Transport};
 
 /// A token and what came with it.
 pub struct Token {
@@ -81,6 +81,44 @@ pub(crate) async fn authenticate(
 
 /// Parses an expiry: RFC 3339 with an offset (`2015-11-07T02:58:43.578887Z`,
 /// Rackspace's `…-05:00`) or without one (UTC).
+/// POSTs a token request to identity and returns the successful answer;
+/// an error status is classified (a 401 here is wrong credentials).
+async fn request_token(
+    transport: &Transport,
+    operation: &str,
+    url: &str,
+    body: &serde_json::Value,
+    stat_key: &str,
+) -> Result<RawResponse, PortError> {
+    let url = reqwest::Url::parse(url).map_err(|e| {
+        PortError::new(
+            operation,
+            phoenix_core::ports::ErrorKind::Invalid(format!("auth_url gives no valid URL: {e}")),
+        )
+    })?;
+    let raw = transport
+        .execute(Outgoing {
+            method: reqwest::Method::POST,
+            url,
+            token: None,
+            body: Some(("application/json", body)),
+            headers: &[],
+            stat_key: stat_key.into(),
+            operation,
+        })
+        .await?;
+    if !raw.is_success() {
+        return Err(classify(
+            raw.status,
+            &raw.headers,
+            &raw.body,
+            operation.to_owned(),
+            &transport.redactor,
+        ));
+    }
+    Ok(raw)
+}
+
 pub(crate) fn parse_expiry(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc));

@@ -4,7 +4,6 @@
 //! `access.serviceCatalog`.
 
 use phoenix_core::ports::{ErrorKind, PortError};
-use reqwest::{Method, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -12,7 +11,7 @@ use serde_json::json;
 use super::{parse_expiry, Token};
 use crate::openstack::catalog::{Catalog, V2Service};
 use crate::openstack::config::{CloudConfig, Credentials, TenantRef};
-use crate::openstack::http::{classify, Outgoing, Transport};
+use crate::openstack::http::Transport;
 
 #[derive(Deserialize)]
 struct Answer {
@@ -96,32 +95,14 @@ pub(super) async fn authenticate(
             ErrorKind::Invalid("these credentials are not for identity v2.0".into()),
         ));
     };
-    let url = Url::parse(&config.v2_tokens_url()).map_err(|e| {
-        PortError::new(
-            operation.clone(),
-            ErrorKind::Invalid(format!("auth_url gives no valid URL: {e}")),
-        )
-    })?;
-    let raw = transport
-        .execute(Outgoing {
-            method: Method::POST,
-            url,
-            token: None,
-            body: Some(("application/json", &body)),
-            headers: &[],
-            stat_key: "identity POST /v2.0/tokens".into(),
-            operation: &operation,
-        })
-        .await?;
-    if !raw.is_success() {
-        return Err(classify(
-            raw.status,
-            &raw.headers,
-            &raw.body,
-            operation,
-            &transport.redactor,
-        ));
-    }
+    let raw = super::request_token(
+        transport,
+        &operation,
+        &config.v2_tokens_url(),
+        &body,
+        "identity POST /v2.0/tokens",
+    )
+    .await?;
     let answer: Answer = serde_json::from_slice(&raw.body).map_err(|e| {
         // The body holds the token: name the field that failed, never show it.
         PortError::new(
