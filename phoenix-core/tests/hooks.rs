@@ -200,3 +200,51 @@ async fn a_second_orchestrator_waits_for_the_lease_when_asked() {
     let plan_b = patient.plan_deploy(&shop, &web, &r("v2")).await.unwrap();
     patient.apply(plan_b).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_blocking_hook_never_stops_a_rollback() {
+    // Every drain fails and the policy blocks: the switch stops before the
+    // old pool leaves, and the rollback still takes the new pool out (its
+    // failed drains recorded) so the old one serves alone.
+    #[derive(Default)]
+    struct AlwaysFailingDrain;
+    #[async_trait]
+    impl ServerHooks for AlwaysFailingDrain {
+        async fn warm_up(&self, _: &HookTarget) -> Result<HookReport, PortError> {
+            Ok(HookReport::default())
+        }
+        async fn drain(&self, _: &HookTarget) -> Result<HookReport, PortError> {
+            Err(PortError::temporary("POST /drain", "HTTP 503"))
+        }
+    }
+    let cloud = SimCloud::new(SimConfig::default());
+    let mut policy = cloud.policy();
+    policy.hooks.on_failure = HookFailure::Block;
+    let phoenix = cloud
+        .phoenix()
+        .policy(policy)
+        .hooks(Arc::new(AlwaysFailingDrain))
+        .build()
+        .unwrap();
+    let (shop, web) = cloud.demo_deployment(&phoenix, 2).await.unwrap();
+    let plan = phoenix.plan_deploy(&shop, &web, &r("v1")).await.unwrap();
+    phoenix.apply(plan).await.unwrap();
+    let mut rx = phoenix.subscribe();
+    let plan = phoenix.plan_deploy(&shop, &web, &r("v2")).await.unwrap();
+    let err = phoenix.apply(plan).await.unwrap_err();
+    assert_eq!(err.report().unwrap().outcome, Outcome::RolledBack, "{err}");
+    let members = cloud.members();
+    let snap = phoenix.snapshot(&shop).await.unwrap();
+    assert!(members
+        .iter()
+        .filter(|m| m.state == phoenix_core::ports::MemberState::Active)
+        .all(|m| snap.owner_of(&m.server).unwrap().0.release == r("v1")));
+    let rollback_drains = drain(&mut rx)
+        .into_iter()
+        .filter(|e| matches!(&e.kind, EventKind::HookRan { hook: HookKind::Drain, ok: false, pool, .. } if pool.as_str().contains("v2")))
+        .count();
+    assert_eq!(
+        rollback_drains, 2,
+        "the new pool's failed drains are recorded"
+    );
+}

@@ -45,7 +45,12 @@ impl Run {
         if targets.is_empty() {
             return Ok(());
         }
-        let policy = self.plan.policy.hooks.clone();
+        let mut policy = self.plan.policy.hooks.clone();
+        if self.restoring {
+            // A rollback restores service: a hook that fails while the
+            // failed pool leaves is recorded, never a reason to keep it.
+            policy.on_failure = HookFailure::Proceed;
+        }
         let outcomes: Vec<(HookTarget, Result<HookReport, String>)> = stream::iter(targets)
             .map(|target| {
                 let hooks = hooks.clone();

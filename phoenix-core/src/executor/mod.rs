@@ -488,7 +488,9 @@ async fn run_journaled(
     });
     run.save(&[]).await.map_err(|e| interrupted(run, e))?;
     let span = tracing::info_span!("phoenix_step", index, rollback, step = %step);
+    run.restoring = rollback;
     let result = execute(run, step).instrument(span).await;
+    run.restoring = false;
     let now = run.now();
     match result {
         Ok(()) => {

@@ -27,6 +27,9 @@ pub(crate) struct Run {
     pub(crate) progress: Stored<OperationProgress>,
     progress_dirty: bool,
     outbox: Vec<EventKind>,
+    /// Running rollback steps: they restore service, so nothing optional
+    /// (a hook) may stop them.
+    pub(crate) restoring: bool,
 }
 
 impl Run {
@@ -48,6 +51,7 @@ impl Run {
             progress,
             progress_dirty: false,
             outbox: Vec::new(),
+            restoring: false,
         }
     }
 
