@@ -139,6 +139,16 @@ fn spawn_progress(stack: &LocalStack, origin: Instant, print: bool) -> Progress 
                     EventKind::RollbackStarted { reason, .. } => {
                         println!("  {t:>7.2}s    rolling back: {reason}")
                     }
+                    EventKind::HookRan {
+                        hook,
+                        server,
+                        ok,
+                        detail,
+                        ..
+                    } => println!(
+                        "  {t:>7.2}s    {hook} hook of {server}{}: {detail}",
+                        if *ok { "" } else { " FAILED" }
+                    ),
                     _ => {}
                 }
             }

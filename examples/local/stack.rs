@@ -9,8 +9,9 @@ use phoenix_core::id::{DeploymentId, EnvironmentName, ReleaseLabel, RoleName, Se
 use phoenix_core::labels::LabelSelector;
 use phoenix_core::model::{Deployment, Environment, Release, Role};
 use phoenix_core::ops::ReconcileOptions;
+use phoenix_core::policy::HookFailure;
 use phoenix_core::policy::{Capacity, Policy};
-use phoenix_core::ports::{Compute, Images, LoadBalancer, StateStore};
+use phoenix_core::ports::{Compute, Images, LoadBalancer, ServerHooks, StateStore};
 use phoenix_core::retry::RetryPolicy;
 use phoenix_core::Phoenix;
 use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
@@ -18,7 +19,7 @@ use phoenix_lb::haproxy::{LocalHaproxy, Mode, ServerCheck};
 use phoenix_lb::probe::HttpProbe;
 use phoenix_lb::remote::{AdminServer, RemoteBalancer};
 use phoenix_providers::local::{LocalCompute, LocalImages};
-use phoenix_state::SqliteStore;
+use phoenix_state::hooks::{Hooks, HttpDrain, WarmUp};
 
 use super::crash::{KillSwitch, KillSwitchStore};
 use super::error::StackError;
@@ -49,6 +50,30 @@ pub enum BalancerChoice {
     Haproxy,
 }
 
+/// Which drain and warm-up hooks the stack's Phoenix runs.
+#[derive(Clone, Default)]
+pub enum HooksChoice {
+    /// None.
+    None,
+    /// The demo app's: `POST /drain` before a server leaves, a crawl of
+    /// its `/sitemap.xml` before it is attached
+    /// ([`LocalStack::demo_hooks`]).
+    #[default]
+    Demo,
+    /// These.
+    Custom(Arc<dyn ServerHooks>),
+}
+
+impl std::fmt::Debug for HooksChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "None",
+            Self::Demo => "Demo",
+            Self::Custom(_) => "Custom(..)",
+        })
+    }
+}
+
 /// How to open the stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -69,12 +94,22 @@ pub struct StackOptions {
     pub policy: Option<Policy>,
     /// How long the deployment lease lasts unless renewed.
     pub lease_ttl: Duration,
+    /// How long an operation waits for another orchestrator's lease (to be
+    /// released, or to expire after a crash) before failing with
+    /// `ExecError::Busy`.
+    pub lease_wait: Duration,
+    /// The state store, as a URL (`sqlite://PATH` or `postgres://…`, see
+    /// `phoenix_state::open`); by default `state.sqlite` in `dir`.
+    pub state: Option<String>,
+    /// The drain and warm-up hooks.
+    pub hooks: HooksChoice,
 }
 
 impl StackOptions {
     /// The defaults: `.phoenix` under the current directory, three servers,
     /// an in-process balancer on any free loopback port, this binary as the
-    /// app, the example configuration.
+    /// app, the example configuration, and the state store named by
+    /// `PHOENIX_STATE_URL` when it is set (SQLite in `.phoenix` otherwise).
     pub fn here() -> Result<Self, StackError> {
         let cwd = std::env::current_dir().map_err(StackError::io("cannot read", "."))?;
         let app =
@@ -91,6 +126,11 @@ impl StackOptions {
             config: default_config_dir(),
             policy: None,
             lease_ttl: Duration::from_secs(5),
+            lease_wait: Duration::from_secs(20),
+            state: std::env::var(phoenix_state::STATE_URL_ENV)
+                .ok()
+                .filter(|u| !u.is_empty()),
+            hooks: HooksChoice::Demo,
         })
     }
 }
@@ -169,6 +209,10 @@ impl LocalStack {
         p.refresh.max_age = Duration::from_secs(3600);
         p.refresh.max_replacements = 100;
         p.refresh.window = Duration::from_secs(60);
+        // A server that died cannot hand anything over: the failure is
+        // recorded (a HookRan event) and the operation goes on.
+        p.hooks.on_failure = HookFailure::Proceed;
+        p.hooks.timeout = Duration::from_secs(5);
         p.retry = RetryPolicy {
             initial_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
@@ -178,13 +222,39 @@ impl LocalStack {
         p
     }
 
+    /// The demo app's hooks: `POST /drain` (its session count is the
+    /// number handed over) before a server leaves, and a crawl of its
+    /// `/sitemap.xml` before it takes traffic, each bounded to a couple of
+    /// seconds.
+    pub fn demo_hooks() -> Hooks {
+        Hooks::builder()
+            .drain(
+                HttpDrain::post("/drain")
+                    .timeout(Duration::from_secs(2))
+                    .count_field("sessions"),
+            )
+            .warm_up(
+                WarmUp::sitemap("/sitemap.xml")
+                    .concurrency(4)
+                    .budget(Duration::from_secs(3))
+                    .request_timeout(Duration::from_secs(1)),
+            )
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+    }
+
     /// Opens (or creates) the stack in `options.dir`.
     pub async fn open(options: StackOptions) -> Result<Self, StackError> {
         let dir = options.dir.clone();
         std::fs::create_dir_all(&dir).map_err(StackError::io("cannot create", &dir))?;
-        let sqlite: Arc<dyn StateStore> =
-            Arc::new(SqliteStore::open(dir.join("state.sqlite")).await?);
-        let store = KillSwitch::from_env(sqlite);
+        let state: Arc<dyn StateStore> = match &options.state {
+            Some(url) => phoenix_state::open(url).await?,
+            None => {
+                phoenix_state::open(&format!("sqlite://{}", dir.join("state.sqlite").display()))
+                    .await?
+            }
+        };
+        let store = KillSwitch::from_env(state);
         let compute = Arc::new(LocalCompute::builder().root(dir.join("local")).build()?);
         let images = Arc::new(LocalImages::builder().root(dir.join("local")).build()?);
         let config = Arc::new(phoenix_config::ConfigSet::load(&options.config)?);
@@ -237,7 +307,13 @@ impl LocalStack {
             }
         };
         let balancer = TimedBalancer::new(inner);
-        let phoenix = Phoenix::builder()
+        let mut builder = Phoenix::builder();
+        match &options.hooks {
+            HooksChoice::None => {}
+            HooksChoice::Demo => builder = builder.hooks(Arc::new(Self::demo_hooks())),
+            HooksChoice::Custom(h) => builder = builder.hooks(h.clone()),
+        }
+        let phoenix = builder
             .compute(compute.clone())
             .images(images.clone())
             .balancer(Arc::new(balancer.clone()))
@@ -252,6 +328,7 @@ impl LocalStack {
             )
             .holder(options.holder.clone())
             .lease_ttl(options.lease_ttl)
+            .lease_wait(options.lease_wait)
             .build()?;
         let stack = Self {
             dir,
@@ -333,19 +410,15 @@ impl LocalStack {
             .await?)
     }
 
-    /// Resumes an unfinished operation, waiting out a dead orchestrator's
-    /// lease.
+    /// Resumes an unfinished operation (waiting up to the stack's lease
+    /// wait for another orchestrator's lease, such as a dead one's, to
+    /// lapse). An operation that resumes and then fails (rolled back or
+    /// halted) is done with: that is not an error here.
     pub async fn resume(&self) -> Result<(), StackError> {
-        for _ in 0..40 {
-            match self.phoenix.resume(&self.deployment).await {
-                Ok(_) | Err(ExecError::Failed { .. }) => return Ok(()),
-                Err(ExecError::Busy { .. }) => tokio::time::sleep(Duration::from_millis(500)).await,
-                Err(e) => return Err(e.into()),
-            }
+        match self.phoenix.resume(&self.deployment).await {
+            Ok(_) | Err(ExecError::Failed { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        Err(StackError::Unexpected(
-            "another orchestrator holds the deployment".into(),
-        ))
     }
 
     /// Picks up where an earlier run left off: resumes an interrupted

@@ -3,71 +3,18 @@
 //! every journaled step of a blue-green switch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use examples::local::{BalancerChoice, LocalStack, StackOptions};
+use examples::local::{BalancerChoice, LocalStack};
 use phoenix_core::labels::LabelSelector;
-use phoenix_core::ops::ReconcileOptions;
 use phoenix_core::ports::{Compute, LoadBalancer, MemberHealth};
 use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
-use phoenix_lb::loadgen::{LoadGen, LoadGenConfig};
-
-const APP: &str = env!("CARGO_BIN_EXE_phoenix-local");
-
-fn options(dir: &Path, balancer: BalancerChoice) -> StackOptions {
-    let mut o = StackOptions::here().unwrap();
-    o.dir = dir.to_path_buf();
-    o.app = PathBuf::from(APP);
-    o.balancer = balancer;
-    o.holder = "fault-test".into();
-    let mut policy = LocalStack::policy(3);
-    policy.rollout.bake_time = Duration::from_millis(300);
-    policy.rollout.drain = Duration::from_millis(500);
-    o.policy = Some(policy);
-    o.lease_ttl = Duration::from_secs(1);
-    o
-}
-
-fn load(target: SocketAddr) -> LoadGen {
-    LoadGen::start(LoadGenConfig {
-        rate: 200,
-        duration: Duration::from_secs(3600),
-        concurrency: 8,
-        fresh_ratio: 0.25,
-        keepalive_max_age: Duration::from_millis(500),
-        ..LoadGenConfig::new(target)
-    })
-    .unwrap()
-}
-
-/// Every labelled process belongs to a recorded pool and every recorded
-/// running server exists.
-async fn assert_no_orphans(stack: &LocalStack) {
-    let (report, _) = stack
-        .phoenix
-        .plan_reconcile(&stack.deployment, &stack.role, ReconcileOptions::default())
-        .await
-        .unwrap();
-    assert!(
-        report.orphans.is_empty() && report.missing.is_empty(),
-        "{report}"
-    );
-    let snap = stack.phoenix.snapshot(&stack.deployment).await.unwrap();
-    for s in stack
-        .compute
-        .list(&LabelSelector::deployment(&stack.deployment))
-        .await
-        .unwrap()
-    {
-        assert!(snap.owner_of(&s.id).is_some(), "{} is an orphan", s.id);
-    }
-}
+use support::{assert_no_orphans, commits, load, ok, options, orchestrate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_server_killed_under_load_costs_no_request_and_heal_replaces_it() {
@@ -129,43 +76,6 @@ async fn a_live_server_killed_under_load_costs_no_request_and_heal_replaces_it()
     assert!(members.iter().all(|m| m.server != victim));
     assert_no_orphans(&stack).await;
     stack.teardown().await.unwrap();
-}
-
-fn orchestrate(dir: &Path, socket: &Path, args: &[&str], crash: Option<u64>) -> Output {
-    let mut cmd = Command::new(APP);
-    cmd.args(["--dir", &dir.display().to_string()])
-        .args(["--lb-socket", &socket.display().to_string()])
-        .args([
-            "--lease-ttl-ms",
-            "1000",
-            "--bake-ms",
-            "300",
-            "--drain-ms",
-            "500",
-        ])
-        .args(args)
-        .env_remove("PHOENIX_CRASH_BEFORE_WRITE");
-    match crash {
-        Some(n) => cmd.env("PHOENIX_CRASH_AT_COMMIT", n.to_string()),
-        None => cmd.env_remove("PHOENIX_CRASH_AT_COMMIT"),
-    };
-    cmd.output().unwrap()
-}
-
-fn commits(out: &Output) -> u64 {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .find_map(|l| l.strip_prefix("commits ")?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

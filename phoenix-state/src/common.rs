@@ -123,6 +123,8 @@ pub(crate) fn timestamp(column: &'static str, ms: i64) -> Result<Timestamp, Malf
 /// `now + ttl` in epoch milliseconds, saturating at the latest instant a
 /// [`Timestamp`] can hold, so an absurd TTL means "practically forever"
 /// rather than an overflow.
+// The PostgreSQL store computes expiry in the database, by its clock.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn expiry_millis(now: Timestamp, ttl: Duration) -> i64 {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     now.timestamp_millis()

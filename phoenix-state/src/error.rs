@@ -16,6 +16,14 @@ pub enum OpenError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The PostgreSQL schema name cannot be used.
+    #[error("invalid schema name {schema:?}: {reason}")]
+    InvalidSchema {
+        /// The name as given.
+        schema: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The database file's path could not be resolved, or its directory
     /// could not be created.
     #[error("cannot prepare the state store path {}", path.display())]

@@ -1,8 +1,14 @@
 //! The schema migrations every SQL back end shares. The SQL lives in
-//! `migrations/*.sql` and is portable: the same files run on SQLite and,
-//! later, PostgreSQL. Each back end applies them in its own transaction.
+//! `migrations/*.sql` and is portable: the same files run on SQLite and
+//! PostgreSQL. Each back end applies them in its own transaction, after
+//! taking its own lock (SQLite's write lock, a PostgreSQL advisory lock),
+//! and decides what to apply with [`pending`].
+
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
+
+use crate::OpenError;
 
 /// Creates the ledger of applied migrations; idempotent.
 pub(crate) const BOOTSTRAP: &str = include_str!("../migrations/bootstrap.sql");
@@ -47,9 +53,68 @@ pub(crate) fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
+/// Checks the ledger of applied migrations (version → checksum) against
+/// this build and returns the migrations still to apply, oldest first.
+///
+/// Refuses a database migrated by a newer build, and one whose applied
+/// migration differs from this build's text.
+pub(crate) fn pending(
+    applied: &BTreeMap<i64, String>,
+) -> Result<Vec<&'static Migration>, OpenError> {
+    if let Some(&found) = applied.keys().next_back() {
+        if found > latest_version() {
+            return Err(OpenError::SchemaTooNew {
+                found,
+                supported: latest_version(),
+            });
+        }
+    }
+    let mut todo = Vec::new();
+    for m in MIGRATIONS {
+        let expected = m.checksum();
+        match applied.get(&m.version) {
+            Some(found) if *found == expected => {}
+            Some(found) => {
+                return Err(OpenError::MigrationChanged {
+                    version: m.version,
+                    name: m.name.to_owned(),
+                    found: found.clone(),
+                    expected,
+                })
+            }
+            None => todo.push(m),
+        }
+    }
+    Ok(todo)
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn pending_checks_the_ledger() {
+        let none = BTreeMap::new();
+        assert_eq!(pending(&none).unwrap().len(), MIGRATIONS.len());
+        let all: BTreeMap<i64, String> = MIGRATIONS
+            .iter()
+            .map(|m| (m.version, m.checksum()))
+            .collect();
+        assert!(pending(&all).unwrap().is_empty());
+        let mut newer = all.clone();
+        newer.insert(latest_version() + 1, "x".into());
+        assert!(matches!(
+            pending(&newer),
+            Err(OpenError::SchemaTooNew { .. })
+        ));
+        let mut edited = all;
+        edited.insert(1, "not the checksum".into());
+        assert!(matches!(
+            pending(&edited),
+            Err(OpenError::MigrationChanged { version: 1, .. })
+        ));
+    }
 
     #[test]
     fn versions_are_contiguous_from_one() {

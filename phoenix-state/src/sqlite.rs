@@ -43,7 +43,7 @@ use crate::common::{
     corrupt, expiry_millis, invalid, no_nul, positive, prefix_successor, text, timestamp, to_db,
     utf8, Malformed,
 };
-use crate::migrations::{latest_version, BOOTSTRAP, MIGRATIONS};
+use crate::migrations::{pending, BOOTSTRAP};
 use crate::{OpenError, DEFAULT_STATE_URL, STATE_URL_ENV};
 
 /// Connections in a file store's pool unless configured otherwise.
@@ -83,9 +83,17 @@ impl SqliteLocation {
             .or_else(|| trimmed.strip_prefix("sqlite:"))
         else {
             return Err(match trimmed.split_once(':') {
-                Some(("postgres" | "postgresql", _)) => {
-                    invalid("PostgreSQL is not supported by this build of phoenix-state")
-                }
+                // Named without the rest of the URL, which may hold a
+                // password.
+                Some((scheme @ ("postgres" | "postgresql"), _)) => OpenError::InvalidUrl {
+                    url: format!("{scheme}://…"),
+                    reason: if cfg!(feature = "postgres") {
+                        "a PostgreSQL URL: open it with phoenix_state::open or PostgresStore".into()
+                    } else {
+                        "PostgreSQL is not supported by this build of phoenix-state (feature `postgres`)"
+                            .into()
+                    },
+                },
                 _ => invalid("expected sqlite://PATH or sqlite::memory:"),
             });
         };
@@ -540,46 +548,24 @@ async fn migrate(conn: &mut SqliteConnection, clock: &SharedClock) -> Result<(),
             .map_err(|e| undecodable(format!("phoenix_schema_migrations#{version}"), e))?;
         applied.insert(version, checksum);
     }
-    if let Some(&found) = applied.keys().next_back() {
-        if found > latest_version() {
-            return Err(OpenError::SchemaTooNew {
-                found,
-                supported: latest_version(),
-            });
-        }
-    }
-    for m in MIGRATIONS {
-        let expected = m.checksum();
-        match applied.get(&m.version) {
-            Some(found) if *found == expected => {}
-            Some(found) => {
-                return Err(OpenError::MigrationChanged {
-                    version: m.version,
-                    name: m.name.to_owned(),
-                    found: found.clone(),
-                    expected,
-                })
-            }
-            None => {
-                let op = format!("apply migration {} ({})", m.version, m.name);
-                sqlx::raw_sql(m.sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| classify(&op, e))?;
-                sqlx::query(
-                    "INSERT INTO phoenix_schema_migrations (version, name, checksum, applied_at) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(m.version)
-                .bind(m.name)
-                .bind(&expected)
-                .bind(clock.now().timestamp_millis())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| classify(&op, e))?;
-                tracing::info!(version = m.version, name = m.name, "applied migration");
-            }
-        }
+    for m in pending(&applied)? {
+        let op = format!("apply migration {} ({})", m.version, m.name);
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(&op, e))?;
+        sqlx::query(
+            "INSERT INTO phoenix_schema_migrations (version, name, checksum, applied_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(m.checksum())
+        .bind(clock.now().timestamp_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(&op, e))?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
     }
     tx.commit().await.map_err(|e| classify(OP, e))?;
     Ok(())

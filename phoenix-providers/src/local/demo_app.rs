@@ -7,7 +7,16 @@
 //! - `GET /`: `200` with `{"release", "environment", "role", "server",
 //!   "pid"}` as JSON;
 //! - `GET /slow?ms=N`: the same after sleeping N ms (at most 60 s), for
-//!   connection-draining tests.
+//!   connection-draining tests;
+//! - `POST /drain`: hands its sessions over (the stand-in for moving state
+//!   out before the server leaves): answers `200` with
+//!   `{"drained": true, "sessions": N}`, N being the requests to `/` and
+//!   `/slow` since the last drain, and starts counting again;
+//! - `GET /sitemap.xml`: a sitemap of the pages it serves (absolute URLs
+//!   on the `Host` it was asked for), for warm-up crawls;
+//! - `GET /stats`: `{"requests", "hook_requests", "sessions", "drains"}`,
+//!   where `hook_requests` counts requests whose `User-Agent` starts with
+//!   `phoenix-hooks` (drain and warm-up calls).
 //!
 //! Every response carries `X-Phoenix-Release`, `X-Phoenix-Environment` and
 //! `X-Phoenix-Role`. The values come from the environment variables
@@ -28,12 +37,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -141,6 +151,18 @@ pub enum DemoError {
     Signal(#[source] std::io::Error),
 }
 
+/// What the app counts, for `/drain` and `/stats`.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    hook_requests: AtomicU64,
+    sessions: AtomicU64,
+    drains: AtomicU64,
+}
+
+/// The pages the sitemap lists (all of them served by the app).
+const SITEMAP_PATHS: &[&str] = &["/", "/health", "/slow?ms=5", "/slow?ms=10", "/stats"];
+
 #[derive(Serialize)]
 struct Identity<'a> {
     #[serde(flatten)]
@@ -156,6 +178,7 @@ where
     F: Future<Output = ()>,
 {
     let config = Arc::new(config);
+    let counters = Arc::new(Counters::default());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -171,9 +194,11 @@ where
                     }
                 };
                 let config = config.clone();
+                let counters = counters.clone();
                 let service = service_fn(move |req| {
                     let config = config.clone();
-                    async move { Ok::<_, Infallible>(respond(&config, req).await) }
+                    let counters = counters.clone();
+                    async move { Ok::<_, Infallible>(respond(&config, &counters, req).await) }
                 });
                 let conn = http1::Builder::new()
                     .keep_alive(true)
@@ -237,19 +262,48 @@ pub async fn run() -> Result<(), DemoError> {
 
 async fn respond(
     config: &DemoConfig,
+    counters: &Counters,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    let from_hooks = req
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("phoenix-hooks"));
+    if from_hooks {
+        counters.hook_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    if req.method() == Method::POST && req.uri().path() == "/drain" {
+        let sessions = counters.sessions.swap(0, Ordering::Relaxed);
+        counters.drains.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::json!({ "drained": true, "sessions": sessions });
+        return reply(config, StatusCode::OK, "application/json", body.to_string());
+    }
     if req.method() != Method::GET {
         return reply(
             config,
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only\n",
+            "GET only (and POST /drain)\n",
         );
     }
     match req.uri().path() {
         "/health" => reply(config, StatusCode::OK, "text/plain", "ok"),
-        "/" => identity(config),
+        "/" => {
+            counters.sessions.fetch_add(1, Ordering::Relaxed);
+            identity(config)
+        }
+        "/sitemap.xml" => sitemap(config, req.headers().get(HOST)),
+        "/stats" => {
+            let body = serde_json::json!({
+                "requests": counters.requests.load(Ordering::Relaxed),
+                "hook_requests": counters.hook_requests.load(Ordering::Relaxed),
+                "sessions": counters.sessions.load(Ordering::Relaxed),
+                "drains": counters.drains.load(Ordering::Relaxed),
+            });
+            reply(config, StatusCode::OK, "application/json", body.to_string())
+        }
         "/slow" => {
             let ms = req.uri().query().and_then(|q| {
                 q.split('&')
@@ -258,6 +312,7 @@ async fn respond(
             });
             match ms {
                 Some(ms) => {
+                    counters.sessions.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(ms).min(MAX_SLOW)).await;
                     identity(config)
                 }
@@ -271,6 +326,29 @@ async fn respond(
         }
         _ => reply(config, StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// The sitemap, on the host the request named (when it is a plain host
+/// name or address; anything that would need escaping in XML is replaced
+/// by `localhost`).
+fn sitemap(config: &DemoConfig, host: Option<&HeaderValue>) -> Response<Full<Bytes>> {
+    let host = host
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        })
+        .unwrap_or("localhost");
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n",
+    );
+    for path in SITEMAP_PATHS {
+        xml.push_str(&format!("  <url><loc>http://{host}{path}</loc></url>\n"));
+    }
+    xml.push_str("</urlset>\n");
+    reply(config, StatusCode::OK, "application/xml", xml)
 }
 
 fn identity(config: &DemoConfig) -> Response<Full<Bytes>> {
@@ -315,6 +393,23 @@ fn reply(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn the_sitemap_lists_served_pages_on_a_safe_host() {
+        let config = DemoConfig::from_sources(|_| None, None);
+        let host = HeaderValue::from_static("shop.example:8080");
+        let body = format!("{:?}", sitemap(&config, Some(&host)).body());
+        assert!(
+            body.contains("http://shop.example:8080/slow?ms=5"),
+            "{body}"
+        );
+        let evil = HeaderValue::from_static("x\"><a>");
+        let body = format!("{:?}", sitemap(&config, Some(&evil)).body());
+        assert!(
+            body.contains("http://localhost/health") && !body.contains("<a>"),
+            "{body}"
+        );
+    }
 
     #[test]
     fn variables_win_over_the_file_and_missing_values_are_unknown() {
