@@ -76,6 +76,8 @@ pub mod hooks;
 mod migrations;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_writes;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

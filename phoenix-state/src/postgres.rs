@@ -74,16 +74,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use phoenix_core::ports::{
-    Commit, Expect, Fence, Lease, StateStore, StoreError, StoredEvent, Versioned, Write,
+    Commit, Fence, Lease, StateStore, StoreError, StoredEvent, Versioned, Write,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use crate::common::{
-    corrupt, invalid, no_nul, positive, prefix_successor, text, timestamp, to_db, utf8, Malformed,
+    corrupt, invalid, no_nul, positive, prefix_successor, text, to_db, utf8, Malformed,
 };
 use crate::migrations::{pending, BOOTSTRAP};
+use crate::sql_writes::{
+    apply_write, check_fence, finish, lease_timestamp, undecodable, SqlBackend,
+};
 use crate::{OpenError, STATE_URL_ENV};
 
 /// Connections in the pool unless configured otherwise: enough for an
@@ -526,26 +529,6 @@ impl PostgresStore {
     }
 }
 
-/// Commits on success, rolls back on failure.
-async fn finish<T>(
-    operation: &str,
-    tx: Transaction<'static, Postgres>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match result {
-        Ok(value) => {
-            tx.commit().await.map_err(|e| classify(operation, e))?;
-            Ok(value)
-        }
-        Err(e) => {
-            if let Err(rollback) = tx.rollback().await {
-                tracing::warn!(operation, error = %rollback, "rollback failed");
-            }
-            Err(e)
-        }
-    }
-}
-
 /// SQLSTATEs after which the same call may succeed: serialization failure,
 /// deadlock, lock not available, statement timeout (query canceled), the
 /// server shutting down or starting, too many connections or other
@@ -577,10 +560,9 @@ fn classify(operation: &str, e: sqlx::Error) -> StoreError {
     }
 }
 
-fn undecodable(key: impl Into<String>, e: sqlx::Error) -> StoreError {
-    StoreError::Corrupt {
-        key: key.into(),
-        source: Box::new(e),
+impl SqlBackend for Postgres {
+    fn classify(operation: &str, e: sqlx::Error) -> StoreError {
+        classify(operation, e)
     }
 }
 
@@ -714,148 +696,10 @@ fn decode_lease(name: &str, row: &PgRow) -> Result<LeaseRow, StoreError> {
     })
 }
 
-fn lease_timestamp(name: &str, ms: i64) -> Result<phoenix_core::time::Timestamp, StoreError> {
-    timestamp("expires_at", ms).map_err(|m| corrupt(format!("leases:{name}"), m))
-}
-
 fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis())
         .unwrap_or(i64::MAX)
         .min(MAX_LEASE_TTL_MS)
-}
-
-fn check_fence_row(fence: &Fence, row: Option<&LeaseRow>) -> Result<(), StoreError> {
-    // Expiry alone does not fence: until someone else is granted the lease
-    // its holder's writes are still the only ones, as in MemoryStore.
-    let held = row.is_some_and(|l| l.token == fence.token && l.holder.is_some());
-    if held {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced {
-            lease: fence.lease.clone(),
-            token: fence.token,
-            current: row.map_or(0, |l| l.token),
-        })
-    }
-}
-
-async fn current_version(conn: &mut PgConnection, key: &str) -> Result<Option<u64>, StoreError> {
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM phoenix_records WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::ColumnDecode { .. } => undecodable(key, e),
-                e => classify(&format!("read version of {key:?}"), e),
-            })?;
-    version
-        .map(|v| positive("version", v).map_err(|m| corrupt(key.to_owned(), m)))
-        .transpose()
-}
-
-/// Runs a `… RETURNING version` statement; `None` when it touched no row.
-async fn returning(
-    query: sqlx::query::QueryScalar<'_, Postgres, i64, sqlx::postgres::PgArguments>,
-    conn: &mut PgConnection,
-    key: &str,
-) -> Result<Option<i64>, StoreError> {
-    query.fetch_optional(&mut *conn).await.map_err(|e| match e {
-        sqlx::Error::ColumnDecode { .. } => undecodable(key, e),
-        e => classify(&format!("write {key:?}"), e),
-    })
-}
-
-/// Applies one write whose expectation the statement itself checks.
-/// Returns the new version, 0 for a delete.
-async fn apply_write(
-    conn: &mut PgConnection,
-    write: &Write,
-    value: Option<&str>,
-) -> Result<u64, StoreError> {
-    let key = write.key.as_str();
-    let op = || format!("write {key:?}");
-    let returned: Option<i64> = match (write.expect, value) {
-        (Expect::Absent, Some(value)) => {
-            returning(
-                sqlx::query_scalar(
-                    "INSERT INTO phoenix_records (key, version, value) VALUES ($1, 1, $2) \
-                     ON CONFLICT (key) DO NOTHING RETURNING version",
-                )
-                .bind(key)
-                .bind(value),
-                conn,
-                key,
-            )
-            .await?
-        }
-        (Expect::Version(expected), Some(value)) => match to_db(expected) {
-            Some(expected) => {
-                returning(
-                    sqlx::query_scalar(
-                        "UPDATE phoenix_records SET version = version + 1, value = $3 \
-                         WHERE key = $1 AND version = $2 RETURNING version",
-                    )
-                    .bind(key)
-                    .bind(expected)
-                    .bind(value),
-                    conn,
-                    key,
-                )
-                .await?
-            }
-            None => None,
-        },
-        (Expect::Any, Some(value)) => {
-            returning(
-                sqlx::query_scalar(
-                    "INSERT INTO phoenix_records (key, version, value) VALUES ($1, 1, $2) \
-                     ON CONFLICT (key) DO UPDATE \
-                     SET version = phoenix_records.version + 1, value = excluded.value \
-                     RETURNING version",
-                )
-                .bind(key)
-                .bind(value),
-                conn,
-                key,
-            )
-            .await?
-        }
-        (Expect::Absent, None) => match current_version(conn, key).await? {
-            None => Some(0),
-            Some(_) => None,
-        },
-        (Expect::Version(expected), None) => match to_db(expected) {
-            Some(expected) => {
-                let done =
-                    sqlx::query("DELETE FROM phoenix_records WHERE key = $1 AND version = $2")
-                        .bind(key)
-                        .bind(expected)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| classify(&op(), e))?;
-                (done.rows_affected() == 1).then_some(0)
-            }
-            None => None,
-        },
-        (Expect::Any, None) => {
-            sqlx::query("DELETE FROM phoenix_records WHERE key = $1")
-                .bind(key)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| classify(&op(), e))?;
-            Some(0)
-        }
-    };
-    match returned {
-        Some(0) => Ok(0),
-        Some(version) => positive("version", version).map_err(|m| corrupt(key.to_owned(), m)),
-        None => Err(StoreError::Conflict {
-            key: key.to_owned(),
-            expected: write.expect,
-            found: current_version(conn, key).await?,
-        }),
-    }
 }
 
 /// Appends events with per-stream sequence numbers: each stream's head is
@@ -922,11 +766,11 @@ async fn apply_commit(
         // FOR UPDATE: a concurrent grant of this lease waits for us, or we
         // for it (then see its new token).
         let row = lease_row(conn, &fence.lease, true).await?;
-        check_fence_row(fence, row.as_ref())?;
+        check_fence(fence, row.as_ref().map(|l| (l.token, l.holder.is_some())))?;
     }
     let mut versions = Vec::with_capacity(writes.len());
     for (write, value) in writes {
-        versions.push(apply_write(conn, write, *value).await?);
+        versions.push(apply_write::<Postgres>(conn, write, *value).await?);
     }
     append_events(conn, events).await?;
     Ok(versions)

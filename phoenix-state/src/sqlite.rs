@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use phoenix_core::ports::{
-    Commit, Expect, Fence, Lease, StateStore, StoreError, StoredEvent, Versioned, Write,
+    Commit, Fence, Lease, StateStore, StoreError, StoredEvent, Versioned, Write,
 };
 use phoenix_core::time::{SharedClock, SystemClock};
 use sqlx::sqlite::{
@@ -40,10 +40,13 @@ use sqlx::{Connection, Row, Sqlite, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::common::{
-    corrupt, expiry_millis, invalid, no_nul, positive, prefix_successor, text, timestamp, to_db,
-    utf8, Malformed,
+    corrupt, expiry_millis, invalid, no_nul, positive, prefix_successor, text, to_db, utf8,
+    Malformed,
 };
 use crate::migrations::{pending, BOOTSTRAP};
+use crate::sql_writes::{
+    apply_write, check_fence, finish, lease_timestamp, undecodable, SqlBackend,
+};
 use crate::{OpenError, DEFAULT_STATE_URL, STATE_URL_ENV};
 
 /// Connections in a file store's pool unless configured otherwise.
@@ -427,29 +430,6 @@ impl SqliteStore {
     }
 }
 
-/// Commits on success, rolls back on failure.
-async fn finish<T>(
-    operation: &str,
-    tx: Transaction<'static, Sqlite>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match result {
-        Ok(value) => {
-            tx.commit().await.map_err(|e| classify(operation, e))?;
-            Ok(value)
-        }
-        Err(e) => {
-            // Dropping the transaction would roll back too, but only after
-            // the writer slot is released; rolling back first lets the next
-            // writer start at once.
-            if let Err(rollback) = tx.rollback().await {
-                tracing::warn!(operation, error = %rollback, "rollback failed");
-            }
-            Err(e)
-        }
-    }
-}
-
 /// The store's writer queue was not served within the busy timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("no write slot within {0:?}: other writers through this store hold it")]
@@ -482,11 +462,9 @@ fn classify(operation: &str, e: sqlx::Error) -> StoreError {
     }
 }
 
-/// A column that does not decode as its type.
-fn undecodable(key: impl Into<String>, e: sqlx::Error) -> StoreError {
-    StoreError::Corrupt {
-        key: key.into(),
-        source: Box::new(e),
+impl SqlBackend for Sqlite {
+    fn classify(operation: &str, e: sqlx::Error) -> StoreError {
+        classify(operation, e)
     }
 }
 
@@ -612,153 +590,6 @@ async fn lease_row(
     }))
 }
 
-fn lease_timestamp(name: &str, ms: i64) -> Result<phoenix_core::time::Timestamp, StoreError> {
-    timestamp("expires_at", ms).map_err(|m| corrupt(format!("leases:{name}"), m))
-}
-
-async fn current_version(
-    conn: &mut SqliteConnection,
-    key: &str,
-) -> Result<Option<u64>, StoreError> {
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM phoenix_records WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::ColumnDecode { .. } => undecodable(key, e),
-                e => classify(&format!("read version of {key:?}"), e),
-            })?;
-    version
-        .map(|v| positive("version", v).map_err(|m| corrupt(key.to_owned(), m)))
-        .transpose()
-}
-
-fn check_fence_row(fence: &Fence, row: Option<&LeaseRow>) -> Result<(), StoreError> {
-    // Expiry alone does not fence: until someone else is granted the lease
-    // its holder's writes are still the only ones, as in MemoryStore.
-    let held = row.is_some_and(|l| l.token == fence.token && l.holder.is_some());
-    if held {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced {
-            lease: fence.lease.clone(),
-            token: fence.token,
-            current: row.map_or(0, |l| l.token),
-        })
-    }
-}
-
-/// Applies one write whose expectation is checked by the statement itself
-/// (a conditional UPDATE, DELETE or INSERT), so the same statements stay
-/// correct under PostgreSQL's concurrent transactions. Returns the new
-/// version, 0 for a delete.
-async fn apply_write(
-    conn: &mut SqliteConnection,
-    write: &Write,
-    value: Option<&str>,
-) -> Result<u64, StoreError> {
-    let key = write.key.as_str();
-    let op = || format!("write {key:?}");
-    let returned: Option<i64> = match (write.expect, value) {
-        (Expect::Absent, Some(value)) => {
-            returning(
-                sqlx::query_scalar(
-                    "INSERT INTO phoenix_records (key, version, value) VALUES ($1, 1, $2) \
-                     ON CONFLICT (key) DO NOTHING RETURNING version",
-                )
-                .bind(key)
-                .bind(value),
-                conn,
-                key,
-            )
-            .await?
-        }
-        (Expect::Version(expected), Some(value)) => match to_db(expected) {
-            Some(expected) => {
-                returning(
-                    sqlx::query_scalar(
-                        "UPDATE phoenix_records SET version = version + 1, value = $3 \
-                         WHERE key = $1 AND version = $2 RETURNING version",
-                    )
-                    .bind(key)
-                    .bind(expected)
-                    .bind(value),
-                    conn,
-                    key,
-                )
-                .await?
-            }
-            None => None,
-        },
-        (Expect::Any, Some(value)) => {
-            returning(
-                sqlx::query_scalar(
-                    "INSERT INTO phoenix_records (key, version, value) VALUES ($1, 1, $2) \
-                     ON CONFLICT (key) DO UPDATE \
-                     SET version = phoenix_records.version + 1, value = excluded.value \
-                     RETURNING version",
-                )
-                .bind(key)
-                .bind(value),
-                conn,
-                key,
-            )
-            .await?
-        }
-        (Expect::Absent, None) => match current_version(conn, key).await? {
-            None => Some(0),
-            Some(_) => None,
-        },
-        (Expect::Version(expected), None) => match to_db(expected) {
-            Some(expected) => {
-                let done =
-                    sqlx::query("DELETE FROM phoenix_records WHERE key = $1 AND version = $2")
-                        .bind(key)
-                        .bind(expected)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| classify(&op(), e))?;
-                (done.rows_affected() == 1).then_some(0)
-            }
-            None => None,
-        },
-        (Expect::Any, None) => {
-            sqlx::query("DELETE FROM phoenix_records WHERE key = $1")
-                .bind(key)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| classify(&op(), e))?;
-            Some(0)
-        }
-    };
-    match returned {
-        Some(0) => Ok(0),
-        Some(version) => positive("version", version).map_err(|m| corrupt(key.to_owned(), m)),
-        None => Err(StoreError::Conflict {
-            key: key.to_owned(),
-            expected: write.expect,
-            found: current_version(conn, key).await?,
-        }),
-    }
-}
-
-/// Runs a `... RETURNING version` statement to completion; `None` when it
-/// touched no row.
-async fn returning<'q>(
-    query: sqlx::query::QueryScalar<'q, Sqlite, i64, sqlx::sqlite::SqliteArguments<'q>>,
-    conn: &mut SqliteConnection,
-    key: &str,
-) -> Result<Option<i64>, StoreError> {
-    // `fetch_all`, not `fetch_optional`: the statement must run to the end
-    // before the transaction commits.
-    let rows = query.fetch_all(&mut *conn).await.map_err(|e| match e {
-        sqlx::Error::ColumnDecode { .. } => undecodable(key, e),
-        e => classify(&format!("write {key:?}"), e),
-    })?;
-    Ok(rows.into_iter().next())
-}
-
 /// Appends events with per-stream sequence numbers. Each stream's head is
 /// bumped once by the number of its events, then the events take the
 /// numbers in commit order.
@@ -835,11 +666,11 @@ async fn apply_commit(
 ) -> Result<Vec<u64>, StoreError> {
     if let Some(fence) = fence {
         let row = lease_row(conn, &fence.lease).await?;
-        check_fence_row(fence, row.as_ref())?;
+        check_fence(fence, row.as_ref().map(|l| (l.token, l.holder.is_some())))?;
     }
     let mut versions = Vec::with_capacity(writes.len());
     for (write, value) in writes {
-        versions.push(apply_write(conn, write, *value).await?);
+        versions.push(apply_write::<Sqlite>(conn, write, *value).await?);
     }
     append_events(conn, events, now_ms).await?;
     Ok(versions)

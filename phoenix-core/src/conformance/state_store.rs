@@ -32,6 +32,18 @@ impl StoreFixture {
     }
 }
 
+fn delete(key: &str, expect: Expect) -> Commit {
+    Commit {
+        fence: None,
+        writes: vec![Write {
+            key: key.into(),
+            expect,
+            value: None,
+        }],
+        events: vec![],
+    }
+}
+
 fn put(key: &str, expect: Expect, value: &str) -> Commit {
     Commit {
         fence: None,
@@ -49,6 +61,7 @@ fn put(key: &str, expect: Expect, value: &str) -> Commit {
 pub async fn run(store: &dyn StateStore, fixture: StoreFixture) {
     let p = super::unique("conformance");
     records(store, &p).await;
+    deletes(store, &p).await;
     atomic_commits(store, &p).await;
     literal_prefixes(store, &p).await;
     events(store, &p).await;
@@ -152,6 +165,58 @@ async fn records(store: &dyn StateStore, p: &str) {
         .await
         .unwrap();
     assert_eq!(v, vec![1], "a re-created key starts at version 1 again");
+}
+
+/// Deletes honour their expectation like every other write.
+async fn deletes(store: &dyn StateStore, p: &str) {
+    let k = format!("{p}/deletes/k");
+    let absent = format!("{p}/deletes/never-written");
+    assert_eq!(
+        store.commit(delete(&absent, Expect::Any)).await.unwrap(),
+        vec![0],
+        "deleting an absent key without expectation succeeds"
+    );
+    assert_eq!(
+        store.commit(delete(&absent, Expect::Absent)).await.unwrap(),
+        vec![0],
+        "an absent key is absent"
+    );
+    let missing = store.commit(delete(&absent, Expect::Version(1))).await;
+    assert!(
+        matches!(missing, Err(StoreError::Conflict { found: None, .. })),
+        "a versioned delete of an absent key conflicts: {missing:?}"
+    );
+    store.commit(put(&k, Expect::Absent, "one")).await.unwrap();
+    store
+        .commit(put(&k, Expect::Version(1), "two"))
+        .await
+        .unwrap();
+    for expect in [
+        Expect::Version(1),
+        Expect::Version(u64::MAX),
+        Expect::Absent,
+    ] {
+        let refused = store.commit(delete(&k, expect)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict { found: Some(2), .. })),
+            "a delete expecting {expect:?} conflicts with version 2: {refused:?}"
+        );
+    }
+    assert_eq!(
+        store.get(&k).await.unwrap().map(|r| r.value),
+        Some(b"two".to_vec()),
+        "a refused delete leaves the record"
+    );
+    let stale_put = store.commit(put(&k, Expect::Version(u64::MAX), "x")).await;
+    assert!(
+        matches!(stale_put, Err(StoreError::Conflict { found: Some(2), .. })),
+        "a version no store can hold conflicts: {stale_put:?}"
+    );
+    assert_eq!(
+        store.commit(delete(&k, Expect::Any)).await.unwrap(),
+        vec![0]
+    );
+    assert!(store.get(&k).await.unwrap().is_none(), "deleted");
 }
 
 async fn atomic_commits(store: &dyn StateStore, p: &str) {
