@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use phoenix_core::ports::StoreError;
+use phoenix_core::ports::{Commit, Fence, StoreError, Write};
 use phoenix_core::time::Timestamp;
 
 /// A value the store refuses to write.
@@ -75,6 +75,57 @@ pub(crate) fn invalid(operation: &str, source: InvalidInput) -> StoreError {
     StoreError::Invalid {
         operation: operation.to_owned(),
         source: Box::new(source),
+    }
+}
+
+/// A commit checked to be storable, its bytes viewed as the text the SQL
+/// back ends keep.
+pub(crate) struct TextCommit<'a> {
+    /// The lease the writes are fenced by.
+    pub fence: Option<&'a Fence>,
+    /// Each write with its value as text (`None` deletes).
+    pub writes: Vec<(&'a Write, Option<&'a str>)>,
+    /// Each event as (stream, payload).
+    pub events: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> TextCommit<'a> {
+    /// Refuses, before any lock is taken, what cannot be stored: keys,
+    /// stream names and JSON text with NUL, bytes that are not UTF-8.
+    pub(crate) fn check(commit: &'a Commit) -> Result<Self, StoreError> {
+        const OP: &str = "commit";
+        let writes = commit
+            .writes
+            .iter()
+            .map(|w| {
+                no_nul(|| format!("key {:?}", w.key), &w.key)?;
+                let value = w
+                    .value
+                    .as_deref()
+                    .map(|v| text(|| format!("value of key {:?}", w.key), v))
+                    .transpose()?;
+                Ok((w, value))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(OP, e))?;
+        let events = commit
+            .events
+            .iter()
+            .map(|e| {
+                let stream = no_nul(|| format!("stream name {:?}", e.stream), &e.stream)?;
+                let payload = text(
+                    || format!("event payload for stream {:?}", e.stream),
+                    &e.payload,
+                )?;
+                Ok((stream, payload))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(OP, e))?;
+        Ok(Self {
+            fence: commit.fence.as_ref(),
+            writes,
+            events,
+        })
     }
 }
 

@@ -73,15 +73,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use phoenix_core::ports::{
-    Commit, Fence, Lease, StateStore, StoreError, StoredEvent, Versioned, Write,
-};
+use phoenix_core::ports::{Commit, Lease, StateStore, StoreError, StoredEvent, Versioned};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use crate::common::{
-    corrupt, invalid, no_nul, positive, prefix_successor, text, to_db, utf8, Malformed,
+    corrupt, invalid, no_nul, positive, prefix_successor, to_db, utf8, Malformed, TextCommit,
 };
 use crate::migrations::{pending, BOOTSTRAP};
 use crate::sql_writes::{
@@ -758,21 +756,19 @@ async fn append_events(conn: &mut PgConnection, events: &[(&str, &str)]) -> Resu
 
 async fn apply_commit(
     conn: &mut PgConnection,
-    fence: Option<&Fence>,
-    writes: &[(&Write, Option<&str>)],
-    events: &[(&str, &str)],
+    commit: &TextCommit<'_>,
 ) -> Result<Vec<u64>, StoreError> {
-    if let Some(fence) = fence {
+    if let Some(fence) = commit.fence {
         // FOR UPDATE: a concurrent grant of this lease waits for us, or we
         // for it (then see its new token).
         let row = lease_row(conn, &fence.lease, true).await?;
         check_fence(fence, row.as_ref().map(|l| (l.token, l.holder.is_some())))?;
     }
-    let mut versions = Vec::with_capacity(writes.len());
-    for (write, value) in writes {
+    let mut versions = Vec::with_capacity(commit.writes.len());
+    for (write, value) in &commit.writes {
         versions.push(apply_write::<Postgres>(conn, write, *value).await?);
     }
-    append_events(conn, events).await?;
+    append_events(conn, &commit.events).await?;
     Ok(versions)
 }
 
@@ -900,35 +896,9 @@ impl StateStore for PostgresStore {
 
     async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
         const OP: &str = "commit";
-        let writes = commit
-            .writes
-            .iter()
-            .map(|w| {
-                no_nul(|| format!("key {:?}", w.key), &w.key)?;
-                let value = w
-                    .value
-                    .as_deref()
-                    .map(|v| text(|| format!("value of key {:?}", w.key), v))
-                    .transpose()?;
-                Ok((w, value))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(OP, e))?;
-        let events = commit
-            .events
-            .iter()
-            .map(|e| {
-                let stream = no_nul(|| format!("stream name {:?}", e.stream), &e.stream)?;
-                let payload = text(
-                    || format!("event payload for stream {:?}", e.stream),
-                    &e.payload,
-                )?;
-                Ok((stream, payload))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(OP, e))?;
+        let commit = TextCommit::check(&commit)?;
         let mut tx = self.begin(OP).await?;
-        let result = apply_commit(&mut tx, commit.fence.as_ref(), &writes, &events).await;
+        let result = apply_commit(&mut tx, &commit).await;
         finish(OP, tx, result).await
     }
 

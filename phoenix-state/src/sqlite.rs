@@ -28,9 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use phoenix_core::ports::{
-    Commit, Fence, Lease, StateStore, StoreError, StoredEvent, Versioned, Write,
-};
+use phoenix_core::ports::{Commit, Lease, StateStore, StoreError, StoredEvent, Versioned};
 use phoenix_core::time::{SharedClock, SystemClock};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -40,8 +38,8 @@ use sqlx::{Connection, Row, Sqlite, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::common::{
-    corrupt, expiry_millis, invalid, no_nul, positive, prefix_successor, text, to_db, utf8,
-    Malformed,
+    corrupt, expiry_millis, invalid, no_nul, positive, prefix_successor, to_db, utf8, Malformed,
+    TextCommit,
 };
 use crate::migrations::{pending, BOOTSTRAP};
 use crate::sql_writes::{
@@ -659,20 +657,18 @@ async fn append_events(
 
 async fn apply_commit(
     conn: &mut SqliteConnection,
-    fence: Option<&Fence>,
-    writes: &[(&Write, Option<&str>)],
-    events: &[(&str, &str)],
+    commit: &TextCommit<'_>,
     now_ms: i64,
 ) -> Result<Vec<u64>, StoreError> {
-    if let Some(fence) = fence {
+    if let Some(fence) = commit.fence {
         let row = lease_row(conn, &fence.lease).await?;
         check_fence(fence, row.as_ref().map(|l| (l.token, l.holder.is_some())))?;
     }
-    let mut versions = Vec::with_capacity(writes.len());
-    for (write, value) in writes {
+    let mut versions = Vec::with_capacity(commit.writes.len());
+    for (write, value) in &commit.writes {
         versions.push(apply_write::<Sqlite>(conn, write, *value).await?);
     }
-    append_events(conn, events, now_ms).await?;
+    append_events(conn, &commit.events, now_ms).await?;
     Ok(versions)
 }
 
@@ -728,38 +724,11 @@ impl StateStore for SqliteStore {
 
     async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
         const OP: &str = "commit";
-        // Refuse what cannot be stored before taking the write lock.
-        let writes = commit
-            .writes
-            .iter()
-            .map(|w| {
-                no_nul(|| format!("key {:?}", w.key), &w.key)?;
-                let value = w
-                    .value
-                    .as_deref()
-                    .map(|v| text(|| format!("value of key {:?}", w.key), v))
-                    .transpose()?;
-                Ok((w, value))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(OP, e))?;
-        let events = commit
-            .events
-            .iter()
-            .map(|e| {
-                let stream = no_nul(|| format!("stream name {:?}", e.stream), &e.stream)?;
-                let payload = text(
-                    || format!("event payload for stream {:?}", e.stream),
-                    &e.payload,
-                )?;
-                Ok((stream, payload))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(OP, e))?;
+        let commit = TextCommit::check(&commit)?;
 
         let (_slot, mut tx) = self.write_tx(OP).await?;
         let now_ms = self.now_millis();
-        let result = apply_commit(&mut tx, commit.fence.as_ref(), &writes, &events, now_ms).await;
+        let result = apply_commit(&mut tx, &commit, now_ms).await;
         finish(OP, tx, result).await
     }
 
