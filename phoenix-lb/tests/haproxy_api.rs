@@ -8,8 +8,8 @@ mod haproxy_common;
 
 use std::time::Duration;
 
-use common::{Backend, Spec};
-use haproxy_common::{find, haproxy, wait_healthy};
+use common::{find, wait_healthy, Backend, Spec};
+use haproxy_common::haproxy;
 use phoenix_core::id::ServerId;
 use phoenix_core::ports::{ErrorKind, LoadBalancer, MemberState, Target};
 use phoenix_lb::haproxy::{

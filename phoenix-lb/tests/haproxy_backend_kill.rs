@@ -18,8 +18,8 @@ mod haproxy_common;
 
 use std::time::Duration;
 
-use common::{Backend, Spec};
-use haproxy_common::{eventually, find, haproxy, wait_healthy};
+use common::{eventually, find, wait_healthy, Backend, Spec};
+use haproxy_common::haproxy;
 use phoenix_core::ports::{LoadBalancer, MemberHealth};
 use phoenix_lb::haproxy::{member_name, Mode, ServerCheck};
 use phoenix_lb::loadgen::{LoadGen, LoadGenConfig};

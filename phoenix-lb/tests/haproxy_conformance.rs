@@ -8,8 +8,8 @@ mod haproxy_common;
 
 use std::time::Duration;
 
-use common::{get, Backend, Spec};
-use haproxy_common::{haproxy, wait_healthy};
+use common::{get, wait_healthy, Backend, Spec};
+use haproxy_common::haproxy;
 use phoenix_core::conformance::load_balancer::{run, LbFixture};
 use phoenix_core::ports::LoadBalancer;
 use phoenix_lb::haproxy::{ConnectionMode, HaproxyBalancer, LocalHaproxy, Mode, ServerCheck};

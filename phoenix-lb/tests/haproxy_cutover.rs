@@ -8,12 +8,11 @@ mod haproxy_common;
 
 use std::time::Duration;
 
-use common::{Backend, Spec};
-use haproxy_common::{haproxy, median_max, wait_healthy};
-use phoenix_core::id::ServerId;
-use phoenix_core::ports::{LoadBalancer, PortError, Target};
+use common::{assert_lossless, cutover_load, median_max, pool, timed, wait_healthy};
+use haproxy_common::haproxy;
+use phoenix_core::ports::LoadBalancer;
 use phoenix_lb::haproxy::{HaproxyBalancer, Mode, ServerCheck};
-use phoenix_lb::loadgen::{LoadGen, LoadGenConfig, LoadReport};
+use phoenix_lb::loadgen::{LoadGen, LoadReport};
 use tokio::time::Instant;
 
 /// Longer than any client connection lives (300 ms), so no drain ends by
@@ -21,33 +20,6 @@ use tokio::time::Instant;
 const DRAIN: Duration = Duration::from_secs(3);
 /// Time each pool serves alone before the next cutover.
 const DWELL: Duration = Duration::from_millis(15);
-
-struct Pool {
-    targets: Vec<Target>,
-    ids: Vec<ServerId>,
-    _backends: Vec<Backend>,
-}
-
-async fn pool(release: &str) -> Pool {
-    let mut backends = Vec::new();
-    for i in 0..2 {
-        backends.push(Backend::start(&format!("{release}-{i}"), Spec::release(release)).await);
-    }
-    Pool {
-        targets: backends.iter().map(Backend::target).collect(),
-        ids: backends.iter().map(|b| b.id.clone()).collect(),
-        _backends: backends,
-    }
-}
-
-async fn timed<F: std::future::Future<Output = Result<(), PortError>>>(
-    times: &mut Vec<Duration>,
-    call: F,
-) {
-    let start = Instant::now();
-    call.await.unwrap();
-    times.push(start.elapsed());
-}
 
 /// `switches` blue→green switches, each followed by a rollback to blue,
 /// under steady mixed load: attach the other pool, wait until HAProxy's
@@ -65,17 +37,7 @@ async fn switch_under_load(mode: Mode, switches: usize) -> LoadReport {
     lb.attach(&blue.targets).await.unwrap();
     wait_healthy(&lb, &blue.ids, settle).await;
 
-    let load = LoadGen::start(LoadGenConfig {
-        rate: 200,
-        duration: Duration::from_secs(120),
-        concurrency: 8,
-        fresh_ratio: 0.3,
-        keepalive_max_requests: 5,
-        keepalive_max_age: Duration::from_millis(300),
-        request_timeout: Duration::from_secs(2),
-        ..LoadGenConfig::new(h.frontend_addr())
-    })
-    .unwrap();
+    let load = LoadGen::start(cutover_load(h.frontend_addr(), Duration::from_secs(120))).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let (mut attach, mut detach) = (Vec::new(), Vec::new());
@@ -104,29 +66,6 @@ async fn switch_under_load(mode: Mode, switches: usize) -> LoadReport {
     lb.detach(&blue.ids, DRAIN).await.unwrap();
     h.stop().await.unwrap();
     report
-}
-
-fn assert_lossless(report: &LoadReport, min_sent: u64) {
-    assert!(
-        report.sent >= min_sent,
-        "too little load to mean anything: {report}"
-    );
-    assert_eq!(
-        report.failed, 0,
-        "failed requests: {:?}",
-        report.failure_samples
-    );
-    assert_eq!(report.ok, report.sent);
-    assert_eq!(
-        report.retried(),
-        0,
-        "no connection should close under a request during a cutover"
-    );
-    assert!(
-        report.served_by("blue") > 0 && report.served_by("green") > 0,
-        "{report}"
-    );
-    assert_eq!(report.unlabelled, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

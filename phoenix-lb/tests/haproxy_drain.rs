@@ -9,8 +9,8 @@ mod haproxy_common;
 
 use std::time::Duration;
 
-use common::{get, Backend, Spec};
-use haproxy_common::{find, haproxy, wait_healthy};
+use common::{find, get, wait_healthy, Backend, Spec};
+use haproxy_common::haproxy;
 use phoenix_core::ports::LoadBalancer;
 use phoenix_lb::haproxy::{Mode, ServerCheck};
 use tokio::io::AsyncReadExt;

@@ -10,17 +10,13 @@
 mod pg_common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use pg_common::Schema;
-use phoenix_core::conformance::state_store::{run, run_concurrent, StoreFixture};
+use phoenix_core::conformance::state_store::{run, run_concurrent, RoundRobin, StoreFixture};
 use phoenix_core::memory_store::MemoryStore;
-use phoenix_core::ports::{
-    Commit, EventAppend, Expect, Lease, StateStore, StoreError, StoredEvent, Versioned, Write,
-};
+use phoenix_core::ports::{Commit, EventAppend, Expect, StateStore, StoreError, Write};
 use phoenix_state::{OpenError, PostgresStore, PostgresStoreBuilder};
 use secrecy::SecretString;
 use sqlx::Connection;
@@ -44,57 +40,6 @@ fn event(stream: &str, payload: String) -> EventAppend {
     }
 }
 
-/// Spreads calls over several stores (several pools, as several
-/// orchestrators would have).
-struct RoundRobin {
-    stores: Vec<PostgresStore>,
-    next: AtomicUsize,
-}
-
-impl RoundRobin {
-    fn pick(&self) -> &PostgresStore {
-        &self.stores[self.next.fetch_add(1, Ordering::Relaxed) % self.stores.len()]
-    }
-}
-
-#[async_trait]
-impl StateStore for RoundRobin {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        self.pick().get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
-        self.pick().list(prefix).await
-    }
-    async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
-        self.pick().commit(commit).await
-    }
-    async fn events(
-        &self,
-        stream: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.pick().events(stream, after, limit).await
-    }
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Lease, StoreError> {
-        self.pick().acquire_lease(name, holder, ttl).await
-    }
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
-        self.pick().renew_lease(lease, ttl).await
-    }
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.pick().release_lease(lease).await
-    }
-    async fn current_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
-        self.pick().current_lease(name).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs postgresql: run the full test script"]
 async fn postgres_store_conforms() {
@@ -109,14 +54,12 @@ async fn postgres_store_conforms() {
 #[ignore = "needs postgresql: run the full test script"]
 async fn three_pools_on_one_schema_conform_together() {
     let schema = Schema::new("pools");
-    let all = RoundRobin {
-        stores: vec![
-            schema.open().await,
-            schema.open().await,
-            schema.open().await,
-        ],
-        next: AtomicUsize::new(0),
-    };
+    let all = RoundRobin::new(vec![
+        schema.open().await,
+        schema.open().await,
+        schema.open().await,
+    ])
+    .unwrap();
     run(&all, StoreFixture::real_clock()).await;
     let all = Arc::new(all);
     run_concurrent(all.clone()).await;

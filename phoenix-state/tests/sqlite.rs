@@ -4,15 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use phoenix_core::conformance::state_store::{run, run_concurrent, StoreFixture};
-use phoenix_core::ports::{
-    Commit, EventAppend, Expect, Lease, StateStore, StoreError, StoredEvent, Versioned, Write,
-};
+use phoenix_core::conformance::state_store::{run, run_concurrent, RoundRobin, StoreFixture};
+use phoenix_core::ports::{Commit, EventAppend, Expect, Lease, StateStore, StoreError, Write};
 use phoenix_state::{InvalidInput, OpenError, SqliteLocation, SqliteStore};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Executor};
@@ -41,57 +37,6 @@ async fn raw(path: &Path) -> SqliteConnection {
         .unwrap()
 }
 
-/// Spreads calls over several stores, so every other call of the suite
-/// goes through another pool on the same file.
-struct RoundRobin {
-    stores: Vec<SqliteStore>,
-    next: AtomicUsize,
-}
-
-impl RoundRobin {
-    fn pick(&self) -> &SqliteStore {
-        &self.stores[self.next.fetch_add(1, Ordering::Relaxed) % self.stores.len()]
-    }
-}
-
-#[async_trait]
-impl StateStore for RoundRobin {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        self.pick().get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
-        self.pick().list(prefix).await
-    }
-    async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
-        self.pick().commit(commit).await
-    }
-    async fn events(
-        &self,
-        stream: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.pick().events(stream, after, limit).await
-    }
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Lease, StoreError> {
-        self.pick().acquire_lease(name, holder, ttl).await
-    }
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
-        self.pick().renew_lease(lease, ttl).await
-    }
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.pick().release_lease(lease).await
-    }
-    async fn current_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
-        self.pick().current_lease(name).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,13 +57,11 @@ async fn in_memory_store_conforms() {
 async fn two_pools_on_one_file_conform_together() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let both = RoundRobin {
-        stores: vec![
-            SqliteStore::open(&path).await.unwrap(),
-            SqliteStore::open(&path).await.unwrap(),
-        ],
-        next: AtomicUsize::new(0),
-    };
+    let both = RoundRobin::new(vec![
+        SqliteStore::open(&path).await.unwrap(),
+        SqliteStore::open(&path).await.unwrap(),
+    ])
+    .unwrap();
     run(&both, StoreFixture::real_clock()).await;
     run_concurrent(Arc::new(both)).await;
 }

@@ -1,9 +1,14 @@
 //! The `StateStore` contract.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ports::{Commit, EventAppend, Expect, StateStore, StoreError, Write};
+use async_trait::async_trait;
+
+use crate::ports::{
+    Commit, EventAppend, Expect, Lease, StateStore, StoreError, StoredEvent, Versioned, Write,
+};
 
 /// How the suite treats time.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +34,68 @@ impl StoreFixture {
             short_ttl: Duration::from_secs(30),
             margin: Duration::from_secs(1),
         }
+    }
+}
+
+/// Spreads calls over several handles on one database, turn by turn, the
+/// way several orchestrators (or several pools in one) share it: run the
+/// suite through it to check that they see each other's writes, leases
+/// and events.
+#[derive(Debug)]
+pub struct RoundRobin<S> {
+    stores: Vec<S>,
+    next: AtomicUsize,
+}
+
+impl<S: StateStore> RoundRobin<S> {
+    /// Over these handles; `None` when there are none.
+    pub fn new(stores: Vec<S>) -> Option<Self> {
+        (!stores.is_empty()).then(|| Self {
+            stores,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn pick(&self) -> &S {
+        &self.stores[self.next.fetch_add(1, Ordering::Relaxed) % self.stores.len()]
+    }
+}
+
+#[async_trait]
+impl<S: StateStore> StateStore for RoundRobin<S> {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.pick().get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+        self.pick().list(prefix).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
+        self.pick().commit(commit).await
+    }
+    async fn events(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.pick().events(stream, after, limit).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        self.pick().acquire_lease(name, holder, ttl).await
+    }
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        self.pick().renew_lease(lease, ttl).await
+    }
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.pick().release_lease(lease).await
+    }
+    async fn current_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        self.pick().current_lease(name).await
     }
 }
 

@@ -17,11 +17,13 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use phoenix_core::id::ServerId;
-use phoenix_core::ports::{LoadBalancer, Member, MemberHealth, Target};
+use phoenix_core::ports::{LoadBalancer, Member, MemberHealth, PortError, Target};
 use phoenix_lb::embedded::{EmbeddedBalancer, EmbeddedBalancerBuilder, HealthCheck};
+use phoenix_lb::loadgen::{LoadGenConfig, LoadReport};
 use phoenix_lb::RELEASE_HEADER;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How a backend answers.
@@ -270,7 +272,7 @@ pub(crate) fn find<'a>(members: &'a [Member], id: &ServerId) -> Option<&'a Membe
 }
 
 /// Waits until every one of `ids` is an active, healthy member.
-pub(crate) async fn wait_healthy(lb: &EmbeddedBalancer, ids: &[ServerId], limit: Duration) {
+pub(crate) async fn wait_healthy(lb: &dyn LoadBalancer, ids: &[ServerId], limit: Duration) {
     eventually("members healthy", limit, || async {
         let members = lb.members().await.ok()?;
         ids.iter()
@@ -282,7 +284,7 @@ pub(crate) async fn wait_healthy(lb: &EmbeddedBalancer, ids: &[ServerId], limit:
 
 /// Waits until `id` has the given health.
 pub(crate) async fn wait_health(
-    lb: &EmbeddedBalancer,
+    lb: &dyn LoadBalancer,
     id: &ServerId,
     health: MemberHealth,
     limit: Duration,
@@ -295,10 +297,90 @@ pub(crate) async fn wait_health(
 }
 
 /// Waits until `id` is no longer a member.
-pub(crate) async fn wait_gone(lb: &EmbeddedBalancer, id: &ServerId, limit: Duration) {
+pub(crate) async fn wait_gone(lb: &dyn LoadBalancer, id: &ServerId, limit: Duration) {
     eventually("member removed", limit, || async {
         let members = lb.members().await.ok()?;
         find(&members, id).is_none().then_some(())
     })
     .await;
+}
+
+/// Two backends answering as `release`, as a pool the cutover tests switch
+/// to and from.
+pub(crate) struct Pool {
+    pub targets: Vec<Target>,
+    pub ids: Vec<ServerId>,
+    _backends: Vec<Backend>,
+}
+
+pub(crate) async fn pool(release: &str) -> Pool {
+    let mut backends = Vec::new();
+    for i in 0..2 {
+        backends.push(Backend::start(&format!("{release}-{i}"), Spec::release(release)).await);
+    }
+    Pool {
+        targets: backends.iter().map(Backend::target).collect(),
+        ids: backends.iter().map(|b| b.id.clone()).collect(),
+        _backends: backends,
+    }
+}
+
+/// The cutover tests' steady mixed load against `addr`: 200 requests/s,
+/// 30% on fresh connections, kept-alive connections living 300 ms at most
+/// (so a 3 s drain never has to close one by force).
+pub(crate) fn cutover_load(addr: SocketAddr, duration: Duration) -> LoadGenConfig {
+    LoadGenConfig {
+        rate: 200,
+        duration,
+        concurrency: 8,
+        fresh_ratio: 0.3,
+        keepalive_max_requests: 5,
+        keepalive_max_age: Duration::from_millis(300),
+        request_timeout: Duration::from_secs(2),
+        ..LoadGenConfig::new(addr)
+    }
+}
+
+/// Records the control time of one balancer call.
+pub(crate) async fn timed<F: Future<Output = Result<(), PortError>>>(
+    times: &mut Vec<Duration>,
+    call: F,
+) {
+    let start = Instant::now();
+    call.await.unwrap();
+    times.push(start.elapsed());
+}
+
+/// Median and maximum.
+pub(crate) fn median_max(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort();
+    (
+        times.get(times.len() / 2).copied().unwrap_or_default(),
+        times.last().copied().unwrap_or_default(),
+    )
+}
+
+/// Every request of a blue-green run answered, none retried, both
+/// releases seen.
+pub(crate) fn assert_lossless(report: &LoadReport, min_sent: u64) {
+    assert!(
+        report.sent >= min_sent,
+        "too little load to mean anything: {report}"
+    );
+    assert_eq!(
+        report.failed, 0,
+        "failed requests: {:?}",
+        report.failure_samples
+    );
+    assert_eq!(report.ok, report.sent);
+    assert_eq!(
+        report.retried(),
+        0,
+        "no connection should close under a request during a cutover"
+    );
+    assert!(
+        report.served_by("blue") > 0 && report.served_by("green") > 0,
+        "{report}"
+    );
+    assert_eq!(report.unlabelled, 0);
 }
