@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{r, world, world_with};
-use phoenix_core::events::{EventKind, Invariant, Outcome};
+use phoenix_core::events::{Invariant, Outcome};
 use phoenix_core::executor::{ExecError, Interruption, StepError};
 use phoenix_core::labels::Labels;
 use phoenix_core::plan::{PlanError, Step};
@@ -199,25 +199,10 @@ async fn invariant_4_halt_and_restore_full_capacity_before_removal() {
     })
     .await;
     w.deploy("v1").await;
-    let mut rx = w.phoenix.subscribe();
-    let cloud = w.cloud.clone();
-    let saboteur = tokio::spawn(async move {
-        let mut verified = 0;
-        while let Ok(e) = rx.recv().await {
-            if let EventKind::ServerVerified { pool, .. } = &e.kind {
-                if pool.as_str().contains("v2") {
-                    verified += 1;
-                    if verified == 4 {
-                        // From now on v2 fails its smoke test.
-                        cloud.set_faults(Faults {
-                            bad_releases: [r("v2")].into_iter().collect(),
-                            ..Faults::none()
-                        });
-                        return;
-                    }
-                }
-            }
-        }
+    // v2 fails its smoke test from its fifth server on (the third batch).
+    w.cloud.set_faults(Faults {
+        smoke_fails_after: [(r("v2"), 4)].into_iter().collect(),
+        ..Faults::none()
     });
     let plan = w
         .phoenix
@@ -225,7 +210,6 @@ async fn invariant_4_halt_and_restore_full_capacity_before_removal() {
         .await
         .unwrap();
     let err = w.phoenix.apply(plan).await.unwrap_err();
-    saboteur.await.unwrap();
     w.cloud.set_faults(Faults::none());
     let report = err.report().unwrap();
     assert_eq!(report.outcome, Outcome::RolledBack, "{err}");

@@ -542,24 +542,9 @@ async fn a_halted_rolling_replace_is_continued_or_reverted() {
     w.deploy("v1").await;
     // v2 fails its smoke test from its third server on: the replacement
     // halts with two pools live.
-    let mut rx = w.phoenix.subscribe();
-    let cloud = w.cloud.clone();
-    let saboteur = tokio::spawn(async move {
-        let mut verified = 0;
-        while let Ok(e) = rx.recv().await {
-            if let EventKind::ServerVerified { pool, .. } = &e.kind {
-                if pool.as_str().contains("v2") {
-                    verified += 1;
-                    if verified == 2 {
-                        cloud.set_faults(Faults {
-                            bad_releases: [r("v2")].into_iter().collect(),
-                            ..Faults::none()
-                        });
-                        return;
-                    }
-                }
-            }
-        }
+    w.cloud.set_faults(Faults {
+        smoke_fails_after: [(r("v2"), 2)].into_iter().collect(),
+        ..Faults::none()
     });
     let plan = w
         .phoenix
@@ -567,7 +552,6 @@ async fn a_halted_rolling_replace_is_continued_or_reverted() {
         .await
         .unwrap();
     let err = w.phoenix.apply(plan).await.unwrap_err();
-    saboteur.await.unwrap();
     assert_eq!(err.report().unwrap().outcome, Outcome::Failed);
     assert_eq!(
         w.serving().await,
