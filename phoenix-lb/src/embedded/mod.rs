@@ -99,13 +99,24 @@ impl Shared {
             .map_err(|e| {
                 PortError::new(operation, ErrorKind::Conflict(e.to_string())).with_source(e)
             })?;
+        // The data path must never find a member active in the snapshot
+        // it reads yet refusing connections: that member would be skipped
+        // and, with no other candidate, the client closed unserved. So a
+        // member opens before the snapshot that makes it active is stored,
+        // and closes only after the snapshot that drains it is; the
+        // snapshot before (or after) does not offer it either way.
+        let (opening, closing): (Vec<_>, Vec<_>) =
+            change.accepting.into_iter().partition(|(_, open)| *open);
+        for (entry, _) in opening {
+            entry.accepting.store(true, Ordering::SeqCst);
+        }
         self.set.store(Arc::new(change.set));
+        for (entry, _) in closing {
+            entry.accepting.store(false, Ordering::SeqCst);
+        }
         // Under the lock, where `remove_drained` looks at them.
         for stopped in change.stop_drains {
             stopped.cancel();
-        }
-        for (entry, accepting) in change.accepting {
-            entry.accepting.store(accepting, Ordering::SeqCst);
         }
         for entry in change.started {
             self.tracker

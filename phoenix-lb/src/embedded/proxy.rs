@@ -108,20 +108,13 @@ async fn serve(shared: &Shared, client: TcpStream) {
 async fn connect_upstream(shared: &Shared) -> Option<(TcpStream, ActiveGuard)> {
     let settings = &shared.settings;
     let attempts = settings.connect_attempts;
-    // Members tried (or found closed) for this connection.
+    // Members whose connect failed for this connection.
     let mut tried: Vec<Arc<MemberEntry>> = Vec::new();
     let mut made = 0;
     while made < attempts {
-        let entry = {
-            let set = shared.set.load();
-            let start = shared.rr.fetch_add(1, Ordering::Relaxed);
-            routing::pick(&set, &tried, start)?
-        };
+        let guard = reserve(shared, &tried)?;
+        let entry = guard.entry.clone();
         tried.push(entry.clone());
-        let Some(guard) = ActiveGuard::acquire(&entry) else {
-            // Drained between the snapshot and now: not an attempt.
-            continue;
-        };
         made += 1;
         let failure = match tokio::time::timeout(
             settings.connect_timeout,
@@ -149,6 +142,34 @@ async fn connect_upstream(shared: &Shared) -> Option<(TcpStream, ActiveGuard)> {
             error = %failure,
             "connecting to a member failed; trying the next one"
         );
+    }
+    None
+}
+
+/// How many times [`reserve`] reads the member set when the member it
+/// picked refuses. A refusal means a drain began after the read, and the
+/// control path stores the snapshot without the member before it closes
+/// the member, so the next read sees the change: two reads suffice unless
+/// the control path changes the set again meanwhile. The bound keeps a
+/// connection from spinning while an operator flaps a pool.
+const RESERVE_READS: usize = 16;
+
+/// The best eligible member not in `exclude`, with one of its connection
+/// slots taken; `None` when the set offers none.
+///
+/// A member that refuses (it began draining after the snapshot was read)
+/// is not excluded: a swap back may re-open it, and the fresh snapshot
+/// decides.
+pub(crate) fn reserve(shared: &Shared, exclude: &[Arc<MemberEntry>]) -> Option<ActiveGuard> {
+    for _ in 0..RESERVE_READS {
+        let entry = {
+            let set = shared.set.load();
+            let start = shared.rr.fetch_add(1, Ordering::Relaxed);
+            routing::pick(&set, exclude, start)?
+        };
+        if let Some(guard) = ActiveGuard::acquire(&entry) {
+            return Some(guard);
+        }
     }
     None
 }
@@ -237,5 +258,97 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicBool;
+
+    use phoenix_core::id::ServerId;
+    use phoenix_core::ports::{LoadBalancer, Target};
+
+    use super::*;
+    use crate::embedded::{EmbeddedBalancer, HealthCheck};
+
+    fn target(name: &str, endpoint: SocketAddr) -> Target {
+        Target {
+            server: name.parse().unwrap(),
+            endpoint,
+        }
+    }
+
+    /// Swapping back to a pool that is still draining (its members hold
+    /// open connections) re-opens the same members. A connection that
+    /// reads the member set meanwhile must always find one to take it:
+    /// this raced when the members were re-opened only after the new
+    /// snapshot was stored, and the client was closed unserved.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn swapping_back_to_a_draining_pool_never_leaves_a_connection_unserved() {
+        const SWAPS: usize = 5_000;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap();
+        let lb = EmbeddedBalancer::builder()
+            .health_check(HealthCheck::TcpConnect)
+            .check_interval(Duration::from_secs(3600))
+            .start()
+            .await
+            .unwrap();
+        // One member per pool: a refused pick has no fallback.
+        let blue = [target("blue-1", endpoint)];
+        let green = [target("green-1", endpoint)];
+        let blue_id: [ServerId; 1] = [blue[0].server.clone()];
+        let green_id: [ServerId; 1] = [green[0].server.clone()];
+        let drain = Duration::from_secs(3600);
+        lb.attach(&blue).await.unwrap();
+        lb.attach(&green).await.unwrap();
+        // An open connection on each keeps their drains from ending, so
+        // every swap re-opens a draining member rather than adding a new
+        // one.
+        let held: Vec<ActiveGuard> = lb
+            .shared
+            .set
+            .load()
+            .slots
+            .iter()
+            .map(|s| ActiveGuard::acquire(&s.entry).unwrap())
+            .collect();
+        lb.detach(&green_id, drain).await.unwrap();
+
+        let shared = lb.shared.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let picker = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut served, mut unserved) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    match reserve(&shared, &[]) {
+                        Some(guard) => {
+                            served += 1;
+                            drop(guard);
+                        }
+                        None => unserved += 1,
+                    }
+                }
+                (served, unserved)
+            })
+        };
+        for _ in 0..SWAPS {
+            lb.swap(&green, &blue_id, drain).await.unwrap();
+            lb.swap(&blue, &green_id, drain).await.unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (served, unserved) = picker.join().unwrap();
+        eprintln!(
+            "{} swaps: {served} reservations, {unserved} unserved",
+            2 * SWAPS
+        );
+        assert!(served > 0);
+        assert_eq!(unserved, 0, "a connection found no member to take it");
+        drop(held);
+        lb.shutdown().await;
     }
 }
