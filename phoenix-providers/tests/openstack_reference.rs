@@ -719,3 +719,46 @@ async fn the_nova_images_api_serves_where_glance_is_absent() {
         json!({"metadata": {"phoenix-image-state": "released"}})
     );
 }
+
+/// A cloud that ignores `marker` answers every request with the first
+/// page. Listing servers or images must fail on the second request with a
+/// clear error, not fetch the same page until the page limit (100,000
+/// copies in memory).
+#[tokio::test]
+async fn a_cloud_that_ignores_the_pagination_marker_is_an_error_not_a_loop() {
+    let api = MockApi::start().await.unwrap();
+    keystone(&api, in_an_hour);
+    let servers = format!("/compute/v2.1/{PROJECT}/servers/detail");
+    let mut page = servers_page(&["a1", "a2"], "ACTIVE");
+    page["servers_links"] = json!([{"rel": "next",
+        "href": format!("http://openstack.example.com/v2.1/{PROJECT}/servers/detail?marker=a2")}]);
+    api.on("GET", &servers, move |_| MockResponse::json(200, page.clone()));
+    let image = |id: &str| {
+        json!({"id": id, "name": "base", "status": "active", "visibility": "private",
+               "created_at": "2014-05-05T17:15:10Z"})
+    };
+    let images_page = json!({"images": [image("i1"), image("i2")],
+                             "next": "/v2/images?marker=i2"});
+    api.on("GET", "/image/v2/images", move |_| {
+        MockResponse::json(200, images_page.clone())
+    });
+
+    let session = v3_session(&api, Interface::Public);
+    let nova = NovaCompute::builder(session.clone()).page_size(2).build();
+    let err = nova.list_all().await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::BadResponse(_)), "{err}");
+    assert!(
+        err.to_string().contains("ignores the pagination marker"),
+        "{err}"
+    );
+    let asked = api.requests_to("GET", &servers);
+    assert_eq!(asked.len(), 2, "caught on the second page");
+    assert_eq!(asked[1].query_param("marker").as_deref(), Some("a2"));
+
+    let images = OpenStackImages::builder(session)
+        .api(ImageApi::Glance)
+        .build();
+    let err = images.list().await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::BadResponse(_)), "{err}");
+    assert_eq!(api.requests_to("GET", "/image/v2/images").len(), 2);
+}

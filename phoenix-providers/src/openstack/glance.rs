@@ -50,6 +50,7 @@ use tokio::sync::OnceCell;
 
 use super::auth::parse_expiry;
 use super::http::{ApiRequest, ApiResponse, Retry, Session};
+use super::pagination::{self, Page};
 
 /// The property holding an image's Phoenix lifecycle state.
 pub const STATE_PROPERTY: &str = "phoenix-image-state";
@@ -280,6 +281,31 @@ fn as_object<'a>(v: &'a Value, operation: &str) -> Result<&'a Map<String, Value>
     })
 }
 
+/// One page of an image list (`{"images": [...]}` in both APIs), each
+/// image read by `read`.
+fn image_page(
+    body: &Value,
+    more: bool,
+    read: fn(&Map<String, Value>, &str) -> Result<Image, PortError>,
+    operation: &str,
+) -> Result<Page<Image>, PortError> {
+    let raw = objects(body, "images", operation)?;
+    let items = raw
+        .iter()
+        .map(|item| read(as_object(item, operation)?, operation))
+        .collect::<Result<_, _>>()?;
+    let last_id = raw
+        .last()
+        .and_then(|i| i.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(Page {
+        items,
+        last_id,
+        more,
+    })
+}
+
 /// Escapes a property name for a JSON pointer.
 fn pointer(key: &str) -> String {
     format!("/{}", key.replace('~', "~0").replace('/', "~1"))
@@ -342,69 +368,39 @@ impl OpenStackImages {
 
     async fn list_glance(&self) -> Result<Vec<Image>, PortError> {
         let op = "glance: listing images";
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        for _ in 0..100_000 {
+        let listing = pagination::by_marker(op, |marker| async move {
             let mut req = Self::glance("/images", "/images".into())
                 .query("limit", self.page_size.to_string())
                 .operation(op);
-            if let Some(m) = &marker {
-                req = req.query("marker", m.clone());
+            if let Some(m) = marker {
+                req = req.query("marker", m);
             }
             let body: Value = self.session.send(req).await?.json()?;
-            let items = objects(&body, "images", op)?;
-            for item in items {
-                out.push(glance_image(as_object(item, op)?, op)?);
-            }
-            let next = body.get("next").and_then(Value::as_str).is_some();
-            marker = items
-                .last()
-                .and_then(|i| i.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if !next || marker.is_none() {
-                return Ok(out);
-            }
-        }
-        Err(PortError::new(
-            op,
-            ErrorKind::BadResponse("the image list never ends".into()),
-        ))
+            let more = body.get("next").and_then(Value::as_str).is_some();
+            image_page(&body, more, glance_image, op)
+        })
+        .await?;
+        Ok(listing.items)
     }
 
     async fn list_nova(&self) -> Result<Vec<Image>, PortError> {
         let op = "nova: listing images";
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        for _ in 0..100_000 {
+        let listing = pagination::by_marker(op, |marker| async move {
             let mut req = ApiRequest::get("compute", "/images/detail", "/images/detail".into())
                 .query("limit", self.page_size.to_string())
                 .operation(op);
-            if let Some(m) = &marker {
-                req = req.query("marker", m.clone());
+            if let Some(m) = marker {
+                req = req.query("marker", m);
             }
             let body: Value = self.session.send(req).await?.json()?;
-            let items = objects(&body, "images", op)?;
-            for item in items {
-                out.push(nova_image(as_object(item, op)?, op)?);
-            }
-            let next = body
+            let more = body
                 .get("images_links")
                 .and_then(Value::as_array)
                 .is_some_and(|l| l.iter().any(|x| x["rel"] == "next"));
-            marker = items
-                .last()
-                .and_then(|i| i.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if !next || marker.is_none() {
-                return Ok(out);
-            }
-        }
-        Err(PortError::new(
-            op,
-            ErrorKind::BadResponse("the image list never ends".into()),
-        ))
+            image_page(&body, more, nova_image, op)
+        })
+        .await?;
+        Ok(listing.items)
     }
 }
 

@@ -60,6 +60,7 @@ use serde_json::{json, Value};
 
 use super::auth::parse_expiry;
 use super::http::{ApiRequest, Retry, Session};
+use super::pagination::{self, Page};
 
 /// Nova's limit on a metadata key or value, in characters.
 pub const METADATA_LENGTH: usize = 255;
@@ -67,6 +68,7 @@ pub const METADATA_LENGTH: usize = 255;
 pub const DEFAULT_METADATA_ITEMS: usize = 128;
 
 const SERVICE: &str = "compute";
+const LIST_SERVERS: &str = "nova: listing servers";
 
 /// Calls made by [`NovaCompute::describe`]: it should cost the same for
 /// one server as for a thousand.
@@ -504,37 +506,34 @@ impl NovaCompute {
     /// Every server of the project, page by page; returns them and the
     /// number of requests made.
     pub async fn list_all(&self) -> Result<(Vec<Server>, u64), PortError> {
-        let mut servers = Vec::new();
-        let mut marker: Option<String> = None;
-        let mut requests = 0;
-        // A cloud that keeps answering "next" cannot loop forever.
-        for _ in 0..100_000 {
+        let listing = pagination::by_marker(LIST_SERVERS, |marker| async move {
             let mut req = ApiRequest::get(SERVICE, "/servers/detail", "/servers/detail".into())
                 .query("limit", self.page_size.to_string())
-                .operation("nova: listing servers");
+                .operation(LIST_SERVERS);
             if let Some(name) = &self.name_filter {
                 req = req.query("name", name.clone());
             }
-            if let Some(m) = &marker {
-                req = req.query("marker", m.clone());
+            if let Some(m) = marker {
+                req = req.query("marker", m);
             }
             let page: ServerPage = self.session.send(self.request(req)).await?.json()?;
-            requests += 1;
+            // A full page implies more: not every cloud (Mimic) sends links.
             let more = page.servers.len() >= self.page_size
                 || page.servers_links.iter().any(|l| l.rel == "next");
-            marker = page.servers.last().map(|s| s.id.clone());
-            let full = page.servers.len();
-            for s in page.servers {
-                servers.push(s.into_server()?);
-            }
-            if !more || full == 0 {
-                return Ok((servers, requests));
-            }
-        }
-        Err(PortError::new(
-            "nova: listing servers",
-            ErrorKind::BadResponse("the server list never ends".into()),
-        ))
+            let last_id = page.servers.last().map(|s| s.id.clone());
+            let items = page
+                .servers
+                .into_iter()
+                .map(NovaServer::into_server)
+                .collect::<Result<_, _>>()?;
+            Ok(Page {
+                items,
+                last_id,
+                more,
+            })
+        })
+        .await?;
+        Ok((listing.items, listing.requests))
     }
 
     async fn action(&self, id: &ServerId, verb: &str, want: ServerStatus) -> Result<(), PortError> {
