@@ -25,6 +25,11 @@ use serde_json::{json, Map, Value};
 
 const POOL: &str = "4029d267-3983-4224-a3d0-afb3fe16a2cd";
 const SUBNET: &str = "bbb35f84-35cc-4b2f-84c2-a6a29bba68aa";
+/// Octavia's `[api_settings] pagination_max_limit` (1000 by default), set
+/// low so that every test reads members across several pages: a
+/// balancer that read only the first page would drop the rest from its
+/// next batch update.
+const PAGINATION_MAX_LIMIT: usize = 2;
 
 #[derive(Default)]
 struct Octavia {
@@ -64,14 +69,39 @@ fn serve(api: &MockApi) -> Arc<Mutex<Octavia>> {
     api.on(
         "GET",
         &format!("/load-balancer/v2/lbaas/pools/{POOL}/members"),
-        move |_| {
+        move |r| {
             let o = s.lock().unwrap();
-            MockResponse::json(
-                200,
-                json!({"members": o.members.iter().map(|m| {
-            member_sample(m["id"].as_str().unwrap(), m)
-        }).collect::<Vec<_>>()}),
-            )
+            // Octavia pages by `marker` (a member id) and answers at most
+            // `pagination_max_limit` members, with a `next` link when
+            // more follow.
+            let from = match r.query_param("marker") {
+                None => 0,
+                Some(marker) => match o.members.iter().position(|m| m["id"] == *marker) {
+                    Some(i) => i + 1,
+                    None => {
+                        return MockResponse::json(404, json!({"faultcode": "Client",
+                            "faultstring": format!("Marker {marker} not found"), "debuginfo": null}));
+                    }
+                },
+            };
+            let limit = r
+                .query_param("limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(PAGINATION_MAX_LIMIT)
+                .min(PAGINATION_MAX_LIMIT);
+            let page: Vec<Value> = o.members[from..]
+                .iter()
+                .take(limit)
+                .map(|m| member_sample(m["id"].as_str().unwrap(), m))
+                .collect();
+            let mut links = Vec::new();
+            if from + page.len() < o.members.len() {
+                let last = page.last().map_or(Value::Null, |m| m["id"].clone());
+                links.push(json!({"rel": "next", "href": format!(
+                    "http://198.51.100.10:9876/v2/lbaas/pools/{POOL}/members?limit={limit}&marker={}",
+                    last.as_str().unwrap_or_default())}));
+            }
+            MockResponse::json(200, json!({"members": page, "members_links": links}))
         },
     );
     let s = state.clone();

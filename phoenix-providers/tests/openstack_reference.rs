@@ -732,7 +732,9 @@ async fn a_cloud_that_ignores_the_pagination_marker_is_an_error_not_a_loop() {
     let mut page = servers_page(&["a1", "a2"], "ACTIVE");
     page["servers_links"] = json!([{"rel": "next",
         "href": format!("http://openstack.example.com/v2.1/{PROJECT}/servers/detail?marker=a2")}]);
-    api.on("GET", &servers, move |_| MockResponse::json(200, page.clone()));
+    api.on("GET", &servers, move |_| {
+        MockResponse::json(200, page.clone())
+    });
     let image = |id: &str| {
         json!({"id": id, "name": "base", "status": "active", "visibility": "private",
                "created_at": "2014-05-05T17:15:10Z"})

@@ -2,6 +2,7 @@
 //! `load-balancer`, paths under `/v2/lbaas`).
 
 use phoenix_core::ports::{ErrorKind, PortError};
+use phoenix_providers::openstack::pagination::{self, Page};
 use phoenix_providers::openstack::{ApiRequest, Retry, Session};
 use serde_json::{json, Map, Value};
 
@@ -22,39 +23,61 @@ const READ_ONLY: &[&str] = &[
 /// A member as Octavia returns it.
 pub(super) type RawMember = Map<String, Value>;
 
+/// Every member of the pool. Octavia answers at most its
+/// `pagination_max_limit` (1000 by default) members per request, so this
+/// follows the `next` links: the batch update replaces the whole set, and
+/// a member missed here would be deleted by the next change.
 pub(super) async fn members(session: &Session, pool: &str) -> Result<Vec<RawMember>, PortError> {
     let op = format!("octavia: listing members of pool {pool}");
-    let body: Value = session
-        .send(
-            ApiRequest::get(
-                SERVICE,
-                "/lbaas/pools/{pool_id}/members",
-                format!("/lbaas/pools/{pool}/members"),
-            )
-            .version(VERSION)
-            .operation(&op),
+    let op = op.as_str();
+    let listing = pagination::by_marker(op, |marker| async move {
+        let mut req = ApiRequest::get(
+            SERVICE,
+            "/lbaas/pools/{pool_id}/members",
+            format!("/lbaas/pools/{pool}/members"),
         )
-        .await?
-        .json()?;
-    let list = body
-        .get("members")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            PortError::new(
-                op.clone(),
-                ErrorKind::BadResponse("the answer has no `members` list".into()),
-            )
-        })?;
-    list.iter()
-        .map(|m| {
-            m.as_object().cloned().ok_or_else(|| {
+        .version(VERSION)
+        .operation(op);
+        if let Some(m) = marker {
+            req = req.query("marker", m);
+        }
+        let body: Value = session.send(req).await?.json()?;
+        let items = body
+            .get("members")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
                 PortError::new(
-                    op.clone(),
-                    ErrorKind::BadResponse("a member is not a JSON object".into()),
+                    op,
+                    ErrorKind::BadResponse("the answer has no `members` list".into()),
                 )
+            })?
+            .iter()
+            .map(|m| {
+                m.as_object().cloned().ok_or_else(|| {
+                    PortError::new(
+                        op,
+                        ErrorKind::BadResponse("a member is not a JSON object".into()),
+                    )
+                })
             })
+            .collect::<Result<Vec<RawMember>, _>>()?;
+        let more = body
+            .get("members_links")
+            .and_then(Value::as_array)
+            .is_some_and(|links| links.iter().any(|l| l["rel"] == "next"));
+        let last_id = items
+            .last()
+            .and_then(|m| m.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(Page {
+            items,
+            last_id,
+            more,
         })
-        .collect()
+    })
+    .await?;
+    Ok(listing.items)
 }
 
 /// A member as a batch update names it: what Octavia returned, less

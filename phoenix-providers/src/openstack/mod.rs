@@ -48,7 +48,7 @@ pub mod glance;
 pub mod http;
 pub mod neutron;
 pub mod nova;
-mod pagination;
+pub mod pagination;
 #[cfg(feature = "openstack-testing")]
 pub mod testing;
 

@@ -1,6 +1,7 @@
-//! Marker pagination, as Nova (`/servers/detail`, `/images/detail`) and
-//! Glance (`/v2/images`) do it: each request after the first names the id
-//! of the last item seen, and the answer says whether more follow.
+//! Marker pagination, as Nova (`/servers/detail`, `/images/detail`),
+//! Glance (`/v2/images`) and Octavia (`/v2/lbaas/pools/{id}/members`) do
+//! it: each request after the first names the id of the last item seen,
+//! and the answer says whether more follow.
 //!
 //! One loop for every list, so that every list gets the same protection
 //! against a cloud that misbehaves: a cloud that ignores the marker (and
@@ -8,6 +9,27 @@
 //! first time a marker comes round again, after one wasted request rather
 //! than after filling memory with copies; a list that never ends stops at
 //! [`MAX_PAGES`].
+//!
+//! ```
+//! use phoenix_core::ports::PortError;
+//! use phoenix_providers::openstack::pagination::{by_marker, Page};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! // A two-page list: the first page says more follow, the second does not.
+//! let listing = by_marker("listing numbers", |marker: Option<String>| async move {
+//!     let (items, more) = match marker.as_deref() {
+//!         None => (vec![1, 2], true),
+//!         _ => (vec![3], false),
+//!     };
+//!     let last_id = items.last().map(|i: &u32| i.to_string());
+//!     Ok::<_, PortError>(Page { items, last_id, more })
+//! })
+//! .await
+//! .unwrap();
+//! assert_eq!(listing.items, [1, 2, 3]);
+//! assert_eq!(listing.requests, 2);
+//! # });
+//! ```
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -16,24 +38,26 @@ use phoenix_core::ports::{ErrorKind, PortError};
 
 /// Pages one listing may take: far beyond any project (100,000 pages of
 /// the smallest sensible page), yet finite.
-pub(crate) const MAX_PAGES: u64 = 100_000;
+pub const MAX_PAGES: u64 = 100_000;
 
 /// One answer of a paginated list.
 #[derive(Debug)]
-pub(crate) struct Page<T> {
+pub struct Page<T> {
     /// The page's items, converted.
-    pub(crate) items: Vec<T>,
+    pub items: Vec<T>,
     /// The id of the page's last item: the marker of the next request.
-    pub(crate) last_id: Option<String>,
+    pub last_id: Option<String>,
     /// Whether the cloud says (or implies) that more follow.
-    pub(crate) more: bool,
+    pub more: bool,
 }
 
 /// Every item of a list, and the requests it took.
 #[derive(Debug)]
-pub(crate) struct Listing<T> {
-    pub(crate) items: Vec<T>,
-    pub(crate) requests: u64,
+pub struct Listing<T> {
+    /// The items of every page, in order.
+    pub items: Vec<T>,
+    /// The requests made.
+    pub requests: u64,
 }
 
 /// Fetches pages with `fetch(marker)` (`None` for the first) until one
@@ -44,10 +68,7 @@ pub(crate) struct Listing<T> {
 /// What `fetch` returns; [`ErrorKind::BadResponse`] when the cloud hands
 /// back a marker it gave before (it ignores the marker) or the list runs
 /// past [`MAX_PAGES`].
-pub(crate) async fn by_marker<T, F, Fut>(
-    operation: &str,
-    mut fetch: F,
-) -> Result<Listing<T>, PortError>
+pub async fn by_marker<T, F, Fut>(operation: &str, mut fetch: F) -> Result<Listing<T>, PortError>
 where
     F: FnMut(Option<String>) -> Fut,
     Fut: Future<Output = Result<Page<T>, PortError>>,
