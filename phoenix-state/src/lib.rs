@@ -77,6 +77,8 @@ mod migrations;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_reads;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_writes;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -79,9 +79,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use crate::common::{
-    corrupt, invalid, no_nul, positive, prefix_successor, to_db, utf8, Malformed, TextCommit,
+    corrupt, invalid, no_nul, positive, prefix_successor, to_db, Malformed, TextCommit,
 };
 use crate::migrations::{pending, BOOTSTRAP};
+use crate::sql_reads;
 use crate::sql_writes::{
     apply_write, check_fence, finish, lease_timestamp, undecodable, SqlBackend,
 };
@@ -562,6 +563,10 @@ impl SqlBackend for Postgres {
     fn classify(operation: &str, e: sqlx::Error) -> StoreError {
         classify(operation, e)
     }
+
+    fn text_bytes(row: &PgRow, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+        row.try_get::<String, _>(column).map(String::into_bytes)
+    }
 }
 
 fn quote_ident(name: &str) -> String {
@@ -635,15 +640,6 @@ async fn migrate(conn: &mut PgConnection, schema: Option<&str>) -> Result<(), Op
     .map_err(|e| classify("create the byte-order key index", e))?;
     tx.commit().await.map_err(|e| classify(OP, e))?;
     Ok(())
-}
-
-fn decode_record(key: &str, row: &PgRow) -> Result<Versioned, StoreError> {
-    let version: i64 = row.try_get("version").map_err(|e| undecodable(key, e))?;
-    let value: String = row.try_get("value").map_err(|e| undecodable(key, e))?;
-    Ok(Versioned {
-        version: positive("version", version).map_err(|m| corrupt(key.to_owned(), m))?,
-        value: value.into_bytes(),
-    })
 }
 
 /// A lease row as stored, with the database's clock when it was read.
@@ -851,12 +847,7 @@ fn granted(name: &str, holder: &str, row: &PgRow) -> Result<Lease, StoreError> {
 #[async_trait]
 impl StateStore for PostgresStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let row = sqlx::query("SELECT version, value FROM phoenix_records WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(|e| classify(&format!("get {key:?}"), e))?;
-        row.map(|row| decode_record(key, &row)).transpose()
+        sql_reads::get(&self.inner.pool, key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
@@ -884,13 +875,7 @@ impl StateStore for PostgresStore {
             .await
             .map_err(|e| classify(&op(), e))?;
         rows.iter()
-            .map(|row| {
-                let key: String = row
-                    .try_get("key")
-                    .map_err(|e| undecodable(format!("{prefix}…"), e))?;
-                let record = decode_record(&key, row)?;
-                Ok((key, record))
-            })
+            .map(|row| sql_reads::keyed_record::<Postgres>(prefix, row))
             .collect()
     }
 
@@ -908,33 +893,7 @@ impl StateStore for PostgresStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let after = to_db(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sqlx::query(
-            "SELECT seq, payload FROM phoenix_events \
-             WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(stream)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|e| classify(&format!("read events of {stream:?}"), e))?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = row
-                    .try_get("seq")
-                    .map_err(|e| undecodable(format!("events:{stream}"), e))?;
-                let key = || format!("events:{stream}#{seq}");
-                let payload: String = row.try_get("payload").map_err(|e| undecodable(key(), e))?;
-                Ok(StoredEvent {
-                    stream: stream.to_owned(),
-                    seq: positive("seq", seq).map_err(|m| corrupt(key(), m))?,
-                    payload: utf8("payload", payload.into_bytes())
-                        .map_err(|m| corrupt(key(), m))?,
-                })
-            })
-            .collect()
+        sql_reads::events(&self.inner.pool, stream, after, limit).await
     }
 
     async fn acquire_lease(

@@ -14,6 +14,11 @@ pub(crate) trait SqlBackend: Database {
     /// Maps a database error to the port's classes, so callers can tell
     /// "try again" (lock contention, a lost connection) from "this fails".
     fn classify(operation: &str, e: sqlx::Error) -> StoreError;
+
+    /// The bytes of a text column of `row`: SQLite's TEXT may hold any
+    /// bytes (they are checked as UTF-8 afterwards), PostgreSQL's `text`
+    /// decodes only as a string.
+    fn text_bytes(row: &Self::Row, column: &str) -> Result<Vec<u8>, sqlx::Error>;
 }
 
 /// A column that does not decode as its type.

@@ -38,10 +38,11 @@ use sqlx::{Connection, Row, Sqlite, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::common::{
-    corrupt, expiry_millis, invalid, no_nul, positive, prefix_successor, to_db, utf8, Malformed,
+    corrupt, expiry_millis, invalid, no_nul, positive, prefix_successor, to_db, Malformed,
     TextCommit,
 };
 use crate::migrations::{pending, BOOTSTRAP};
+use crate::sql_reads;
 use crate::sql_writes::{
     apply_write, check_fence, finish, lease_timestamp, undecodable, SqlBackend,
 };
@@ -464,6 +465,10 @@ impl SqlBackend for Sqlite {
     fn classify(operation: &str, e: sqlx::Error) -> StoreError {
         classify(operation, e)
     }
+
+    fn text_bytes(row: &SqliteRow, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+        row.try_get(column)
+    }
 }
 
 async fn enable_wal(
@@ -545,15 +550,6 @@ async fn migrate(conn: &mut SqliteConnection, clock: &SharedClock) -> Result<(),
     }
     tx.commit().await.map_err(|e| classify(OP, e))?;
     Ok(())
-}
-
-fn decode_record(key: &str, row: &SqliteRow) -> Result<Versioned, StoreError> {
-    let version: i64 = row.try_get("version").map_err(|e| undecodable(key, e))?;
-    let value: Vec<u8> = row.try_get("value").map_err(|e| undecodable(key, e))?;
-    Ok(Versioned {
-        version: positive("version", version).map_err(|m| corrupt(key.to_owned(), m))?,
-        value: utf8("value", value).map_err(|m| corrupt(key.to_owned(), m))?,
-    })
 }
 
 /// A lease row as stored.
@@ -675,12 +671,7 @@ async fn apply_commit(
 #[async_trait]
 impl StateStore for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let row = sqlx::query("SELECT version, value FROM phoenix_records WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(|e| classify(&format!("get {key:?}"), e))?;
-        row.map(|row| decode_record(key, &row)).transpose()
+        sql_reads::get(&self.inner.pool, key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
@@ -703,22 +694,7 @@ impl StateStore for SqliteStore {
             .await
             .map_err(|e| classify(&op(), e))?;
         rows.iter()
-            .map(|row| {
-                let raw: Vec<u8> = row
-                    .try_get("key")
-                    .map_err(|e| undecodable(format!("{prefix}…"), e))?;
-                let key = String::from_utf8(raw).map_err(|source| {
-                    corrupt(
-                        String::from_utf8_lossy(source.as_bytes()).into_owned(),
-                        Malformed::NotUtf8 {
-                            column: "key",
-                            source,
-                        },
-                    )
-                })?;
-                let record = decode_record(&key, row)?;
-                Ok((key, record))
-            })
+            .map(|row| sql_reads::keyed_record::<Sqlite>(prefix, row))
             .collect()
     }
 
@@ -738,33 +714,7 @@ impl StateStore for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        // Numbers beyond i64 cannot be stored, so clamping changes nothing.
-        let after = to_db(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sqlx::query(
-            "SELECT seq, payload FROM phoenix_events \
-             WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(stream)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|e| classify(&format!("read events of {stream:?}"), e))?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = row
-                    .try_get("seq")
-                    .map_err(|e| undecodable(format!("events:{stream}"), e))?;
-                let key = || format!("events:{stream}#{seq}");
-                let payload: Vec<u8> = row.try_get("payload").map_err(|e| undecodable(key(), e))?;
-                Ok(StoredEvent {
-                    stream: stream.to_owned(),
-                    seq: positive("seq", seq).map_err(|m| corrupt(key(), m))?,
-                    payload: utf8("payload", payload).map_err(|m| corrupt(key(), m))?,
-                })
-            })
-            .collect()
+        sql_reads::events(&self.inner.pool, stream, after, limit).await
     }
 
     async fn acquire_lease(
