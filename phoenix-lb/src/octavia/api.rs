@@ -42,7 +42,7 @@ pub(super) async fn members(session: &Session, pool: &str) -> Result<Vec<RawMemb
             req = req.query("marker", m);
         }
         let body: Value = session.send(req).await?.json()?;
-        let items = body
+        let raw = body
             .get("members")
             .and_then(Value::as_array)
             .ok_or_else(|| {
@@ -50,7 +50,8 @@ pub(super) async fn members(session: &Session, pool: &str) -> Result<Vec<RawMemb
                     op,
                     ErrorKind::BadResponse("the answer has no `members` list".into()),
                 )
-            })?
+            })?;
+        let items = raw
             .iter()
             .map(|m| {
                 m.as_object().cloned().ok_or_else(|| {
@@ -61,19 +62,10 @@ pub(super) async fn members(session: &Session, pool: &str) -> Result<Vec<RawMemb
                 })
             })
             .collect::<Result<Vec<RawMember>, _>>()?;
-        let more = body
-            .get("members_links")
-            .and_then(Value::as_array)
-            .is_some_and(|links| links.iter().any(|l| l["rel"] == "next"));
-        let last_id = items
-            .last()
-            .and_then(|m| m.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
         Ok(Page {
             items,
-            last_id,
-            more,
+            last_id: pagination::last_id(raw),
+            more: pagination::has_next_link(&body, "members_links"),
         })
     })
     .await?;

@@ -294,14 +294,9 @@ fn image_page(
         .iter()
         .map(|item| read(as_object(item, operation)?, operation))
         .collect::<Result<_, _>>()?;
-    let last_id = raw
-        .last()
-        .and_then(|i| i.get("id"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
     Ok(Page {
         items,
-        last_id,
+        last_id: pagination::last_id(raw),
         more,
     })
 }
@@ -393,10 +388,7 @@ impl OpenStackImages {
                 req = req.query("marker", m);
             }
             let body: Value = self.session.send(req).await?.json()?;
-            let more = body
-                .get("images_links")
-                .and_then(Value::as_array)
-                .is_some_and(|l| l.iter().any(|x| x["rel"] == "next"));
+            let more = pagination::has_next_link(&body, "images_links");
             image_page(&body, more, nova_image, op)
         })
         .await?;

@@ -35,6 +35,7 @@ use std::collections::HashSet;
 use std::future::Future;
 
 use phoenix_core::ports::{ErrorKind, PortError};
+use serde_json::Value;
 
 /// Pages one listing may take: far beyond any project (100,000 pages of
 /// the smallest sensible page), yet finite.
@@ -58,6 +59,23 @@ pub struct Listing<T> {
     pub items: Vec<T>,
     /// The requests made.
     pub requests: u64,
+}
+
+/// Whether `body[links]` (Nova's `servers_links`, `images_links`;
+/// Octavia's `members_links`) has a link with `rel` `next`.
+pub fn has_next_link(body: &Value, links: &str) -> bool {
+    body.get(links)
+        .and_then(Value::as_array)
+        .is_some_and(|l| l.iter().any(|link| link["rel"] == "next"))
+}
+
+/// The `id` of the last of `items`: the marker of the next request.
+pub fn last_id(items: &[Value]) -> Option<String> {
+    items
+        .last()
+        .and_then(|item| item.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// Fetches pages with `fetch(marker)` (`None` for the first) until one
@@ -187,6 +205,29 @@ mod tests {
         assert!(
             err.to_string().contains("page 3 ends with `2` again"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn next_links_and_last_ids_are_read_from_json() {
+        let body = serde_json::json!({
+            "members": [{"id": "a"}, {"id": "b"}],
+            "members_links": [{"rel": "previous", "href": "x"}, {"rel": "next", "href": "y"}],
+            "images_links": [{"rel": "previous", "href": "x"}],
+        });
+        assert!(has_next_link(&body, "members_links"));
+        assert!(!has_next_link(&body, "images_links"));
+        assert!(
+            !has_next_link(&body, "servers_links"),
+            "absent links: no more"
+        );
+        let members = body["members"].as_array().unwrap();
+        assert_eq!(last_id(members).as_deref(), Some("b"));
+        assert_eq!(last_id(&[]), None);
+        assert_eq!(
+            last_id(&[serde_json::json!({"id": 7})]),
+            None,
+            "ids are strings"
         );
     }
 
