@@ -7,14 +7,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use examples::local::{BalancerChoice, LocalStack};
 use phoenix_core::labels::LabelSelector;
 use phoenix_core::ports::{Compute, LoadBalancer, MemberHealth};
-use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
-use support::{assert_no_orphans, commits, load, ok, options, orchestrate};
+use support::{assert_no_orphans, commits, load, ok, options, orchestrate, TestBalancer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_server_killed_under_load_costs_no_request_and_heal_replaces_it() {
@@ -85,22 +83,8 @@ async fn the_orchestrator_killed_at_every_step_of_a_switch_converges_without_a_f
     let socket = dir.path().join("lb.sock");
     // The balancer lives in this process: the orchestrator is another one,
     // and it is the one that dies.
-    let lb = Arc::new(
-        EmbeddedBalancer::builder()
-            .health_check(HealthCheck::http_get("/health"))
-            .check_interval(Duration::from_millis(100))
-            .rise(2)
-            .fall(2)
-            .start()
-            .await
-            .unwrap(),
-    );
-    let _admin = phoenix_lb::remote::serve(
-        lb.clone(),
-        &socket,
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .unwrap();
+    let balancer = TestBalancer::start(&socket).await;
+    let lb = &balancer.lb;
     ok(
         &orchestrate(&state, &socket, &["prepare", "v1", "v2"], None),
         "prepare",
