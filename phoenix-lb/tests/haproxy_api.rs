@@ -13,7 +13,8 @@ use haproxy_common::haproxy;
 use phoenix_core::id::ServerId;
 use phoenix_core::ports::{ErrorKind, LoadBalancer, MemberState, Target};
 use phoenix_lb::haproxy::{
-    member_name, AdminState, HaproxyBalancer, HaproxyError, Mode, RuntimeApi, ServerCheck,
+    member_name, AdminState, CheckResult, HaproxyBalancer, HaproxyError, Mode, RuntimeApi,
+    ServerCheck,
 };
 
 fn haproxy_error(e: &phoenix_core::ports::PortError) -> &HaproxyError {
@@ -194,5 +195,59 @@ async fn a_new_instance_finds_the_members_with_their_ids() {
         .await
         .unwrap();
     assert!(second.members().await.unwrap().is_empty());
+    h.stop().await.unwrap();
+}
+
+/// HAProxy resets a server's `srv_check_result` to "unknown" when each
+/// check starts and sets it again when the check ends, so a member that
+/// has been up for a long time reads "unknown" while its next check is in
+/// flight. That must still be a healthy member: an orchestrator that read
+/// it as "not checked yet" would stall a cutover or count a serving pool
+/// as short of healthy servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs haproxy: run the full test script"]
+async fn a_healthy_member_stays_healthy_while_its_next_check_is_in_flight() {
+    // Each check takes 40 of every 100 ms, so a read often lands in one.
+    let spec = Spec::release("v1").health_delay(Duration::from_millis(40));
+    let backends = [
+        Backend::start("inflight-a", spec.clone()).await,
+        Backend::start("inflight-b", spec).await,
+    ];
+    let targets: Vec<Target> = backends.iter().map(Backend::target).collect();
+    let ids: Vec<ServerId> = targets.iter().map(|t| t.server.clone()).collect();
+    let h = haproxy(Mode::Http).await;
+    let lb = h
+        .balancer()
+        .check(Some(ServerCheck::new(Duration::from_millis(100), 1, 2)))
+        .build()
+        .unwrap();
+    lb.attach(&targets).await.unwrap();
+    wait_healthy(&lb, &ids, Duration::from_secs(5)).await;
+
+    let (mut in_flight, mut not_healthy) = (0, Vec::new());
+    for _ in 0..150 {
+        let raw = lb.api().servers_state(lb.backend()).await.unwrap();
+        in_flight += raw
+            .iter()
+            .filter(|s| s.check_result == CheckResult::Unknown)
+            .count();
+        for m in lb.members().await.unwrap() {
+            if !m.is_serving_healthy() {
+                not_healthy.push(m.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    eprintln!("reads that caught a check in flight: {in_flight}");
+    assert!(
+        in_flight > 0,
+        "no read caught a check in flight, so this test proved nothing"
+    );
+    assert!(
+        not_healthy.is_empty(),
+        "{} reads: {not_healthy:?}",
+        not_healthy.len()
+    );
+    lb.detach(&ids, Duration::from_millis(200)).await.unwrap();
     h.stop().await.unwrap();
 }

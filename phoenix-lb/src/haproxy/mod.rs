@@ -545,7 +545,7 @@ fn health_of(s: &ServerState) -> MemberHealth {
             _ => MemberHealth::Unhealthy,
         };
     }
-    match (s.op_state, s.check_result) {
+    match (s.op_state, s.last_check_result()) {
         (_, CheckResult::Unknown) => MemberHealth::Unknown,
         (OpState::Running | OpState::Starting, _) => MemberHealth::Healthy,
         // Down, but its last check passed: on its way up, `rise` not
@@ -595,6 +595,14 @@ mod tests {
     use super::*;
 
     fn state(op: u32, admin: u32, weight: u32, result: u32, check: u32) -> ServerState {
+        // The status that goes with each result (0: never checked).
+        let status = match result {
+            0 => 1,
+            1 => 3,
+            2 => 8,
+            3 => 15,
+            _ => 16,
+        };
         ServerState {
             backend: "be".into(),
             name: "n".into(),
@@ -603,6 +611,7 @@ mod tests {
             admin_state: admin,
             weight,
             check_result: result.into(),
+            check_status: status,
             check_health: 0,
             check_state: check,
         }
@@ -621,6 +630,18 @@ mod tests {
             "falling, still up"
         );
         assert_eq!(health_of(&state(0, 0, 1, 3, 6)), Unknown, "rising");
+        // A check in flight: the result is cleared, the last status stays.
+        let in_flight = |op, status| ServerState {
+            check_result: CheckResult::Unknown,
+            check_status: status,
+            ..state(op, 0, 1, 0, 6)
+        };
+        assert_eq!(health_of(&in_flight(2, 15)), Healthy, "up, last passed");
+        assert_eq!(health_of(&in_flight(2, 6)), Healthy, "up, last L4 passed");
+        assert_eq!(health_of(&in_flight(2, 17)), Healthy, "falling, still up");
+        assert_eq!(health_of(&in_flight(0, 8)), Unhealthy, "down, last failed");
+        assert_eq!(health_of(&in_flight(0, 15)), Unknown, "rising");
+        assert_eq!(health_of(&in_flight(2, 1)), Unknown, "never checked");
         assert_eq!(health_of(&state(0, 0, 1, 2, 6)), Unhealthy);
         assert_eq!(health_of(&state(3, 0, 1, 4, 6)), Unhealthy, "soft-stopping");
         assert_eq!(

@@ -107,8 +107,13 @@ pub struct ServerState {
     pub admin_state: u32,
     /// `srv_uweight`: the weight set by the user.
     pub weight: u32,
-    /// `srv_check_result`.
+    /// `srv_check_result`. HAProxy resets it to
+    /// [`Unknown`](CheckResult::Unknown) when each check starts; see
+    /// [`last_check_result`](Self::last_check_result).
     pub check_result: CheckResult,
+    /// `srv_check_status`: HAProxy's `HCHK_STATUS_*` code of the last
+    /// finished check (`1`, "initializing", until the first one ends).
+    pub check_status: u32,
     /// `srv_check_health`: the rise/fall counter.
     pub check_health: u32,
     /// `srv_check_state`, a bit mask.
@@ -129,6 +134,38 @@ impl ServerState {
     /// Its health check is enabled.
     pub fn check_enabled(&self) -> bool {
         self.check_state & CHECK_ENABLED != 0
+    }
+
+    /// The result of the last *finished* check. `srv_check_result` reads
+    /// "unknown" while a check is in flight (HAProxy clears it when the
+    /// check starts), but `srv_check_status` keeps the last finished
+    /// check's status until the next one ends, so the result is taken from
+    /// it then — as HAProxy itself maps statuses to results. Only a server
+    /// that has never finished a check reads [`CheckResult::Unknown`].
+    pub fn last_check_result(&self) -> CheckResult {
+        match self.check_result {
+            CheckResult::Unknown => result_of_status(self.check_status),
+            known => known,
+        }
+    }
+}
+
+/// HAProxy's `HCHK_STATUS_*` codes mapped to the result each one records
+/// (its `check_statuses` table, `src/check.c`).
+fn result_of_status(status: u32) -> CheckResult {
+    match status {
+        // CHECKED: finished, nothing to say.
+        3 => CheckResult::Neutral,
+        // L4OK, L6OK, L7OK, PROCOK.
+        6 | 9 | 15 | 20 => CheckResult::Passed,
+        // L7OKC: e.g. 404 with `http-check disable-on-404`.
+        16 => CheckResult::ConditionallyPassed,
+        // HANA, SOCKERR, L4TOUT, L4CON, L6TOUT, L6RSP, L7TOUT, L7RSP,
+        // L7STS, PROCERR, PROCTOUT.
+        4 | 5 | 7 | 8 | 10..=13 | 17..=19 => CheckResult::Failed,
+        // UNKNOWN, INI, START, the L57DATA marker, and codes newer than
+        // this client: nothing finished that it can read.
+        _ => CheckResult::Unknown,
     }
 }
 
@@ -197,10 +234,11 @@ pub(crate) fn servers_state(command: &str, output: &str) -> Result<Vec<ServerSta
         col("srv_addr")?,
         col("srv_port")?,
     );
-    let (op, adm, weight, result, health, check) = (
+    let (op, adm, weight, status, result, health, check) = (
         col("srv_op_state")?,
         col("srv_admin_state")?,
         col("srv_uweight")?,
+        col("srv_check_status")?,
         col("srv_check_result")?,
         col("srv_check_health")?,
         col("srv_check_state")?,
@@ -243,6 +281,7 @@ pub(crate) fn servers_state(command: &str, output: &str) -> Result<Vec<ServerSta
             admin_state: number(adm, "srv_admin_state")?,
             weight: number(weight, "srv_uweight")?,
             check_result: number(result, "srv_check_result")?.into(),
+            check_status: number(status, "srv_check_status")?,
             check_health: number(health, "srv_check_health")?,
             check_state: number(check, "srv_check_state")?,
         });
@@ -317,6 +356,12 @@ mod tests {
 3 be 4 j 127.0.0.1 0 1 50 0 38 1 0 0 2 0 0 0 - 18082 - 0 0 - - 0\n\
 3 be 5 x ::1 0 9 1 1 0 1 0 0 2 0 0 0 - 8080 - 0 0 - - 0\n";
 
+    /// `g` read again while its next check is in flight: the result is
+    /// cleared, the last status (15, L7OK) stays.
+    const IN_FLIGHT: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n\
+3 be 1 g 127.0.0.1 2 0 1 1 40 15 0 3 6 0 0 0 - 18082 - 0 0 - - 0\n\
+3 be 3 i 127.0.0.1 0 0 1 1 39 8 0 0 6 0 0 0 - 18099 - 0 0 - - 0\n";
+
     #[test]
     fn reads_servers_state() {
         let s = servers_state("show servers state be", STATE).unwrap();
@@ -327,7 +372,12 @@ mod tests {
         assert_eq!(s[0].op_state, OpState::Running);
         assert_eq!(s[0].check_result, CheckResult::Passed);
         assert!(s[0].check_enabled() && !s[0].in_maintenance() && !s[0].draining());
+        assert_eq!(s[0].check_status, 15);
+        assert_eq!(s[0].last_check_result(), CheckResult::Passed);
         assert_eq!(s[1].check_result, CheckResult::Failed);
+        assert_eq!(s[1].last_check_result(), CheckResult::Failed);
+        // Never checked (status 1, "initializing").
+        assert_eq!(s[2].last_check_result(), CheckResult::Unknown);
         assert!(s[2].in_maintenance());
         assert_eq!(s[2].weight, 50);
         assert!(!s[2].check_enabled());
@@ -336,6 +386,46 @@ mod tests {
         // An empty backend.
         let empty = STATE.lines().take(2).collect::<Vec<_>>().join("\n");
         assert!(servers_state("x", &empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_check_in_flight_keeps_the_last_finished_result() {
+        let s = servers_state("show servers state be", IN_FLIGHT).unwrap();
+        assert_eq!(s[0].check_result, CheckResult::Unknown);
+        assert_eq!(s[0].last_check_result(), CheckResult::Passed);
+        assert_eq!(s[1].last_check_result(), CheckResult::Failed);
+    }
+
+    #[test]
+    fn every_check_status_maps_as_haproxy_maps_it() {
+        use CheckResult::*;
+        let expected = [
+            (0, Unknown),
+            (1, Unknown),
+            (2, Unknown),
+            (3, Neutral),
+            (4, Failed),
+            (5, Failed),
+            (6, Passed),
+            (7, Failed),
+            (8, Failed),
+            (9, Passed),
+            (10, Failed),
+            (11, Failed),
+            (12, Failed),
+            (13, Failed),
+            (14, Unknown),
+            (15, Passed),
+            (16, ConditionallyPassed),
+            (17, Failed),
+            (18, Failed),
+            (19, Failed),
+            (20, Passed),
+            (21, Unknown),
+        ];
+        for (status, result) in expected {
+            assert_eq!(result_of_status(status), result, "status {status}");
+        }
     }
 
     #[test]

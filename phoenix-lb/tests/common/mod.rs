@@ -33,6 +33,8 @@ pub(crate) struct Spec {
     pub(crate) release: Option<String>,
     /// Status of `/health`.
     pub(crate) health_status: u16,
+    /// How long `/health` takes to answer.
+    pub(crate) health_delay: Duration,
     /// How long `/slow` takes.
     pub(crate) slow: Duration,
 }
@@ -42,6 +44,7 @@ impl Spec {
         Self {
             release: Some(release.to_owned()),
             health_status: 200,
+            health_delay: Duration::ZERO,
             slow: Duration::from_millis(300),
         }
     }
@@ -55,6 +58,11 @@ impl Spec {
 
     pub(crate) fn health(mut self, status: u16) -> Self {
         self.health_status = status;
+        self
+    }
+
+    pub(crate) fn health_delay(mut self, delay: Duration) -> Self {
+        self.health_delay = delay;
         self
     }
 }
@@ -190,6 +198,7 @@ async fn answer(
     let status = match req.uri().path() {
         "/health" => {
             health_hits.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(spec.health_delay).await;
             spec.health_status
         }
         "/slow" => {
