@@ -10,11 +10,13 @@
 //!   state <backend>` (addresses, operational and administrative state,
 //!   last check) and `show stat <backend> 4 -1` (current sessions), in one
 //!   round trip. State: maintenance → `Disabled`; drain or weight 0 →
-//!   `Draining`; else `Active`. Health: not checked yet → `Unknown`; up
-//!   (running or starting) → `Healthy`; down after a passed check (still
-//!   rising) → `Unknown`; otherwise `Unhealthy`. Without checks HAProxy
-//!   serves any server that is not in maintenance, and so it is reported
-//!   `Healthy` while up.
+//!   `Draining`; else `Active`. Health, from the last *finished* check
+//!   ([`ServerState::last_check_result`], so a check in flight changes
+//!   nothing): never checked → `Unknown`; up (running or starting) →
+//!   `Healthy`; down after a passed check (still rising) → `Unknown`;
+//!   otherwise `Unhealthy`. Only a server HAProxy itself has up is ever
+//!   `Healthy`. Without checks HAProxy serves any server that is not in
+//!   maintenance, and so it is reported `Healthy` while up.
 //! - **Attach**: `add server <be>/<name> <addr>:<port> check inter … rise
 //!   … fall … weight …` for every target (dynamic servers start in
 //!   maintenance), then `enable health`, `enable server` and `set server
@@ -614,6 +616,28 @@ mod tests {
             check_status: status,
             check_health: 0,
             check_state: check,
+        }
+    }
+
+    /// New members must not count as healthy before HAProxy itself has
+    /// them up: whatever the check columns say, a checked server that is
+    /// down or soft-stopping is never `Healthy`.
+    #[test]
+    fn only_a_server_haproxy_has_up_is_healthy() {
+        for op in 0..=5 {
+            for result in 0..=5 {
+                for status in 0..=25 {
+                    let s = ServerState {
+                        check_result: result.into(),
+                        check_status: status,
+                        ..state(op, 0, 1, 0, 6)
+                    };
+                    let up = matches!(s.op_state, OpState::Running | OpState::Starting);
+                    if !up {
+                        assert_ne!(health_of(&s), MemberHealth::Healthy, "{s:?}");
+                    }
+                }
+            }
         }
     }
 

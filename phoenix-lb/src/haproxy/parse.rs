@@ -40,7 +40,9 @@ impl From<u32> for OpState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CheckResult {
-    /// `0`: not checked yet.
+    /// `0`: no result: never checked, or a check is in flight (HAProxy
+    /// clears the result when each check starts; see
+    /// [`ServerState::last_check_result`]).
     Unknown,
     /// `1`: valid but without status information.
     Neutral,
