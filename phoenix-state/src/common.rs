@@ -51,6 +51,23 @@ pub enum Malformed {
 }
 
 /// Checks that `bytes` can be stored as TEXT and returns them as text.
+/// Runs a write on a task of its own and waits for it. A caller that gives
+/// up (a deadline, a dropped future) then never leaves a transaction
+/// half-way on a pooled connection: the write finishes, committed or
+/// rolled back, whatever happens to the caller. (A dropped sqlx future can
+/// leave its connection inside a transaction, and the next `begin` on it
+/// fails.)
+pub(crate) async fn detached<T, F>(operation: &str, write: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+{
+    tokio::spawn(write).await.map_err(|e| StoreError::Backend {
+        operation: operation.to_owned(),
+        source: Box::new(e),
+    })?
+}
+
 pub(crate) fn text(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<&str, InvalidInput> {
     match std::str::from_utf8(bytes) {
         Ok(s) => no_nul(what, s),

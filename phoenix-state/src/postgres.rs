@@ -78,6 +78,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
+use crate::common::detached;
 use crate::common::{
     corrupt, invalid, no_nul, positive, prefix_successor, to_db, Malformed, TextCommit,
 };
@@ -844,6 +845,88 @@ fn granted(name: &str, holder: &str, row: &PgRow) -> Result<Lease, StoreError> {
     })
 }
 
+/// The writes, run by the trait's methods on tasks of their own (see
+/// [`detached`]).
+impl PostgresStore {
+    async fn commit_now(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
+        const OP: &str = "commit";
+        let commit = TextCommit::check(&commit)?;
+        let mut tx = self.begin(OP).await?;
+        let result = apply_commit(&mut tx, &commit).await;
+        finish(OP, tx, result).await
+    }
+
+    async fn acquire_lease_now(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        let op = format!("acquire lease {name:?}");
+        no_nul(|| format!("lease name {name:?}"), name).map_err(|e| invalid(&op, e))?;
+        no_nul(|| format!("lease holder {holder:?}"), holder).map_err(|e| invalid(&op, e))?;
+        let ttl_ms = ttl_millis(ttl);
+        // Each round either grants, reports the holder, or saw the row
+        // change under it (a release or an expiry between two statements);
+        // a few rounds settle any real race.
+        for _ in 0..5 {
+            match try_acquire(&self.inner.pool, name, holder, ttl_ms).await? {
+                Grant::Granted(lease) => return Ok(lease),
+                Grant::Held(e) => return Err(e),
+                Grant::Raced => continue,
+            }
+        }
+        Err(StoreError::Unavailable {
+            operation: op,
+            source: "the lease changed hands on every attempt; try again".into(),
+        })
+    }
+
+    async fn renew_lease_now(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        let op = format!("renew lease {:?}", lease.name);
+        let lost = || StoreError::LeaseLost {
+            name: lease.name.clone(),
+            holder: lease.holder.clone(),
+            token: lease.token,
+        };
+        let Some(token) = to_db(lease.token) else {
+            return Err(lost());
+        };
+        let expires_ms: Option<i64> = sqlx::query_scalar(&format!(
+            "UPDATE phoenix_leases SET expires_at = {DB_NOW_MS} + $1 \
+             WHERE name = $2 AND token = $3 AND holder = $4 RETURNING expires_at"
+        ))
+        .bind(ttl_millis(ttl))
+        .bind(&lease.name)
+        .bind(token)
+        .bind(&lease.holder)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(|e| classify(&op, e))?;
+        match expires_ms {
+            Some(ms) => Ok(Lease {
+                expires_at: lease_timestamp(&lease.name, ms)?,
+                ..lease.clone()
+            }),
+            None => Err(lost()),
+        }
+    }
+
+    async fn release_lease_now(&self, lease: &Lease) -> Result<(), StoreError> {
+        let op = format!("release lease {:?}", lease.name);
+        let Some(token) = to_db(lease.token) else {
+            return Ok(());
+        };
+        sqlx::query("UPDATE phoenix_leases SET holder = NULL WHERE name = $1 AND token = $2")
+            .bind(&lease.name)
+            .bind(token)
+            .execute(&self.inner.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&op, e))
+    }
+}
+
 #[async_trait]
 impl StateStore for PostgresStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
@@ -880,11 +963,8 @@ impl StateStore for PostgresStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
-        const OP: &str = "commit";
-        let commit = TextCommit::check(&commit)?;
-        let mut tx = self.begin(OP).await?;
-        let result = apply_commit(&mut tx, &commit).await;
-        finish(OP, tx, result).await
+        let this = self.clone();
+        detached("commit", async move { this.commit_now(commit).await }).await
     }
 
     async fn events(
@@ -902,68 +982,30 @@ impl StateStore for PostgresStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<Lease, StoreError> {
-        let op = format!("acquire lease {name:?}");
-        no_nul(|| format!("lease name {name:?}"), name).map_err(|e| invalid(&op, e))?;
-        no_nul(|| format!("lease holder {holder:?}"), holder).map_err(|e| invalid(&op, e))?;
-        let ttl_ms = ttl_millis(ttl);
-        // Each round either grants, reports the holder, or saw the row
-        // change under it (a release or an expiry between two statements);
-        // a few rounds settle any real race.
-        for _ in 0..5 {
-            match try_acquire(&self.inner.pool, name, holder, ttl_ms).await? {
-                Grant::Granted(lease) => return Ok(lease),
-                Grant::Held(e) => return Err(e),
-                Grant::Raced => continue,
-            }
-        }
-        Err(StoreError::Unavailable {
-            operation: op,
-            source: "the lease changed hands on every attempt; try again".into(),
+        let this = self.clone();
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        detached("acquire lease", async move {
+            this.acquire_lease_now(&name, &holder, ttl).await
         })
+        .await
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
-        let op = format!("renew lease {:?}", lease.name);
-        let lost = || StoreError::LeaseLost {
-            name: lease.name.clone(),
-            holder: lease.holder.clone(),
-            token: lease.token,
-        };
-        let Some(token) = to_db(lease.token) else {
-            return Err(lost());
-        };
-        let expires_ms: Option<i64> = sqlx::query_scalar(&format!(
-            "UPDATE phoenix_leases SET expires_at = {DB_NOW_MS} + $1 \
-             WHERE name = $2 AND token = $3 AND holder = $4 RETURNING expires_at"
-        ))
-        .bind(ttl_millis(ttl))
-        .bind(&lease.name)
-        .bind(token)
-        .bind(&lease.holder)
-        .fetch_optional(&self.inner.pool)
+        let this = self.clone();
+        let lease = lease.clone();
+        detached("renew lease", async move {
+            this.renew_lease_now(&lease, ttl).await
+        })
         .await
-        .map_err(|e| classify(&op, e))?;
-        match expires_ms {
-            Some(ms) => Ok(Lease {
-                expires_at: lease_timestamp(&lease.name, ms)?,
-                ..lease.clone()
-            }),
-            None => Err(lost()),
-        }
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        let op = format!("release lease {:?}", lease.name);
-        let Some(token) = to_db(lease.token) else {
-            return Ok(());
-        };
-        sqlx::query("UPDATE phoenix_leases SET holder = NULL WHERE name = $1 AND token = $2")
-            .bind(&lease.name)
-            .bind(token)
-            .execute(&self.inner.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(&op, e))
+        let this = self.clone();
+        let lease = lease.clone();
+        detached("release lease", async move {
+            this.release_lease_now(&lease).await
+        })
+        .await
     }
 
     async fn current_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {

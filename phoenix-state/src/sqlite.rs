@@ -37,6 +37,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, Sqlite, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::common::detached;
 use crate::common::{
     corrupt, expiry_millis, invalid, no_nul, positive, prefix_successor, to_db, Malformed,
     TextCommit,
@@ -668,37 +669,10 @@ async fn apply_commit(
     Ok(versions)
 }
 
-#[async_trait]
-impl StateStore for SqliteStore {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        sql_reads::get(&self.inner.pool, key).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
-        let op = || format!("list {prefix:?}");
-        // A key range, not LIKE: `_` and `%` in keys are literal.
-        let query = match prefix_successor(prefix) {
-            Some(upper) => sqlx::query(
-                "SELECT key, version, value FROM phoenix_records \
-                 WHERE key >= $1 AND key < $2 ORDER BY key",
-            )
-            .bind(prefix)
-            .bind(upper),
-            None => sqlx::query(
-                "SELECT key, version, value FROM phoenix_records WHERE key >= $1 ORDER BY key",
-            )
-            .bind(prefix),
-        };
-        let rows = query
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(|e| classify(&op(), e))?;
-        rows.iter()
-            .map(|row| sql_reads::keyed_record::<Sqlite>(prefix, row))
-            .collect()
-    }
-
-    async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
+/// The writes, run by the trait's methods on tasks of their own (see
+/// [`detached`]).
+impl SqliteStore {
+    async fn commit_now(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
         const OP: &str = "commit";
         let commit = TextCommit::check(&commit)?;
 
@@ -708,16 +682,7 @@ impl StateStore for SqliteStore {
         finish(OP, tx, result).await
     }
 
-    async fn events(
-        &self,
-        stream: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        sql_reads::events(&self.inner.pool, stream, after, limit).await
-    }
-
-    async fn acquire_lease(
+    async fn acquire_lease_now(
         &self,
         name: &str,
         holder: &str,
@@ -734,7 +699,7 @@ impl StateStore for SqliteStore {
         finish(&op, tx, result).await
     }
 
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+    async fn renew_lease_now(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
         let op = format!("renew lease {:?}", lease.name);
         let lost = || StoreError::LeaseLost {
             name: lease.name.clone(),
@@ -771,7 +736,7 @@ impl StateStore for SqliteStore {
         finish(&op, tx, result).await
     }
 
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+    async fn release_lease_now(&self, lease: &Lease) -> Result<(), StoreError> {
         let op = format!("release lease {:?}", lease.name);
         // A token that cannot be stored was never granted: nothing to free.
         let Some(token) = to_db(lease.token) else {
@@ -787,6 +752,83 @@ impl StateStore for SqliteStore {
                 .map(|_| ())
                 .map_err(|e| classify(&op, e));
         finish(&op, tx, result).await
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        sql_reads::get(&self.inner.pool, key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let op = || format!("list {prefix:?}");
+        // A key range, not LIKE: `_` and `%` in keys are literal.
+        let query = match prefix_successor(prefix) {
+            Some(upper) => sqlx::query(
+                "SELECT key, version, value FROM phoenix_records \
+                 WHERE key >= $1 AND key < $2 ORDER BY key",
+            )
+            .bind(prefix)
+            .bind(upper),
+            None => sqlx::query(
+                "SELECT key, version, value FROM phoenix_records WHERE key >= $1 ORDER BY key",
+            )
+            .bind(prefix),
+        };
+        let rows = query
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| classify(&op(), e))?;
+        rows.iter()
+            .map(|row| sql_reads::keyed_record::<Sqlite>(prefix, row))
+            .collect()
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<Vec<u64>, StoreError> {
+        let this = self.clone();
+        detached("commit", async move { this.commit_now(commit).await }).await
+    }
+
+    async fn events(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sql_reads::events(&self.inner.pool, stream, after, limit).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        let this = self.clone();
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        detached("acquire lease", async move {
+            this.acquire_lease_now(&name, &holder, ttl).await
+        })
+        .await
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        let this = self.clone();
+        let lease = lease.clone();
+        detached("renew lease", async move {
+            this.renew_lease_now(&lease, ttl).await
+        })
+        .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let this = self.clone();
+        let lease = lease.clone();
+        detached("release lease", async move {
+            this.release_lease_now(&lease).await
+        })
+        .await
     }
 
     async fn current_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
