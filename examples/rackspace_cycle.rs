@@ -357,6 +357,7 @@ async fn cycle(
                     at: SystemClock.now(),
                     passed: true,
                     details: "base image accepted for the example".into(),
+                    digest: image.digest.clone(),
                 });
                 ok(phoenix.register_image(&image).await)?;
                 chosen.push(image.id);

@@ -64,6 +64,7 @@ impl LocalStack {
                     ),
                     Err(e) => e.chain(),
                 },
+                digest: image.digest.clone(),
             };
             if state == ImageState::Built {
                 self.phoenix.record_evidence(&image.id, evidence).await?;

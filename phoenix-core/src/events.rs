@@ -82,6 +82,9 @@ pub enum Outcome {
     RolledBack,
     /// A step failed and the operation stopped (after clean-up).
     Failed,
+    /// An emergency stopped it at a safe point; what it left is recorded
+    /// (heal and reap settle it).
+    Preempted,
 }
 
 /// What happened.
@@ -312,6 +315,13 @@ pub enum EventKind {
         failed: u64,
         /// Summary or error.
         detail: String,
+    },
+    /// An emergency asked the running operation to stop.
+    PreemptionRequested {
+        /// Who asked.
+        by: String,
+        /// Why.
+        reason: String,
     },
     /// The refresh waits for its replacement-rate budget.
     RateLimited {

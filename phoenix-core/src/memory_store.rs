@@ -117,6 +117,27 @@ impl MemoryStore {
         out
     }
 
+    /// True when `holder` holds some lease that has not expired, by this
+    /// store's clock (for referees that check who may act).
+    pub fn holds_lease(&self, holder: &str) -> bool {
+        let now = self.clock.now();
+        self.lock()
+            .leases
+            .values()
+            .any(|l| l.holder.as_deref() == Some(holder) && l.expires_at > now)
+    }
+
+    /// One record now, without awaiting (for referees inside a simulated
+    /// world).
+    pub fn peek(&self, key: &str) -> Option<Versioned> {
+        self.lock().records.get(key).cloned()
+    }
+
+    /// How many events a stream holds.
+    pub fn events_len(&self, stream: &str) -> usize {
+        self.lock().events.get(stream).map_or(0, Stream::len)
+    }
+
     /// Total bytes held (records and events), for memory measurements.
     pub fn bytes(&self) -> usize {
         let inner = self.lock();

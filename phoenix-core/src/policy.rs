@@ -212,6 +212,25 @@ impl Default for RefreshPolicy {
     }
 }
 
+/// Deadlines of port calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallPolicy {
+    /// The longest one attempt of a port call (cloud, balancer, probe,
+    /// store) may take before it counts as a temporary failure. A call
+    /// never runs past the deployment lease either: its deadline is the
+    /// earlier of the two.
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Every policy an operation may consult.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Policy {
@@ -228,6 +247,9 @@ pub struct Policy {
     /// Drain and warm-up hooks.
     #[serde(default)]
     pub hooks: HookPolicy,
+    /// Deadlines of port calls.
+    #[serde(default)]
+    pub calls: CallPolicy,
 }
 
 /// A policy that cannot be used.
@@ -274,6 +296,9 @@ impl Policy {
         }
         if self.hooks.concurrency == 0 {
             return refuse("hooks.concurrency", "must be at least 1");
+        }
+        if self.calls.timeout.is_zero() {
+            return refuse("calls.timeout", "must be positive");
         }
         if self.refresh.max_replacements == 0 {
             return refuse("refresh.max_replacements", "must be at least 1");

@@ -52,6 +52,10 @@ pub mod key {
     pub fn operations_prefix(d: &DeploymentId) -> String {
         format!("deployments/{d}/operations/")
     }
+    /// A deployment's pending pre-emption request.
+    pub fn preempt(d: &DeploymentId) -> String {
+        format!("deployments/{d}/preempt")
+    }
     /// One image.
     pub fn image(i: &ImageId) -> String {
         format!("images/{i}")
@@ -82,8 +86,25 @@ pub struct DeploymentRecord {
     pub operations: Vec<OperationId>,
     /// Sequence for pool ids.
     pub next_pool_seq: u64,
-    /// Recent server replacements, for the refresh rate budget.
+    /// Recent server replacements, for the refresh rate budget (records
+    /// written before charges were keyed by step; kept until they age out).
     pub replacements: Vec<Timestamp>,
+    /// Charges against the refresh's replacement-rate budget.
+    #[serde(default)]
+    pub budget: Vec<BudgetCharge>,
+}
+
+/// Replacements charged against the budget by one step of one operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetCharge {
+    /// When.
+    pub at: Timestamp,
+    /// The operation.
+    pub operation: OperationId,
+    /// Its step (0-based).
+    pub step: usize,
+    /// How many replacements.
+    pub count: usize,
 }
 
 impl DeploymentRecord {
@@ -97,6 +118,7 @@ impl DeploymentRecord {
             operations: Vec::new(),
             next_pool_seq: 1,
             replacements: Vec::new(),
+            budget: Vec::new(),
         }
     }
 }
@@ -230,17 +252,35 @@ impl Snapshot {
         self.live_pools(role).last()
     }
 
-    /// Every pool that knows this server, with the slot index.
+    /// The pool that owns this server, with the slot index: a server held
+    /// by one of its slots, or one it gave up on and has not terminated
+    /// yet. A server recorded as terminated that still exists is owned by
+    /// nobody: it is an orphan (reconcile reports it and removes it on
+    /// request), never "owned" forever.
     pub fn owner_of(&self, server: &crate::id::ServerId) -> Option<(&Pool, Option<u32>)> {
         self.pools.values().find_map(|p| {
             let p = &p.value;
             if let Some(slot) = p.slot_of(server) {
-                return Some((p, Some(slot.index)));
+                if slot.state.is_in_service() {
+                    return Some((p, Some(slot.index)));
+                }
             }
             p.discarded
                 .iter()
-                .any(|d| &d.server == server)
+                .any(|d| &d.server == server && !d.terminated)
                 .then_some((p, None))
+        })
+    }
+
+    /// The pool and slot a lost launch's token belongs to, for a server
+    /// that appears late.
+    pub fn lost_launch(&self, token: &str) -> Option<(&Pool, &crate::model::LostLaunch)> {
+        self.pools.values().find_map(|p| {
+            let p = &p.value;
+            p.lost
+                .iter()
+                .find(|l| l.token.as_str() == token)
+                .map(|l| (p, l))
         })
     }
 }

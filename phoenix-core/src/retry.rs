@@ -88,6 +88,31 @@ impl RetryPolicy {
         }
     }
 
+    /// The wait before retry number `attempt` (from 1) after `error`, for
+    /// callers that loop themselves (to read afresh before each attempt):
+    /// the same bounded, jittered exponential backoff, and a throttled
+    /// error's Retry-After when longer (capped at `max_delay`).
+    pub fn delay_after<E: Classify>(&self, attempt: usize, error: &E) -> Duration {
+        use rand::{Rng, SeedableRng};
+        let exp = u32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(30);
+        let base = self
+            .initial_delay
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.max_delay);
+        let mut rng = match self.jitter_seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed ^ attempt as u64),
+            None => rand::rngs::StdRng::from_os_rng(),
+        };
+        let jittered = base + base.mul_f64(rng.random_range(0.0..1.0));
+        let delay = jittered.min(self.max_delay);
+        match error.retry_class() {
+            RetryClass::Throttled(Some(after)) => delay.max(after.min(self.max_delay)),
+            _ => delay,
+        }
+    }
+
     /// Runs `operation`, retrying retryable errors. A throttled error's
     /// Retry-After replaces the backoff delay when longer (capped at
     /// `max_delay`). Returns the last error once retries are exhausted.
@@ -97,10 +122,24 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.run_sleeping(tokio::time::sleep, operation).await
+    }
+
+    /// [`Self::run`], waiting between attempts with `sleep` (which must
+    /// wait through `tokio::time`): for callers that keep a lease alive
+    /// while they back off.
+    pub async fn run_sleeping<T, E, F, Fut, S, SF>(&self, sleep: S, operation: F) -> Result<T, E>
+    where
+        E: Classify,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        S: Fn(Duration) -> SF + 'static,
+        SF: Future<Output = ()>,
+    {
         let max_delay = self.max_delay;
         operation
             .retry(self.backoff())
-            .sleep(tokio::time::sleep)
+            .sleep(sleep)
             .when(|e: &E| e.retry_class() != RetryClass::Permanent)
             .adjust(move |e: &E, delay| match (e.retry_class(), delay) {
                 (RetryClass::Throttled(Some(after)), Some(d)) => Some(d.max(after.min(max_delay))),

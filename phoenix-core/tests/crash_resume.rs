@@ -123,10 +123,7 @@ async fn crash_everywhere(op: Op) -> usize {
         for after_write in [false, true] {
             let w = setup().await;
             let p = plan(&w, &op).await;
-            w.cloud.store().arm(CrashPoint {
-                commit,
-                after_write,
-            });
+            w.cloud.store().arm(CrashPoint::at(commit, after_write));
             let crashed = w.cloud.store().crashed();
             let outcome = tokio::select! {
                 biased;

@@ -385,6 +385,7 @@ async fn world(prefix: &str, size: usize, policy: Policy) -> World {
             at: SystemClock.now(),
             passed: true,
             details: "mimic base image".into(),
+            digest: image.digest.clone(),
         });
         phoenix.register_image(&image).await.unwrap();
         let mut by_role = BTreeMap::new();

@@ -26,10 +26,7 @@ async fn history_of_a_sequence_with_a_crash_names_both_holders() {
     // The switch to v2 dies at its 6th commit (written), mid-way.
     let plan = first.plan_deploy(&shop, &web, &v("v2")).await.unwrap();
     let crashed_op = plan.id.clone();
-    cloud.store().arm(CrashPoint {
-        commit: 6,
-        after_write: true,
-    });
+    cloud.store().arm(CrashPoint::at(6, true));
     let crashed = cloud.store().crashed();
     tokio::select! {
         biased;

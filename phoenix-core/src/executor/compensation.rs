@@ -161,12 +161,11 @@ fn push_terminations(pool: &PoolId, slots: &[u32], batch: usize, steps: &mut Vec
 fn restore_steps(r: &Pool, batch: usize, steps: &mut Vec<Step>) -> Vec<SlotRef> {
     let (fill, all) = ops::fill_steps(r, batch);
     steps.extend(fill);
-    let attached = ops::attached(r);
-    let to_attach: Vec<u32> = all
-        .iter()
-        .copied()
-        .filter(|i| !attached.contains(i))
-        .collect();
+    // Every slot gets an attach step, even those recorded as attached: a
+    // detach that failed part-way leaves members draining (HAProxy's DRAIN,
+    // ELBv2's draining targets) that only an attach on the balancer's
+    // fresh view brings back.
+    let to_attach = all.clone();
     let state = if r.state == PoolState::COLD {
         PoolState::HOT
     } else {

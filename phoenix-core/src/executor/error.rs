@@ -38,14 +38,14 @@ pub enum StepError {
         /// The limit.
         after: Duration,
     },
-    /// A slot's launches failed more often than the budget allows.
-    #[error("slot {slot} of pool {pool} failed {attempts} launch attempts; last: {last}")]
+    /// A launch failed once the step had used its replacement budget.
+    #[error("slot {slot} of pool {pool} failed after the step replaced {attempts} launch(es), its whole budget; last: {last}")]
     LaunchBudget {
         /// Pool.
         pool: PoolId,
         /// Slot.
         slot: u32,
-        /// Attempts made.
+        /// Replacements the step made.
         attempts: u32,
         /// The last failure.
         last: String,
@@ -103,7 +103,8 @@ impl StepError {
     }
 }
 
-/// The run lost the ability to write; nothing more is attempted.
+/// The run lost the ability to write, or was asked to stop; nothing more
+/// is attempted.
 #[derive(Debug, thiserror::Error)]
 pub enum Interruption {
     /// The lease was taken over or fenced off.
@@ -112,6 +113,14 @@ pub enum Interruption {
     /// The store failed.
     #[error("the state store failed")]
     Store(#[source] RecordError),
+    /// An emergency asked this operation to stop.
+    #[error("pre-empted by {by}: {reason}")]
+    Preempted {
+        /// Who asked.
+        by: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl From<RecordError> for Interruption {
@@ -177,6 +186,27 @@ pub enum ExecError {
         /// What happened.
         report: Box<OperationReport>,
     },
+    /// An emergency pre-empted the operation: it ended at a safe point,
+    /// its records consistent, the pools it created and that never served
+    /// marked failed (reap removes them).
+    #[error("{} pre-empted: {}", report.kind, report.error.as_deref().unwrap_or("an emergency"))]
+    Preempted {
+        /// What happened.
+        report: Box<OperationReport>,
+    },
+    /// The deployment is reserved for an emergency that pre-empts other
+    /// operations; try again once it ran.
+    #[error("deployment is reserved for an emergency asked by {by}: {reason}")]
+    Reserved {
+        /// Who asked.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// No plan could be made (for an emergency, which plans under its
+    /// lease).
+    #[error("planning failed")]
+    Planning(#[source] Box<crate::ops::PlanningError>),
     /// The run stopped without finishing; `resume` continues it.
     #[error("operation {operation} interrupted; resume continues it")]
     Interrupted {
@@ -198,7 +228,7 @@ impl ExecError {
     /// The report of a failed operation, if it ran.
     pub fn report(&self) -> Option<&OperationReport> {
         match self {
-            Self::Failed { report } => Some(report),
+            Self::Failed { report } | Self::Preempted { report } => Some(report),
             _ => None,
         }
     }

@@ -1,13 +1,21 @@
 //! The safety guards, as pure functions over fresh reads, so that each can
 //! be tested on its own and each call site states which invariant it
 //! protects. A guard that is not sure refuses.
+//!
+//! Balancer members are matched to servers by id *and* endpoint: adapters
+//! may report a stand-in id for a node they cannot name, or an old
+//! server's id for an address a new server now has, but the endpoint is
+//! where traffic goes. A member whose id and endpoint point at different
+//! servers cannot be attributed, and the guard refuses.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use crate::events::Invariant;
-use crate::id::{ReleaseLabel, ServerId};
+use crate::id::{PoolId, ReleaseLabel, RoleName, ServerId};
 use crate::model::{Slot, Traffic};
 use crate::ports::{Member, MemberState};
+use crate::records::Snapshot;
 
 /// A refused action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,18 +30,196 @@ fn refuse(invariant: Invariant, detail: String) -> Result<(), Refusal> {
     Err(Refusal { invariant, detail })
 }
 
+/// A server a guard is asked about: its id and, once it ran, the endpoint
+/// the balancer reaches it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The server.
+    pub server: ServerId,
+    /// Where it serves, when known.
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl Subject {
+    /// The subject a slot's server is.
+    pub fn of(slot: &Slot) -> Option<Self> {
+        Some(Self {
+            server: slot.server.clone()?,
+            endpoint: slot.endpoint,
+        })
+    }
+
+    /// True when `member` is this server: the same id, or the same
+    /// endpoint (whatever id the balancer reports there).
+    pub fn is(&self, member: &Member) -> bool {
+        member.server == self.server || self.endpoint == Some(member.endpoint)
+    }
+
+    /// A member reported under this server's id at another endpoint than
+    /// the one recorded: the id cannot be trusted.
+    fn misplaced(&self, member: &Member) -> bool {
+        member.server == self.server && self.endpoint.is_some_and(|e| e != member.endpoint)
+    }
+}
+
+/// Finds members by endpoint first (where traffic goes), else by id.
+#[derive(Debug)]
+pub struct MemberIndex<'a> {
+    by_id: BTreeMap<&'a ServerId, &'a Member>,
+    by_endpoint: BTreeMap<SocketAddr, &'a Member>,
+}
+
+impl<'a> MemberIndex<'a> {
+    /// Indexes a read.
+    pub fn new(members: &'a [Member]) -> Self {
+        Self {
+            by_id: members.iter().map(|m| (&m.server, m)).collect(),
+            by_endpoint: members.iter().map(|m| (m.endpoint, m)).collect(),
+        }
+    }
+
+    /// The member that is `server` at `endpoint`: the one at its endpoint
+    /// when the endpoint is known, else the one with its id.
+    pub fn find(&self, server: &ServerId, endpoint: Option<SocketAddr>) -> Option<&'a Member> {
+        match endpoint {
+            Some(e) => self.by_endpoint.get(&e).copied(),
+            None => self.by_id.get(server).copied(),
+        }
+    }
+
+    /// The member that is a slot's server.
+    pub fn of_slot(&self, slot: &Slot) -> Option<&'a Member> {
+        self.find(slot.server.as_ref()?, slot.endpoint)
+    }
+}
+
+/// What the records say a recorded server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The server.
+    pub server: ServerId,
+    /// Its recorded endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Its pool.
+    pub pool: PoolId,
+    /// Its role.
+    pub role: RoleName,
+    /// Its pool's release.
+    pub release: ReleaseLabel,
+}
+
+/// Who a balancer member is, according to the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attribution<'a> {
+    /// A recorded server of the deployment.
+    Recorded(&'a Recorded),
+    /// Neither its id nor its endpoint is recorded.
+    Unknown,
+    /// Its id and endpoint point at different servers, or its id is
+    /// recorded at another endpoint: it cannot be trusted either way.
+    Conflict(String),
+}
+
+/// The deployment's recorded servers, by id and by endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Roster {
+    servers: Vec<Recorded>,
+    by_id: BTreeMap<ServerId, usize>,
+    by_endpoint: BTreeMap<SocketAddr, Vec<usize>>,
+}
+
+impl Roster {
+    /// Every server of every recorded pool that may still exist.
+    pub fn of(snap: &Snapshot) -> Self {
+        let mut roster = Self::default();
+        for stored in snap.pools.values() {
+            let pool = &stored.value;
+            for slot in pool.in_service() {
+                let Some(server) = &slot.server else { continue };
+                roster.add(Recorded {
+                    server: server.clone(),
+                    endpoint: slot.endpoint,
+                    pool: pool.id.clone(),
+                    role: pool.role.clone(),
+                    release: pool.release.clone(),
+                });
+            }
+        }
+        roster
+    }
+
+    fn add(&mut self, r: Recorded) {
+        let i = self.servers.len();
+        self.by_id.insert(r.server.clone(), i);
+        if let Some(e) = r.endpoint {
+            self.by_endpoint.entry(e).or_default().push(i);
+        }
+        self.servers.push(r);
+    }
+
+    /// Who `member` is.
+    pub fn attribute(&self, member: &Member) -> Attribution<'_> {
+        let by_id = self.by_id.get(&member.server).map(|i| &self.servers[*i]);
+        let at_endpoint: Vec<&Recorded> = self
+            .by_endpoint
+            .get(&member.endpoint)
+            .map(|v| v.iter().map(|i| &self.servers[*i]).collect())
+            .unwrap_or_default();
+        if at_endpoint.len() > 1 {
+            return Attribution::Conflict(format!(
+                "{} servers are recorded at {}",
+                at_endpoint.len(),
+                member.endpoint
+            ));
+        }
+        match (by_id, at_endpoint.first()) {
+            (Some(r), _) if r.endpoint.is_some_and(|e| e != member.endpoint) => {
+                Attribution::Conflict(format!(
+                    "the balancer reports {} at {}, but it is recorded at {}",
+                    member.server,
+                    member.endpoint,
+                    r.endpoint.map_or("?".to_owned(), |e| e.to_string())
+                ))
+            }
+            (Some(r), Some(other)) if other.server != r.server => Attribution::Conflict(format!(
+                "the balancer reports {} at {}, where {} is recorded",
+                member.server, member.endpoint, other.server
+            )),
+            (Some(r), _) => Attribution::Recorded(r),
+            (None, Some(r)) => Attribution::Recorded(r),
+            (None, None) => Attribution::Unknown,
+        }
+    }
+}
+
 /// Invariant 1: a server may be stopped or terminated only when a fresh
-/// balancer read shows it detached and drained: absent, or not active and
-/// with zero open connections.
-pub fn not_serving(servers: &[ServerId], members: &[Member]) -> Result<(), Refusal> {
-    let wanted: BTreeSet<&ServerId> = servers.iter().collect();
-    let serving: Vec<String> = members
-        .iter()
-        .filter(|m| wanted.contains(&m.server) && m.carries_traffic())
-        .map(|m| {
-            format!(
-                "{} is {} with {} open connection(s)",
+/// read of every balancer shows it detached and drained: absent, or not
+/// active and with zero open connections. A member reported under the
+/// server's id at another endpoint fails closed.
+pub fn not_serving(servers: &[Subject], members: &[Member]) -> Result<(), Refusal> {
+    let mut serving = Vec::new();
+    for m in members {
+        let Some(s) = servers.iter().find(|s| s.is(m)) else {
+            continue;
+        };
+        if s.misplaced(m) {
+            serving.push(format!(
+                "{} is reported at {} but recorded at {}; the member cannot be attributed",
                 m.server,
+                m.endpoint,
+                s.endpoint.map_or("?".to_owned(), |e| e.to_string())
+            ));
+            continue;
+        }
+        if m.carries_traffic() {
+            serving.push(format!(
+                "{}{} is {} with {} open connection(s)",
+                s.server,
+                if m.server == s.server {
+                    String::new()
+                } else {
+                    format!(" (member {} at {})", m.server, m.endpoint)
+                },
                 match m.state {
                     MemberState::Active => "an active member",
                     MemberState::Draining => "draining",
@@ -41,9 +227,9 @@ pub fn not_serving(servers: &[ServerId], members: &[Member]) -> Result<(), Refus
                 },
                 m.connections
                     .map_or("an unknown number of".to_owned(), |c| c.to_string())
-            )
-        })
-        .collect();
+            ));
+        }
+    }
     if serving.is_empty() {
         Ok(())
     } else {
@@ -56,25 +242,28 @@ pub fn not_serving(servers: &[ServerId], members: &[Member]) -> Result<(), Refus
 
 /// True when some of `servers` is still an active member (as opposed to
 /// merely draining): waiting will not help.
-pub fn any_active(servers: &[ServerId], members: &[Member]) -> bool {
-    let wanted: BTreeSet<&ServerId> = servers.iter().collect();
+pub fn any_active(servers: &[Subject], members: &[Member]) -> bool {
     members
         .iter()
-        .any(|m| wanted.contains(&m.server) && m.state == MemberState::Active)
+        .any(|m| m.state == MemberState::Active && servers.iter().any(|s| s.is(m)))
 }
 
 /// Invariant 2: servers may leave the balancer only when their
 /// replacements are attached, verified, baked and healthy in this fresh
-/// read, and the healthy serving members left behind stay at or above
-/// the floor. Detaching members that are not healthy never lowers
-/// capacity and is allowed; the last healthy members never leave.
+/// read, and the healthy serving members *of this role* left behind stay
+/// at or above the floor (members of other deployments or roles sharing
+/// the balancer are not its capacity). Detaching members that are not
+/// healthy never lowers capacity and is allowed; the last healthy members
+/// never leave; a member that cannot be attributed refuses.
 pub fn may_detach(
-    detach: &[ServerId],
+    detach: &[Subject],
     replacements: &[&Slot],
     members: &[Member],
     floor: usize,
+    roster: &Roster,
+    role: &RoleName,
 ) -> Result<(), Refusal> {
-    let by_server: BTreeMap<&ServerId, &Member> = members.iter().map(|m| (&m.server, m)).collect();
+    let index = MemberIndex::new(members);
     for slot in replacements {
         let Some(server) = &slot.server else {
             return refuse(
@@ -82,18 +271,15 @@ pub fn may_detach(
                 format!("replacement slot {} has no server yet", slot.index),
             );
         };
+        let member = index.of_slot(slot);
         let ready = slot.traffic == Traffic::Attached
             && slot.verified
             && slot.baked_at.is_some()
-            && by_server
-                .get(server)
-                .is_some_and(|m| m.is_serving_healthy());
+            && member.is_some_and(Member::is_serving_healthy);
         if !ready {
-            let seen = by_server
-                .get(server)
-                .map_or("not a member".to_owned(), |m| {
-                    format!("{:?}/{:?}", m.state, m.health)
-                });
+            let seen = member.map_or("not a member".to_owned(), |m| {
+                format!("{:?}/{:?}", m.state, m.health)
+            });
             return refuse(
                 Invariant::CapacityFloor,
                 format!(
@@ -107,12 +293,39 @@ pub fn may_detach(
             );
         }
     }
-    let leaving: BTreeSet<&ServerId> = detach.iter().collect();
-    let healthy_before = members.iter().filter(|m| m.is_serving_healthy()).count();
-    let healthy_after = members
-        .iter()
-        .filter(|m| m.is_serving_healthy() && !leaving.contains(&m.server))
-        .count();
+    let mut healthy_before = 0;
+    let mut healthy_after = 0;
+    for m in members {
+        if detach.iter().any(|s| s.misplaced(m)) {
+            return refuse(
+                Invariant::CapacityFloor,
+                format!(
+                    "member {} at {} cannot be attributed: its id is recorded elsewhere",
+                    m.server, m.endpoint
+                ),
+            );
+        }
+        if !m.is_serving_healthy() {
+            continue;
+        }
+        let ours = match roster.attribute(m) {
+            Attribution::Recorded(r) => &r.role == role,
+            Attribution::Unknown => false,
+            Attribution::Conflict(why) => {
+                return refuse(
+                    Invariant::CapacityFloor,
+                    format!("cannot count the floor: {why}"),
+                )
+            }
+        };
+        if !ours {
+            continue;
+        }
+        healthy_before += 1;
+        if !detach.iter().any(|s| s.is(m)) {
+            healthy_after += 1;
+        }
+    }
     if healthy_after == healthy_before {
         return Ok(());
     }
@@ -120,7 +333,7 @@ pub fn may_detach(
         return refuse(
             Invariant::CapacityFloor,
             format!(
-                "detaching {} would leave no healthy member ({healthy_before} healthy now)",
+                "detaching {} would leave no healthy member of {role} ({healthy_before} healthy now)",
                 detach.len()
             ),
         );
@@ -129,7 +342,7 @@ pub fn may_detach(
         return refuse(
             Invariant::CapacityFloor,
             format!(
-                "detaching {} would leave {healthy_after} healthy member(s), below the floor of {floor}",
+                "detaching {} would leave {healthy_after} healthy member(s) of {role}, below the floor of {floor}",
                 detach.len()
             ),
         );
@@ -137,46 +350,58 @@ pub fn may_detach(
     Ok(())
 }
 
-/// Invariant 8: every serving member runs the target release, and there
-/// is at least one. `release_of` maps a server to the release of the
-/// recorded pool that owns it.
+/// Whose a serving member is, for invariant 8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A recorded server of this role, running this release.
+    Release(ReleaseLabel),
+    /// A server of another deployment sharing the balancer (its labels
+    /// say so): not this deployment's to judge.
+    Foreign,
+    /// Nobody can say: an unrecorded server of this deployment, another
+    /// role's server, a stand-in id with an unknown endpoint.
+    Unattributed(String),
+}
+
+/// Invariant 8: every serving member of this deployment runs the target
+/// release, there is at least one, and no serving member is unaccounted
+/// for. `owner` says whose a member is.
 pub fn serving_release<F>(
     members: &[Member],
     target: &ReleaseLabel,
-    release_of: F,
+    owner: F,
 ) -> Result<usize, Refusal>
 where
-    F: Fn(&ServerId) -> Option<ReleaseLabel>,
+    F: Fn(&Member) -> Owner,
 {
-    let serving: Vec<&Member> = members
-        .iter()
-        .filter(|m| m.state == MemberState::Active)
-        .collect();
-    if serving.is_empty() {
-        return Err(Refusal {
-            invariant: Invariant::DoneMeansDone,
-            detail: "no member serves".into(),
-        });
+    let mut ours = 0;
+    let mut wrong = Vec::new();
+    for m in members.iter().filter(|m| m.state == MemberState::Active) {
+        match owner(m) {
+            Owner::Release(r) if &r == target => ours += 1,
+            Owner::Release(r) => wrong.push(format!("{} runs {r}", m.server)),
+            Owner::Foreign => {}
+            Owner::Unattributed(why) => {
+                wrong.push(format!("{} at {}: {why}", m.server, m.endpoint))
+            }
+        }
     }
-    let wrong: Vec<String> = serving
-        .iter()
-        .filter_map(|m| match release_of(&m.server) {
-            Some(r) if &r == target => None,
-            Some(r) => Some(format!("{} runs {r}", m.server)),
-            None => Some(format!("{} belongs to no recorded pool", m.server)),
-        })
-        .collect();
-    if wrong.is_empty() {
-        Ok(serving.len())
-    } else {
-        Err(Refusal {
+    if !wrong.is_empty() {
+        return Err(Refusal {
             invariant: Invariant::DoneMeansDone,
             detail: format!(
                 "not every serving member runs {target}: {}",
                 wrong.join("; ")
             ),
-        })
+        });
     }
+    if ours == 0 {
+        return Err(Refusal {
+            invariant: Invariant::DoneMeansDone,
+            detail: "no member of this deployment serves".into(),
+        });
+    }
+    Ok(ours)
 }
 
 /// Invariant 9: deleting `deleting` rollback pools out of `available`
@@ -203,18 +428,35 @@ mod tests {
     use crate::ports::MemberHealth;
     use crate::time::{Clock, TokioClock};
 
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    /// A member whose endpoint is derived from its name, as if each server
+    /// listened on its own port.
     fn member(id: &str, state: MemberState, health: MemberHealth, conns: Option<u64>) -> Member {
         Member {
             server: ServerId::new(id).unwrap(),
-            endpoint: SocketAddr::from(([127, 0, 0, 1], 80)),
+            endpoint: at(port_of(id)),
             health,
             state,
             connections: conns,
         }
     }
 
+    fn port_of(id: &str) -> u16 {
+        1000 + id.bytes().map(u16::from).sum::<u16>()
+    }
+
     fn sid(s: &str) -> ServerId {
         ServerId::new(s).unwrap()
+    }
+
+    fn subject(s: &str) -> Subject {
+        Subject {
+            server: sid(s),
+            endpoint: Some(at(port_of(s))),
+        }
     }
 
     fn ready_slot(server: &str) -> Slot {
@@ -225,10 +467,29 @@ mod tests {
             None,
         );
         s.server = Some(sid(server));
+        s.endpoint = Some(at(port_of(server)));
         s.traffic = Traffic::Attached;
         s.verified = true;
         s.baked_at = Some(TokioClock::fixed().now());
         s
+    }
+
+    fn web() -> RoleName {
+        RoleName::new("web").unwrap()
+    }
+
+    fn roster(servers: &[&str], role: &str) -> Roster {
+        let mut r = Roster::default();
+        for s in servers {
+            r.add(Recorded {
+                server: sid(s),
+                endpoint: Some(at(port_of(s))),
+                pool: PoolId::new("p").unwrap(),
+                role: RoleName::new(role).unwrap(),
+                release: ReleaseLabel::new("v1").unwrap(),
+            });
+        }
+        r
     }
 
     use MemberHealth::*;
@@ -243,19 +504,38 @@ mod tests {
             member("d", Draining, Healthy, None),
         ];
         assert_eq!(
-            not_serving(&[sid("a")], &members).unwrap_err().invariant,
+            not_serving(&[subject("a")], &members)
+                .unwrap_err()
+                .invariant,
             Invariant::NoServingTermination
         );
-        assert!(not_serving(&[sid("b")], &members).is_err());
+        assert!(not_serving(&[subject("b")], &members).is_err());
         assert!(
-            not_serving(&[sid("d")], &members).is_err(),
+            not_serving(&[subject("d")], &members).is_err(),
             "unknown count refuses"
         );
-        assert!(not_serving(&[sid("c")], &members).is_ok());
-        assert!(not_serving(&[sid("z")], &members).is_ok());
+        assert!(not_serving(&[subject("c")], &members).is_ok());
+        assert!(not_serving(&[subject("z")], &members).is_ok());
         // Even an unhealthy active member may get traffic.
         let sick = vec![member("a", Active, Unhealthy, Some(0))];
-        assert!(not_serving(&[sid("a")], &sick).is_err());
+        assert!(not_serving(&[subject("a")], &sick).is_err());
+    }
+
+    #[test]
+    fn invariant_1_matches_members_by_endpoint_and_refuses_what_it_cannot_attribute() {
+        // A stand-in id at a's endpoint is a's member.
+        let mut stand_in = member("a", Active, Healthy, Some(2));
+        stand_in.server = sid("lb-node-7");
+        assert!(not_serving(&[subject("a")], &[stand_in]).is_err());
+        // A stale id: the balancer names an old server at a's address.
+        let mut stale = member("a", Active, Healthy, Some(2));
+        stale.server = sid("old-server");
+        assert!(not_serving(&[subject("a")], &[stale]).is_err());
+        // a's id reported at another endpoint: not trusted either way.
+        let mut elsewhere = member("a", Disabled, Healthy, Some(0));
+        elsewhere.endpoint = at(9);
+        let err = not_serving(&[subject("a")], &[elsewhere]).unwrap_err();
+        assert!(err.detail.contains("cannot be attributed"), "{err:?}");
     }
 
     #[tokio::test]
@@ -265,33 +545,82 @@ mod tests {
             member("old2", Active, Healthy, None),
             member("new1", Active, Healthy, None),
         ];
+        let r = roster(&["old1", "old2", "new1"], "web");
         let new1 = ready_slot("new1");
-        assert!(may_detach(&[sid("old1")], &[&new1], &members, 2).is_ok());
+        assert!(may_detach(&[subject("old1")], &[&new1], &members, 2, &r, &web()).is_ok());
         assert_eq!(
-            may_detach(&[sid("old1"), sid("old2")], &[&new1], &members, 2)
-                .unwrap_err()
-                .invariant,
+            may_detach(
+                &[subject("old1"), subject("old2")],
+                &[&new1],
+                &members,
+                2,
+                &r,
+                &web()
+            )
+            .unwrap_err()
+            .invariant,
             Invariant::CapacityFloor
         );
         let mut unbaked = ready_slot("new1");
         unbaked.baked_at = None;
-        assert!(may_detach(&[sid("old1")], &[&unbaked], &members, 0).is_err());
+        assert!(may_detach(&[subject("old1")], &[&unbaked], &members, 0, &r, &web()).is_err());
         let mut unverified = ready_slot("new1");
         unverified.verified = false;
-        assert!(may_detach(&[sid("old1")], &[&unverified], &members, 0).is_err());
+        assert!(may_detach(&[subject("old1")], &[&unverified], &members, 0, &r, &web()).is_err());
         let sick = vec![
             member("old1", Active, Healthy, None),
             member("new1", Active, Unhealthy, None),
         ];
-        assert!(may_detach(&[sid("old1")], &[&new1], &sick, 0).is_err());
+        assert!(may_detach(&[subject("old1")], &[&new1], &sick, 0, &r, &web()).is_err());
         // The last healthy member never leaves, even with a zero floor.
-        assert!(may_detach(&[sid("old1"), sid("old2"), sid("new1")], &[], &members, 0).is_err());
+        assert!(may_detach(
+            &[subject("old1"), subject("old2"), subject("new1")],
+            &[],
+            &members,
+            0,
+            &r,
+            &web()
+        )
+        .is_err());
         // Removing an unhealthy member lowers nothing.
         let dead = vec![
             member("live", Active, Healthy, None),
             member("dead", Active, Unhealthy, None),
         ];
-        assert!(may_detach(&[sid("dead")], &[], &dead, 1).is_ok());
+        let rd = roster(&["live", "dead"], "web");
+        assert!(may_detach(&[subject("dead")], &[], &dead, 1, &rd, &web()).is_ok());
+    }
+
+    #[test]
+    fn invariant_2_counts_only_the_roles_own_members() {
+        // Two healthy members of another deployment share the balancer:
+        // they are not web's capacity.
+        let members = vec![
+            member("web1", Active, Healthy, None),
+            member("web2", Active, Healthy, None),
+            member("theirs1", Active, Healthy, None),
+            member("theirs2", Active, Healthy, None),
+        ];
+        let r = roster(&["web1", "web2"], "web");
+        let err = may_detach(&[subject("web1")], &[], &members, 2, &r, &web()).unwrap_err();
+        assert_eq!(err.invariant, Invariant::CapacityFloor, "{err:?}");
+        // Nor is another role's.
+        let mut r = roster(&["web1", "web2"], "web");
+        for s in ["theirs1", "theirs2"] {
+            r.add(Recorded {
+                server: sid(s),
+                endpoint: Some(at(port_of(s))),
+                pool: PoolId::new("q").unwrap(),
+                role: RoleName::new("api").unwrap(),
+                release: ReleaseLabel::new("v1").unwrap(),
+            });
+        }
+        assert!(may_detach(&[subject("web1")], &[], &members, 2, &r, &web()).is_err());
+        // A stand-in id at web2's endpoint still counts as web2.
+        let mut members = members;
+        members[1].server = sid("lb-node-2");
+        let r = roster(&["web1", "web2"], "web");
+        assert!(may_detach(&[subject("web1")], &[], &members, 1, &r, &web()).is_ok());
     }
 
     #[test]
@@ -301,12 +630,27 @@ mod tests {
             member("a", Active, Healthy, None),
             member("b", Draining, Healthy, Some(1)),
         ];
-        let ok = serving_release(&members, &v2, |_| Some(v2.clone()));
+        let ok = serving_release(&members, &v2, |_| Owner::Release(v2.clone()));
         assert_eq!(ok.unwrap(), 1);
-        let wrong = serving_release(&members, &v2, |_| ReleaseLabel::new("v1").ok());
+        let wrong = serving_release(&members, &v2, |_| {
+            Owner::Release(ReleaseLabel::new("v1").unwrap())
+        });
         assert_eq!(wrong.unwrap_err().invariant, Invariant::DoneMeansDone);
-        assert!(serving_release(&members, &v2, |_| None).is_err());
-        assert!(serving_release(&[], &v2, |_| Some(v2.clone())).is_err());
+        assert!(serving_release(&members, &v2, |_| Owner::Unattributed("?".into())).is_err());
+        assert!(serving_release(&[], &v2, |_| Owner::Release(v2.clone())).is_err());
+        // Another deployment's member neither counts nor blocks.
+        let shared = vec![
+            member("a", Active, Healthy, None),
+            member("theirs", Active, Healthy, None),
+        ];
+        let owner = |m: &Member| {
+            if m.server == sid("theirs") {
+                Owner::Foreign
+            } else {
+                Owner::Release(v2.clone())
+            }
+        };
+        assert_eq!(serving_release(&shared, &v2, owner).unwrap(), 1);
     }
 
     #[test]

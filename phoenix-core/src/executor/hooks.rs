@@ -11,6 +11,27 @@ use super::error::StepError;
 use super::run::Run;
 
 impl Run {
+    /// True when `kind` still has to run for some of the listed slots.
+    pub(crate) fn hooks_due(
+        &self,
+        kind: HookKind,
+        pool_id: &PoolId,
+        slots: &[u32],
+    ) -> Result<bool, StepError> {
+        if self.env.ports.hooks.is_none() {
+            return Ok(false);
+        }
+        let pool = self.pool(pool_id)?;
+        Ok(slots
+            .iter()
+            .filter_map(|i| pool.slot(*i))
+            .filter(|s| s.server.is_some() && s.endpoint.is_some())
+            .any(|s| match kind {
+                HookKind::WarmUp => !s.warmed,
+                HookKind::Drain => !s.drained,
+            }))
+    }
+
     /// Runs `kind` for the listed slots that have a server and have not had
     /// it yet since they were last attached; records each outcome. A
     /// failure fails the step when the policy blocks, else it is an event.
@@ -46,12 +67,16 @@ impl Run {
             return Ok(());
         }
         let mut policy = self.plan.policy.hooks.clone();
+        // A hook changes what a server holds: it runs under the lease. The
+        // lease is renewed while hooks run (they may take their whole
+        // timeout), and hooks are abandoned at once if it is lost.
+        self.calls.keeper.ensure().await?;
         if self.restoring {
             // A rollback restores service: a hook that fails while the
             // failed pool leaves is recorded, never a reason to keep it.
             policy.on_failure = HookFailure::Proceed;
         }
-        let outcomes: Vec<(HookTarget, Result<HookReport, String>)> = stream::iter(targets)
+        let all = stream::iter(targets)
             .map(|target| {
                 let hooks = hooks.clone();
                 async move {
@@ -79,8 +104,11 @@ impl Run {
                 }
             })
             .buffered(policy.concurrency.max(1))
-            .collect()
-            .await;
+            .collect::<Vec<(HookTarget, Result<HookReport, String>)>>();
+        let outcomes = tokio::select! {
+            outcomes = all => outcomes,
+            lost = self.calls.keeper.heartbeat() => return Err(StepError::Interrupted(lost)),
+        };
         let mut blocking = None;
         let pool = self.pool_mut(pool_id)?;
         let mut events = Vec::new();

@@ -46,6 +46,10 @@ pub struct StepRecord {
     pub finished_at: Option<Timestamp>,
     /// Failure, as an error chain.
     pub error: Option<String>,
+    /// Failed or stuck launches this step replaced (its budget is
+    /// `provision.replace_budget` for the whole step).
+    #[serde(default)]
+    pub replacements: u32,
 }
 
 impl StepRecord {
@@ -56,6 +60,7 @@ impl StepRecord {
             started_at: None,
             finished_at: None,
             error: None,
+            replacements: 0,
         }
     }
 }

@@ -1,21 +1,29 @@
 //! The launch step: get every listed slot a running, healthy server,
-//! replacing failed, stuck or vanished launches within the per-slot budget,
+//! replacing failed, stuck or vanished launches within the step's budget,
 //! with idempotency tokens so that a retried or resumed launch never makes
 //! a second server.
+//!
+//! A launch whose answer was lost is found by its token. Once the
+//! provider's consistency window has passed without it, a provider that
+//! de-duplicates by token gets the same token again with the very payload
+//! it was first sent (rendered once per attempt; a payload rendered anew
+//! after a crash is compared by fingerprint), and any other provider gets
+//! a new attempt with a new token: the old token is remembered, so that a
+//! server appearing later still is adopted or terminated, never left
+//! running unowned.
 
 use std::collections::BTreeMap;
 
 use futures::stream::{self, StreamExt};
 
-use crate::events::{EventKind, Invariant};
-use crate::id::{PoolId, ServerId};
+use crate::events::EventKind;
+use crate::id::{IdempotencyToken, PoolId, ServerId};
 use crate::labels::{keys, LabelSelector, Labels};
-use crate::model::{DiscardedServer, ServerStatus, SlotState, Traffic};
+use crate::model::{DiscardedServer, LostLaunch, ServerStatus, SlotState, Traffic};
 use crate::ports::{BootContext, Check, ErrorKind, LaunchRequest, PortError, ProbeTarget};
 use crate::time::elapsed_between;
 
 use super::error::StepError;
-use super::guards;
 use super::run::{Deadline, Run};
 
 struct PoolIdentity {
@@ -25,11 +33,6 @@ struct PoolIdentity {
     release: crate::id::ReleaseLabel,
     image: crate::id::ImageId,
     id: PoolId,
-}
-
-struct Attempt<'a> {
-    attempt: u32,
-    token: &'a crate::id::IdempotencyToken,
 }
 
 /// Most launch requests rendered and in flight at once.
@@ -56,9 +59,18 @@ fn progress_score(pool: &crate::model::Pool, slots: &[u32]) -> u64 {
                 SlotState::Running => 2,
                 _ => 0,
             };
-            u64::from(s.attempt) * 4 + stage
+            u64::from(s.attempt.saturating_sub(s.relaunches)) * 4 + stage
         })
         .sum()
+}
+
+/// What one window of pending slots needs to render.
+struct Pending {
+    index: u32,
+    attempt: u32,
+    token: IdempotencyToken,
+    /// The fingerprint recorded for this token, if it was sent before.
+    sent: Option<String>,
 }
 
 impl Run {
@@ -78,14 +90,14 @@ impl Run {
         let started = self.now();
         // The deadline is on progress (as Kubernetes' progressDeadlineSeconds):
         // replacing a stuck server takes its own deadline each time. The
-        // step stays bounded because attempts per slot are bounded.
+        // step stays bounded because its replacements are bounded.
         let limit = self.plan.policy.rollout.progress_deadline;
         let mut deadline = Deadline::after(limit);
         let mut progress = progress_score(self.pool(pool_id)?, slots);
-        loop {
+        let result = loop {
             let mut failures = Vec::new();
             self.request_pending(pool_id, slots, &mut failures).await?;
-            self.adopt_requested(pool_id, slots).await?;
+            self.settle_requested(pool_id, slots).await?;
             self.poll_booting(pool_id, slots, &mut failures).await?;
             self.probe_health(pool_id, slots, started, &mut failures)
                 .await?;
@@ -97,7 +109,7 @@ impl Run {
                     .is_some_and(|s| s.state == SlotState::Running && s.healthy)
             });
             if done {
-                return Ok(());
+                break Ok(());
             }
             let now_score = progress_score(pool, slots);
             if now_score != progress {
@@ -111,19 +123,22 @@ impl Run {
                     .filter(|s| !(s.state == SlotState::Running && s.healthy))
                     .map(|s| format!("slot {} {:?}", s.index, s.state))
                     .collect();
-                return Err(deadline.timeout(format!(
+                break Err(deadline.timeout(format!(
                     "pool {pool_id} launch: still waiting for {}",
                     waiting.join(", ")
                 )));
             }
             self.pause().await?;
-        }
+        };
+        // Payloads hold secrets: none outlives the step.
+        self.payloads.clear();
+        result
     }
 
     /// Renders and launches every pending slot, recording the intent
-    /// (token, time) before the call. Slots go in windows so that rendered
-    /// payloads (which hold secrets) of a ten-thousand-server pool are
-    /// never all in memory at once.
+    /// (token, time, payload fingerprint) before the call. Slots go in
+    /// windows so that rendered payloads (which hold secrets) of a
+    /// ten-thousand-server pool are never all in memory at once.
     async fn request_pending(
         &mut self,
         pool_id: &PoolId,
@@ -151,6 +166,14 @@ impl Run {
         Ok(())
     }
 
+    fn server_name(pool_id: &PoolId, index: u32, attempt: u32) -> String {
+        if attempt == 0 {
+            format!("{pool_id}-{index}")
+        } else {
+            format!("{pool_id}-{index}-r{attempt}")
+        }
+    }
+
     async fn request_window(
         &mut self,
         pool_id: &PoolId,
@@ -161,9 +184,16 @@ impl Run {
         let caps = self.env.ports.compute.capabilities();
         let role = self.role()?.clone();
         // Only what rendering needs, not a copy of the whole pool.
-        let wanted: Vec<(u32, u32, crate::id::IdempotencyToken)> = pending
+        let wanted: Vec<Pending> = pending
             .iter()
-            .filter_map(|i| pool.slot(*i).map(|s| (*i, s.attempt, s.token.clone())))
+            .filter_map(|i| {
+                pool.slot(*i).map(|s| Pending {
+                    index: *i,
+                    attempt: s.attempt,
+                    token: s.token.clone(),
+                    sent: s.payload.clone(),
+                })
+            })
             .collect();
         let pool = PoolIdentity {
             deployment: pool.deployment.clone(),
@@ -173,58 +203,76 @@ impl Run {
             image: pool.image.clone(),
             id: pool.id.clone(),
         };
-        let mut requests = Vec::with_capacity(pending.len());
-        for (idx, attempt, token) in &wanted {
-            let slot = Attempt {
-                attempt: *attempt,
-                token,
+        let mut requests = Vec::with_capacity(wanted.len());
+        let mut fingerprints = BTreeMap::new();
+        let mut changed = Vec::new();
+        for w in &wanted {
+            let name = Self::server_name(pool_id, w.index, w.attempt);
+            let payload = match self.payloads.remove(w.token.as_str()) {
+                Some(p) => p,
+                None => {
+                    let context = BootContext {
+                        deployment: pool.deployment.clone(),
+                        environment: pool.environment.clone(),
+                        role: pool.role.clone(),
+                        release: pool.release.clone(),
+                        image: pool.image.clone(),
+                        pool: pool.id.clone(),
+                        server_name: name.clone(),
+                        index: w.index,
+                    };
+                    let boot = self.env.ports.boot.clone();
+                    self.call(&format!("rendering boot configuration for {name}"), || {
+                        boot.render(&context, caps.boot_format)
+                    })
+                    .await?
+                }
             };
-            let name = if slot.attempt == 0 {
-                format!("{pool_id}-{idx}")
-            } else {
-                format!("{pool_id}-{idx}-r{}", slot.attempt)
-            };
-            let context = BootContext {
-                deployment: pool.deployment.clone(),
-                environment: pool.environment.clone(),
-                role: pool.role.clone(),
-                release: pool.release.clone(),
-                image: pool.image.clone(),
-                pool: pool.id.clone(),
-                server_name: name.clone(),
-                index: *idx,
-            };
-            let boot = self.env.ports.boot.clone();
-            let payload = self
-                .call(&format!("rendering boot configuration for {name}"), || {
-                    boot.render(&context, caps.boot_format)
-                })
-                .await?;
-            requests.push(LaunchRequest {
-                name,
-                image: pool.image.clone(),
-                flavor: role.flavor.clone(),
-                boot: payload,
-                labels: Labels::for_server(
-                    &pool.deployment,
-                    &pool.environment,
-                    &pool.role,
-                    &pool.release,
-                    &pool.id,
-                    *idx,
-                    slot.token,
-                ),
-                token: slot.token.clone(),
-            });
+            let fingerprint = payload.fingerprint();
+            if w.sent.as_ref().is_some_and(|sent| sent != &fingerprint) {
+                // The token went out with another payload (a secret rotated
+                // since): a provider that de-duplicates would refuse it, one
+                // that does not would make a second server.
+                changed.push(w.index);
+                continue;
+            }
+            fingerprints.insert(w.index, fingerprint);
+            requests.push((
+                w.index,
+                LaunchRequest {
+                    name,
+                    image: pool.image.clone(),
+                    flavor: role.flavor.clone(),
+                    boot: payload,
+                    labels: Labels::for_server(
+                        &pool.deployment,
+                        &pool.environment,
+                        &pool.role,
+                        &pool.release,
+                        &pool.id,
+                        w.index,
+                        &w.token,
+                    ),
+                    token: w.token.clone(),
+                },
+            ));
+        }
+        for index in changed {
+            self.give_up_token(
+                pool_id,
+                index,
+                "its payload changed since its launch was sent".into(),
+            )?;
         }
         let now = self.now();
         {
             let pool = self.pool_mut(pool_id)?;
             let mut events = Vec::new();
-            for idx in pending {
+            for (idx, _) in &requests {
                 if let Some(slot) = pool.slot_mut(*idx) {
                     slot.state = SlotState::Requested;
                     slot.requested_at = Some(now);
+                    slot.payload = fingerprints.remove(idx);
                     events.push(EventKind::LaunchRequested {
                         pool: pool_id.clone(),
                         slot: *idx,
@@ -245,54 +293,91 @@ impl Run {
         // Owned chunks: futures borrowing them would not be `Send` for
         // every lifetime, and callers spawn operations on multi-threaded
         // runtimes.
-        let mut chunks: Vec<Vec<LaunchRequest>> = Vec::new();
+        let mut chunks: Vec<(Vec<u32>, Vec<LaunchRequest>)> = Vec::new();
         let mut rest = requests.into_iter().peekable();
         while rest.peek().is_some() {
-            chunks.push(rest.by_ref().take(batch).collect());
+            chunks.push(rest.by_ref().take(batch).unzip());
         }
-        let results: Vec<Vec<Result<crate::model::Server, PortError>>> = stream::iter(chunks)
-            .map(|chunk| {
+        let calls = self.calls.clone();
+        type Answer = Result<
+            Result<Vec<Result<crate::model::Server, PortError>>, PortError>,
+            super::error::Interruption,
+        >;
+        let answered: Vec<(Vec<u32>, Vec<LaunchRequest>, Answer)> = stream::iter(chunks)
+            .map(|(indices, requests)| {
                 let compute = compute.clone();
-                async move { compute.launch(&chunk).await }
+                let calls = calls.clone();
+                async move {
+                    let call = async { Ok(compute.launch(&requests).await) };
+                    let r = calls.once("launching servers", call).await;
+                    (indices, requests, r)
+                }
             })
             .buffered(concurrency)
             .collect()
             .await;
         let mut longest_throttle = None;
         {
-            let pool = self.pool_mut(pool_id)?;
             let mut events = Vec::new();
-            for (idx, result) in pending.iter().zip(results.into_iter().flatten()) {
-                let Some(slot) = pool.slot_mut(*idx) else {
-                    continue;
+            let mut keep = Vec::new();
+            let pool = self.pool_mut(pool_id)?;
+            for (indices, requests, answer) in answered {
+                let n = indices.len();
+                let results: Vec<Result<crate::model::Server, PortError>> = match answer {
+                    Err(i) => return Err(StepError::Interrupted(i)),
+                    // The call outlived its deadline: the outcome is unknown.
+                    Ok(Err(e)) => (0..n)
+                        .map(|_| Err(PortError::new(e.operation.clone(), e.kind.clone())))
+                        .collect(),
+                    Ok(Ok(results)) if results.len() == n => results,
+                    // One answer per request is the contract; anything else
+                    // cannot be matched to slots: the outcome is unknown,
+                    // and tokens will tell.
+                    Ok(Ok(results)) => (0..n)
+                        .map(|_| {
+                            Err(PortError::temporary(
+                                "launching servers",
+                                format!("{} answers to {n} requests", results.len()),
+                            ))
+                        })
+                        .collect(),
                 };
-                match result {
-                    Ok(server) => {
-                        events.push(EventKind::ServerLaunched {
-                            pool: pool_id.clone(),
-                            slot: *idx,
-                            server: server.id.clone(),
-                        });
-                        slot.server = Some(server.id);
-                        slot.state = SlotState::Booting;
-                    }
-                    Err(e) => match &e.kind {
-                        // Throttled: nothing was created; ask again later
-                        // with the same token.
-                        ErrorKind::Throttled { retry_after } => {
-                            slot.state = SlotState::Pending;
-                            longest_throttle = longest_throttle.max(*retry_after);
+                for ((idx, request), result) in indices.into_iter().zip(requests).zip(results) {
+                    let Some(slot) = pool.slot_mut(idx) else {
+                        continue;
+                    };
+                    match result {
+                        Ok(server) => {
+                            events.push(EventKind::ServerLaunched {
+                                pool: pool_id.clone(),
+                                slot: idx,
+                                server: server.id.clone(),
+                            });
+                            slot.server = Some(server.id);
+                            slot.state = SlotState::Booting;
                         }
-                        // Unknown outcome: stays requested; found by its
-                        // token or relaunched after the consistency window.
-                        ErrorKind::Temporary(_) => {}
-                        _ => failures.push(Failure {
-                            slot: *idx,
-                            server: None,
-                            reason: format!("launch refused: {}", e.chain()),
-                        }),
-                    },
+                        Err(e) => match &e.kind {
+                            // Throttled: nothing was created; ask again
+                            // later with the same token and payload.
+                            ErrorKind::Throttled { retry_after } => {
+                                slot.state = SlotState::Pending;
+                                longest_throttle = longest_throttle.max(*retry_after);
+                                keep.push(request);
+                            }
+                            // Unknown outcome: stays requested; found by its
+                            // token, or sent again after the window.
+                            ErrorKind::Temporary(_) => keep.push(request),
+                            _ => failures.push(Failure {
+                                slot: idx,
+                                server: None,
+                                reason: format!("launch refused: {}", e.chain()),
+                            }),
+                        },
+                    }
                 }
+            }
+            for r in keep {
+                self.payloads.insert(r.token.to_string(), r.boot);
             }
             for e in events {
                 self.emit(e);
@@ -300,15 +385,53 @@ impl Run {
         }
         self.save(&[pool_id]).await?;
         if let Some(wait) = longest_throttle {
-            tokio::time::sleep(wait).await;
+            self.sleep(wait).await?;
         }
         Ok(())
     }
 
-    /// Finds servers of requested slots whose launch answer was lost (a
-    /// crash, a timeout) by their token label; relaunches with the same
-    /// token once the provider's consistency window has passed.
-    async fn adopt_requested(&mut self, pool_id: &PoolId, slots: &[u32]) -> Result<(), StepError> {
+    /// Moves a slot whose token cannot be sent again to a new attempt with
+    /// a new token, remembering the old one (its server may still appear).
+    /// Nothing failed, so the replacement budget is not charged; the step
+    /// stays bounded because such relaunches do not count as progress.
+    fn give_up_token(
+        &mut self,
+        pool_id: &PoolId,
+        index: u32,
+        reason: String,
+    ) -> Result<(), StepError> {
+        let op = self.plan.id.clone();
+        let Some(slot) = self.pool(pool_id)?.slot(index) else {
+            return Ok(());
+        };
+        let lost = LostLaunch {
+            slot: index,
+            attempt: slot.attempt,
+            token: slot.token.clone(),
+            requested_at: slot.requested_at,
+        };
+        self.payloads.remove(lost.token.as_str());
+        self.emit(EventKind::LaunchFailed {
+            pool: pool_id.clone(),
+            slot: index,
+            attempt: lost.attempt,
+            server: None,
+            reason: format!("{reason}; launching again under a new token"),
+        });
+        let pool = self.pool_mut(pool_id)?;
+        pool.lost.push(lost);
+        if let Some(slot) = pool.slot_mut(index) {
+            slot.next_attempt(&op, pool_id, reason);
+            slot.relaunches += 1;
+        }
+        Ok(())
+    }
+
+    /// Settles requested slots whose launch answer was lost (a crash, a
+    /// timeout) by their token labels, and servers that appear for tokens
+    /// given up on: adopted when their slot still waits for a server,
+    /// terminated otherwise.
+    async fn settle_requested(&mut self, pool_id: &PoolId, slots: &[u32]) -> Result<(), StepError> {
         let pool = self.pool(pool_id)?;
         let requested: Vec<u32> = slots
             .iter()
@@ -318,7 +441,7 @@ impl Run {
                     .is_some_and(|s| s.state == SlotState::Requested && s.server.is_none())
             })
             .collect();
-        if requested.is_empty() {
+        if requested.is_empty() && pool.lost.is_empty() {
             return Ok(());
         }
         let caps = self.env.ports.compute.capabilities();
@@ -332,40 +455,105 @@ impl Run {
             .await?;
         let by_token: BTreeMap<String, ServerId> = found
             .into_iter()
+            .filter(|s| s.status != ServerStatus::Deleted)
             .filter_map(|s| Some((s.labels.token()?.to_string(), s.id)))
             .collect();
         let now = self.now();
         let mut changed = false;
         let mut events = Vec::new();
-        let pool = self.pool_mut(pool_id)?;
-        for idx in requested {
-            let Some(slot) = pool.slot_mut(idx) else {
-                continue;
-            };
-            if let Some(server) = by_token.get(slot.token.as_str()) {
-                slot.server = Some(server.clone());
-                slot.state = SlotState::Booting;
-                events.push(EventKind::ServerLaunched {
-                    pool: pool_id.clone(),
-                    slot: idx,
-                    server: server.clone(),
+        let mut give_up = Vec::new();
+        let mut late_discarded = false;
+        {
+            let pool = self.pool_mut(pool_id)?;
+            for idx in requested {
+                let Some(slot) = pool.slot_mut(idx) else {
+                    continue;
+                };
+                if let Some(server) = by_token.get(slot.token.as_str()) {
+                    slot.server = Some(server.clone());
+                    slot.state = SlotState::Booting;
+                    events.push(EventKind::ServerLaunched {
+                        pool: pool_id.clone(),
+                        slot: idx,
+                        server: server.clone(),
+                    });
+                    changed = true;
+                    continue;
+                }
+                let waited = slot
+                    .requested_at
+                    .map_or(caps.consistency_window, |t| elapsed_between(t, now));
+                if caps.idempotent_launch {
+                    // The provider de-duplicates: the same token (with the
+                    // same payload) is safe to send again.
+                    slot.state = SlotState::Pending;
+                    changed = true;
+                } else if waited > caps.consistency_window {
+                    give_up.push(idx);
+                }
+            }
+            // Servers for tokens given up on, appearing late.
+            let mut late = Vec::new();
+            pool.lost.retain(|l| match by_token.get(l.token.as_str()) {
+                Some(server) => {
+                    late.push((l.clone(), server.clone()));
+                    false
+                }
+                None => true,
+            });
+            for (lost, server) in late {
+                changed = true;
+                let adoptable = pool.slot(lost.slot).is_some_and(|s| {
+                    s.state == SlotState::Pending && s.server.is_none() && s.traffic == Traffic::Out
                 });
-                changed = true;
-                continue;
+                if adoptable && slots.contains(&lost.slot) {
+                    if let Some(slot) = pool.slot_mut(lost.slot) {
+                        slot.token = lost.token.clone();
+                        slot.payload = None;
+                        slot.server = Some(server.clone());
+                        slot.state = SlotState::Booting;
+                        slot.requested_at = lost.requested_at.or(Some(now));
+                        events.push(EventKind::ServerLaunched {
+                            pool: pool_id.clone(),
+                            slot: lost.slot,
+                            server,
+                        });
+                    }
+                } else if pool.owns(&server) {
+                    // Already known (adopted earlier under its token).
+                } else {
+                    pool.discarded.push(DiscardedServer {
+                        server,
+                        slot: lost.slot,
+                        attempt: lost.attempt,
+                        reason: "appeared after its launch was given up".into(),
+                        terminated: false,
+                    });
+                    late_discarded = true;
+                }
             }
-            let waited = slot
-                .requested_at
-                .map_or(caps.consistency_window, |t| elapsed_between(t, now));
-            if caps.idempotent_launch || waited > caps.consistency_window {
-                slot.state = SlotState::Pending;
-                changed = true;
-            }
+        }
+        if !give_up.is_empty() {
+            changed = true;
+        }
+        for idx in give_up {
+            self.give_up_token(
+                pool_id,
+                idx,
+                format!(
+                    "not visible {} after its launch (answer lost)",
+                    crate::time::human(caps.consistency_window)
+                ),
+            )?;
         }
         for e in events {
             self.emit(e);
         }
         if changed {
             self.save(&[pool_id]).await?;
+        }
+        if late_discarded {
+            self.terminate_discarded(pool_id).await?;
         }
         Ok(())
     }
@@ -419,7 +607,12 @@ impl Run {
                         if let Some(endpoint) = server.endpoint(port) {
                             slot.state = SlotState::Running;
                             slot.endpoint = Some(endpoint);
-                            slot.launched_at = Some(server.launched_at.unwrap_or(now));
+                            // Age counts from when the server was first
+                            // seen; a provider that reports a start as a
+                            // new launch never makes a server younger.
+                            let reported = server.launched_at.unwrap_or(now).min(now);
+                            slot.launched_at =
+                                Some(slot.launched_at.map_or(reported, |t| t.min(reported)));
                             events.push(EventKind::ServerActive {
                                 pool: pool_id.clone(),
                                 slot: idx,
@@ -532,12 +725,16 @@ impl Run {
             return Ok(());
         }
         let probe = self.env.ports.probe.clone();
+        let calls = self.calls.clone();
         let concurrency = self.plan.policy.provision.concurrency.max(1);
         let outcomes: Vec<_> = stream::iter(targets)
             .map(|(idx, target, requested_at)| {
                 let probe = probe.clone();
+                let calls = calls.clone();
                 async move {
-                    let outcome = probe.check(&target, Check::Health).await;
+                    let outcome = calls
+                        .once("health-checking", probe.check(&target, Check::Health))
+                        .await;
                     (idx, target.server, requested_at, outcome)
                 }
             })
@@ -550,7 +747,7 @@ impl Run {
         let mut changed = false;
         let pool = self.pool_mut(pool_id)?;
         for (idx, server, requested_at, outcome) in outcomes {
-            let detail = match outcome {
+            let detail = match outcome.map_err(StepError::Interrupted)? {
                 Ok(o) if o.passed => {
                     if let Some(slot) = pool.slot_mut(idx) {
                         slot.healthy = true;
@@ -578,8 +775,8 @@ impl Run {
     }
 
     /// Records failed attempts: the server is kept as discarded (and
-    /// terminated), the slot gets a new attempt and token, or is abandoned
-    /// once its budget is spent, which fails the step.
+    /// terminated), the slot gets a new attempt and token while the step's
+    /// replacement budget lasts, or is abandoned, which fails the step.
     async fn record_failures(
         &mut self,
         pool_id: &PoolId,
@@ -592,44 +789,45 @@ impl Run {
         let op = self.plan.id.clone();
         let mut exhausted = None;
         let mut events = Vec::new();
-        {
+        let mut used = self.step_replacements();
+        for f in failures {
             let pool = self.pool_mut(pool_id)?;
-            for f in failures {
-                let Some(slot) = pool.slot_mut(f.slot) else {
-                    continue;
-                };
-                events.push(EventKind::LaunchFailed {
+            let Some(slot) = pool.slot_mut(f.slot) else {
+                continue;
+            };
+            events.push(EventKind::LaunchFailed {
+                pool: pool_id.clone(),
+                slot: f.slot,
+                attempt: slot.attempt,
+                server: f.server.clone(),
+                reason: f.reason.clone(),
+            });
+            let attempt = slot.attempt;
+            if used >= budget {
+                slot.state = SlotState::Abandoned;
+                slot.last_failure = Some(f.reason.clone());
+                slot.healthy = false;
+                exhausted.get_or_insert(StepError::LaunchBudget {
                     pool: pool_id.clone(),
                     slot: f.slot,
-                    attempt: slot.attempt,
-                    server: f.server.clone(),
-                    reason: f.reason.clone(),
+                    attempts: used,
+                    last: f.reason.clone(),
                 });
-                let attempt = slot.attempt;
-                if attempt >= budget {
-                    slot.state = SlotState::Abandoned;
-                    slot.last_failure = Some(f.reason.clone());
-                    slot.healthy = false;
-                    exhausted.get_or_insert(StepError::LaunchBudget {
-                        pool: pool_id.clone(),
-                        slot: f.slot,
-                        attempts: attempt + 1,
-                        last: f.reason.clone(),
-                    });
-                } else {
-                    slot.next_attempt(&op, pool_id, f.reason.clone());
-                }
-                if let Some(server) = f.server {
-                    pool.discarded.push(DiscardedServer {
-                        server,
-                        slot: f.slot,
-                        attempt,
-                        reason: f.reason,
-                        terminated: false,
-                    });
-                }
+            } else {
+                used += 1;
+                slot.next_attempt(&op, pool_id, f.reason.clone());
+            }
+            if let Some(server) = f.server {
+                pool.discarded.push(DiscardedServer {
+                    server,
+                    slot: f.slot,
+                    attempt,
+                    reason: f.reason,
+                    terminated: false,
+                });
             }
         }
+        self.set_step_replacements(used);
         for e in events {
             self.emit(e);
         }
@@ -639,58 +837,5 @@ impl Run {
             Some(e) => Err(e),
             None => Ok(()),
         }
-    }
-
-    /// Terminates the pool's discarded servers that are not serving (a
-    /// fresh balancer read); those that cannot be terminated now stay
-    /// recorded for a later clean-up.
-    pub(crate) async fn terminate_discarded(&mut self, pool_id: &PoolId) -> Result<(), StepError> {
-        let targets: Vec<ServerId> = self
-            .pool(pool_id)?
-            .discarded
-            .iter()
-            .filter(|d| !d.terminated)
-            .map(|d| d.server.clone())
-            .collect();
-        if targets.is_empty() {
-            return Ok(());
-        }
-        let members = self.members_for_guard().await?;
-        let mut done = Vec::new();
-        for server in targets {
-            if let Err(refusal) = guards::not_serving(std::slice::from_ref(&server), &members) {
-                self.emit(EventKind::GuardRefused {
-                    invariant: Invariant::NoServingTermination,
-                    detail: refusal.detail,
-                });
-                continue;
-            }
-            let compute = self.env.ports.compute.clone();
-            let result = self
-                .call(&format!("terminating discarded server {server}"), || {
-                    compute.terminate(&server)
-                })
-                .await;
-            if result.is_ok() {
-                done.push(server);
-            }
-        }
-        let pool = self.pool_mut(pool_id)?;
-        let mut events = Vec::new();
-        for d in pool.discarded.iter_mut() {
-            if !d.terminated && done.contains(&d.server) {
-                d.terminated = true;
-                events.push(EventKind::ServerTerminated {
-                    pool: Some(pool_id.clone()),
-                    slot: Some(d.slot),
-                    server: d.server.clone(),
-                });
-            }
-        }
-        for e in events {
-            self.emit(e);
-        }
-        self.save(&[pool_id]).await?;
-        Ok(())
     }
 }

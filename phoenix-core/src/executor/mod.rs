@@ -1,14 +1,23 @@
 //! The executor: applies a plan step by step under the deployment's lease,
 //! journaling every step before and after, and resumes an interrupted
 //! operation from its journal.
+//!
+//!
+//! See [`Executor`] for what it guarantees, what it assumes of the ports,
+//! and what cancelling it means.
 
+mod calls;
 mod compensation;
+mod drive;
 mod error;
 pub mod guards;
 mod hooks;
 mod journal;
 mod launch;
+mod lease;
 mod lifecycle;
+mod preempt;
+mod removal;
 mod run;
 mod traffic;
 
@@ -16,19 +25,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 
 pub use error::{ExecError, Interruption, StepError};
 pub use journal::{
     LeaseHold, OperationProgress, OperationStatus, RollbackJournal, StepRecord, StepStatus,
 };
+pub use preempt::PreemptRequest;
 
 use crate::events::{EventBus, EventKind, Outcome};
 use crate::id::{DeploymentId, OperationId, RoleName};
-use crate::plan::{OperationKind, Plan, Precondition, Step};
+use crate::plan::{OperationKind, Plan, Precondition};
+use crate::policy::RefreshPolicy;
 use crate::ports::{Commit, Expect, LoadBalancer, StoreError, Write};
 use crate::ports_set::Ports;
-use crate::records::{encode, key, RecordError, Records, Stored};
+use crate::records::{encode, key, RecordError, Records, Snapshot, Stored};
 use crate::time::{SharedClock, Timestamp};
 
 use run::Run;
@@ -41,6 +51,10 @@ pub(crate) struct Env {
     pub(crate) holder: String,
     pub(crate) lease_ttl: Duration,
     pub(crate) lease_wait: Duration,
+    /// How long an emergency waits for a running operation to stop.
+    pub(crate) emergency_wait: Duration,
+    /// The orchestrator's own replacement budget: plans cannot loosen it.
+    pub(crate) budget: RefreshPolicy,
 }
 
 /// How an operation went.
@@ -79,7 +93,90 @@ impl OperationReport {
     }
 }
 
-/// Applies plans.
+/// Applies plans: step by step, under the deployment's lease, journaling
+/// every step, resuming from the journal after a crash.
+///
+/// # Guarantees
+///
+/// What [`Executor::apply`] (and [`Executor::resume`], and
+/// [`Executor::emergency`]) promise, invariant by invariant, as long as the
+/// assumptions below hold:
+///
+/// 1. **No serving server is stopped or terminated.** Every stop and
+///    terminate call follows, with no sleep or hook in between, a fresh read
+///    of *every* balancer the deployment knows showing the server absent, or
+///    not active with no open connections; a retried call reads again. A
+///    member reported under the server's id at another endpoint, or a read
+///    that fails or comes back empty while members are recorded, refuses.
+/// 2. **The capacity floor holds.** A detach call follows a fresh read (after
+///    the drain hooks) in which every replacement is attached, smoke-tested,
+///    baked and healthy, and the role's own healthy members left behind are at
+///    least `min_healthy`; members of other deployments sharing the balancer
+///    are not counted; the last healthy members never leave.
+/// 3. **Blast radius.** A plan whose step changes more than `batch_size`
+///    servers is refused before any call.
+/// 4. **Halt and roll back.** The first failed step stops the plan; its
+///    failure and the start of its compensation commit together, so a resumed
+///    run never retries it. With auto-rollback the previous pool is attached
+///    again (members left draining or disabled are re-activated) and healthy
+///    before anything of the failed pool leaves.
+/// 5. **One writer.** Every run holds the deployment lease; every port call
+///    first makes sure the lease is still its own (renewing it when half is
+///    gone) and has a deadline that ends before the lease could lapse; every
+///    sleep renews it; every commit carries its fencing token. A run that
+///    finds its lease lost stops at once (`Interrupted`). A plan made against
+///    records that changed since is refused.
+/// 6. **No orphans, no duplicates.** A launch is recorded (token, time,
+///    payload fingerprint) before it is sent; a lost answer is found by its
+///    token; "not found" within the provider's consistency window is never
+///    taken as absence; a token is sent again only to a provider that
+///    de-duplicates, with the same payload; otherwise a new token is used and
+///    the old one is remembered, so a server that appears late is adopted or
+///    terminated.
+/// 7. **Bounded time.** Each step has deadlines (progress, health, drain,
+///    per-call timeouts) and a replacement budget per step.
+/// 8. **Done means done.** An operation that makes a release live succeeds
+///    only when a fresh read shows every active member of the deployment
+///    running it.
+/// 9. **Retention** never retires a pool below `keep` rollback pools.
+/// 10. **Secrets** stay in boot payloads (in memory, for the length of a
+///     launch step), never in plans, records, events, logs or errors.
+///
+/// # Assumptions
+///
+/// - **Balancers** report every member they send traffic to (the list is
+///   complete), with the endpoint traffic goes to; an id may be a stand-in,
+///   the endpoint may not. `attach` re-activates a member that is draining,
+///   disabled or in maintenance. `detach` finds members by the id they were
+///   attached with.
+/// - **Compute** lists a launched server by its labels within its declared
+///   `consistency_window` (a server appearing later is still handled, as an
+///   orphan or a late arrival); a provider that declares `idempotent_launch`
+///   de-duplicates launches by token.
+/// - **The state store** grants a lease to one holder at a time, refuses a
+///   commit whose fencing token is stale, and its clock and this process's
+///   agree within a tenth of the lease's time to live (at most 5 s).
+/// - **Clouds and balancers do not take fencing tokens**: a call sent just
+///   before a lease lapsed may still take effect after it. Phoenix makes that
+///   window as small as its call deadline and never sends a call it knows is
+///   late.
+///
+/// # Cancellation
+///
+/// Dropping the future of `apply` or `resume` is like killing the process:
+/// every change made so far is journaled (intent before each cloud call),
+/// the lease lapses after its time to live, and the next `resume` continues
+/// from the journal. An emergency ([`Executor::emergency`]) pre-empts a
+/// running operation at its next safe point: between steps, or in any wait
+/// (a poll, a bake, the replacement budget), within a poll interval; the
+/// pre-empted operation ends (`ExecError::Preempted`), its records
+/// consistent; pools it created that never served are marked failed.
+///
+/// # Events
+///
+/// Events are committed with the records they describe, then broadcast. A
+/// subscriber that falls more than the bus's capacity behind misses the
+/// oldest ones (it sees `Lagged`); the store's event history is complete.
 #[derive(Clone)]
 pub struct Executor {
     env: Arc<Env>,
@@ -111,6 +208,8 @@ impl Executor {
                 holder: holder.into(),
                 lease_ttl,
                 lease_wait: Duration::ZERO,
+                emergency_wait: lease_ttl * 2,
+                budget: RefreshPolicy::default(),
             }),
         }
     }
@@ -120,6 +219,26 @@ impl Executor {
     pub fn with_lease_wait(mut self, wait: Duration) -> Self {
         if let Some(env) = Arc::get_mut(&mut self.env) {
             env.lease_wait = wait;
+        }
+        self
+    }
+
+    /// The orchestrator's own replacement-rate budget (default:
+    /// [`RefreshPolicy::default`]): a refresh waits for the stricter of it
+    /// and its plan's.
+    pub fn with_budget(mut self, budget: RefreshPolicy) -> Self {
+        if let Some(env) = Arc::get_mut(&mut self.env) {
+            env.budget = budget;
+        }
+        self
+    }
+
+    /// How long an emergency waits for the running operation to reach a
+    /// safe point and give the lease up (default: twice the lease's time to
+    /// live, so a dead holder's lease lapses within it).
+    pub fn with_emergency_wait(mut self, wait: Duration) -> Self {
+        if let Some(env) = Arc::get_mut(&mut self.env) {
+            env.emergency_wait = wait;
         }
         self
     }
@@ -141,6 +260,14 @@ impl Executor {
     }
 
     async fn acquire(&self, deployment: &DeploymentId) -> Result<crate::ports::Lease, ExecError> {
+        self.acquire_within(deployment, self.env.lease_wait).await
+    }
+
+    async fn acquire_within(
+        &self,
+        deployment: &DeploymentId,
+        wait: Duration,
+    ) -> Result<crate::ports::Lease, ExecError> {
         let store = self.env.ports.store.clone();
         let started = tokio::time::Instant::now();
         loop {
@@ -157,7 +284,7 @@ impl Executor {
                     holder, expires_at, ..
                 }) => {
                     let waited = started.elapsed();
-                    if waited >= self.env.lease_wait {
+                    if waited >= wait {
                         return Err(ExecError::Busy { holder, expires_at });
                     }
                     // Until the lease would expire, polling now and then in
@@ -166,7 +293,7 @@ impl Executor {
                         crate::time::elapsed_between(self.env.clock.now(), expires_at);
                     let pause = until_expiry
                         .min(Duration::from_millis(500))
-                        .min(self.env.lease_wait - waited)
+                        .min(wait - waited)
                         .max(Duration::from_millis(10));
                     tokio::time::sleep(pause).await;
                 }
@@ -183,17 +310,18 @@ impl Executor {
     }
 
     /// Applies a plan. Refuses it (before any change) when it is invalid,
-    /// another orchestrator holds the deployment, an earlier operation is
-    /// unfinished, the records changed since it was made, or a
-    /// precondition no longer holds against a fresh read.
+    /// another orchestrator holds the deployment, an emergency reserved it,
+    /// an earlier operation is unfinished, the records changed since it was
+    /// made, or a precondition no longer holds against a fresh read.
     ///
     /// Returns the report of a successful operation; a failed one is
-    /// `ExecError::Failed` carrying its report (rolled back or halted).
+    /// `ExecError::Failed` carrying its report (rolled back or halted), a
+    /// pre-empted one `ExecError::Preempted`.
     pub async fn apply(&self, plan: Plan) -> Result<OperationReport, ExecError> {
         plan.validate()?;
         let lb = self.balancer(&plan)?;
         let lease = self.acquire(&plan.deployment).await?;
-        let result = self.start(plan, lb, lease.clone()).await;
+        let result = self.start(plan, lb, lease.clone(), false).await;
         self.release(&lease).await;
         result
     }
@@ -203,27 +331,44 @@ impl Executor {
         plan: Plan,
         lb: Arc<dyn LoadBalancer>,
         lease: crate::ports::Lease,
+        emergency: bool,
     ) -> Result<OperationReport, ExecError> {
         let records = self.records();
         let snap = records.snapshot(&plan.deployment).await?;
         if let Some(active) = &snap.record.value.active_operation {
             return Err(ExecError::Unfinished(active.clone()));
         }
+        if !emergency {
+            let store = self.env.ports.store.clone();
+            if let Some(r) = preempt::pending(store.as_ref(), &plan.deployment).await? {
+                if r.in_force(self.env.clock.now()) && r.by != self.env.holder {
+                    return Err(ExecError::Reserved {
+                        by: r.by,
+                        reason: r.reason,
+                    });
+                }
+            }
+        }
         for pre in &plan.preconditions {
             self.check(pre, &snap, lb.as_ref(), &plan).await?;
         }
         let now = self.env.clock.now();
         let plan_key = key::operation_plan(&plan.deployment, &plan.id);
+        let mut writes = vec![Write {
+            key: plan_key.clone(),
+            expect: Expect::Any,
+            value: Some(encode(&plan_key, &plan)?),
+        }];
+        if emergency {
+            // The emergency has the lease: its request is fulfilled.
+            writes.push(preempt::withdraw(&plan.deployment));
+        }
         self.env
             .ports
             .store
             .commit(Commit {
                 fence: Some(lease.fence()),
-                writes: vec![Write {
-                    key: plan_key.clone(),
-                    expect: Expect::Any,
-                    value: Some(encode(&plan_key, &plan)?),
-                }],
+                writes,
                 events: vec![],
             })
             .await
@@ -253,10 +398,17 @@ impl Executor {
                 version: 0,
             },
         );
+        if emergency {
+            run.make_emergency();
+        }
         run.progress_mut();
         let header = &mut run.snap.record.value;
         header.active_operation = Some(plan.id.clone());
         header.operations.push(plan.id.clone());
+        // The header keeps the latest operations only; every operation's
+        // journal and the event history keep the rest.
+        let excess = header.operations.len().saturating_sub(RECENT_OPERATIONS);
+        header.operations.drain(..excess);
         run.emit(EventKind::OperationStarted {
             kind: plan.kind,
             summary: plan.summary.clone(),
@@ -268,13 +420,13 @@ impl Executor {
                 operation: plan.id.clone(),
                 source,
             })?;
-        self.drive(run, false).await
+        drive::drive(run, false).await
     }
 
     async fn check(
         &self,
         pre: &Precondition,
-        snap: &crate::records::Snapshot,
+        snap: &Snapshot,
         lb: &dyn LoadBalancer,
         plan: &Plan,
     ) -> Result<(), ExecError> {
@@ -298,18 +450,32 @@ impl Executor {
                 }
             }
             Precondition::HealthyMembers { pool, at_least } => {
+                let timeout = plan.policy.calls.timeout;
                 let members = plan
                     .policy
                     .retry
-                    .run(|| lb.members())
+                    .run(|| async {
+                        tokio::time::timeout(timeout, lb.members())
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(crate::ports::PortError::temporary(
+                                    "reading balancer members",
+                                    "no answer in time",
+                                ))
+                            })
+                    })
                     .await
                     .map_err(ExecError::PreconditionRead)?;
                 let owned = snap.pool(pool);
-                let healthy = members
-                    .iter()
-                    .filter(|m| m.is_serving_healthy())
-                    .filter(|m| owned.is_some_and(|p| p.slot_of(&m.server).is_some()))
-                    .count();
+                let index = guards::MemberIndex::new(&members);
+                let healthy = owned
+                    .map(|p| {
+                        p.slots
+                            .iter()
+                            .filter(|s| index.of_slot(s).is_some_and(|m| m.is_serving_healthy()))
+                            .count()
+                    })
+                    .unwrap_or(0);
                 if healthy < *at_least {
                     return Err(ExecError::Precondition {
                         precondition: pre.to_string(),
@@ -328,16 +494,22 @@ impl Executor {
         deployment: &DeploymentId,
     ) -> Result<Option<OperationReport>, ExecError> {
         let lease = self.acquire(deployment).await?;
-        let result = self.resume_held(deployment, lease.clone()).await;
+        let result = match self.load(deployment, lease.clone()).await {
+            Ok(Some(run)) => drive::drive(run, true).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
         self.release(&lease).await;
         result
     }
 
-    async fn resume_held(
+    /// The unfinished operation of a deployment, as a run under `lease`
+    /// (its resumption journaled).
+    async fn load(
         &self,
         deployment: &DeploymentId,
         lease: crate::ports::Lease,
-    ) -> Result<Option<OperationReport>, ExecError> {
+    ) -> Result<Option<Run>, ExecError> {
         let records = self.records();
         let snap = records.snapshot(deployment).await?;
         let Some(op) = snap.record.value.active_operation.clone() else {
@@ -384,253 +556,108 @@ impl Executor {
                 operation: op.clone(),
                 source,
             })?;
-        self.drive(run, true).await.map(Some)
+        Ok(Some(run))
     }
 
-    async fn drive(&self, mut run: Run, resumed: bool) -> Result<OperationReport, ExecError> {
-        let span = tracing::info_span!(
-            "phoenix_operation",
-            operation = %run.plan.id,
-            kind = %run.plan.kind,
-            deployment = %run.plan.deployment,
-            role = %run.plan.role,
-        );
-        async move {
-            loop {
-                match run.progress.value.status {
-                    OperationStatus::Running => {
-                        let i = run.progress.value.next_step();
-                        let Some(step) = run.plan.steps.get(i).cloned() else {
-                            finish(&mut run, Outcome::Succeeded).await?;
-                            continue;
-                        };
-                        match run_journaled(&mut run, i, &step, false).await? {
-                            Ok(()) => {}
-                            Err(e) => begin_rollback(&mut run, i, &step, &e).await?,
-                        }
-                    }
-                    OperationStatus::RollingBack => {
-                        let Some(rb) = run.progress.value.rollback.clone() else {
-                            finish(&mut run, Outcome::Failed).await?;
-                            continue;
-                        };
-                        let j = rb
-                            .records
-                            .iter()
-                            .position(|r| r.status != StepStatus::Done)
-                            .unwrap_or(rb.records.len());
-                        let Some(step) = rb.steps.get(j).cloned() else {
-                            let outcome = if rb.restores {
-                                Outcome::RolledBack
-                            } else {
-                                Outcome::Failed
-                            };
-                            finish(&mut run, outcome).await?;
-                            continue;
-                        };
-                        if let Err(e) = run_journaled(&mut run, j, &step, true).await? {
-                            let progress = run.progress_mut();
-                            let first = progress.error.clone().unwrap_or_default();
-                            progress.error = Some(format!(
-                                "{first}; then rollback step {} ({step}) failed: {}",
-                                j + 1,
-                                e.chain()
-                            ));
-                            finish(&mut run, Outcome::Failed).await?;
-                        }
-                    }
-                    OperationStatus::Finished(outcome) => {
-                        let report = report(&run, outcome, resumed);
-                        return if outcome == Outcome::Succeeded {
-                            Ok(report)
-                        } else {
-                            Err(ExecError::Failed {
-                                report: Box::new(report),
-                            })
-                        };
-                    }
-                }
-            }
-        }
-        .instrument(span)
-        .await
-    }
-}
-
-fn interrupted(run: &Run, source: Interruption) -> ExecError {
-    ExecError::Interrupted {
-        operation: run.plan.id.clone(),
-        source,
-    }
-}
-
-/// Journals a step before and after running it. The outer error means the
-/// run must stop (it cannot write); the inner one is the step's failure.
-async fn run_journaled(
-    run: &mut Run,
-    index: usize,
-    step: &Step,
-    rollback: bool,
-) -> Result<Result<(), StepError>, ExecError> {
-    let now = run.now();
+    /// Runs an emergency operation: asks whatever operation runs on the
+    /// deployment to stop at its next safe point (within a poll interval,
+    /// or a call's deadline), takes the lease as soon as it is given up
+    /// (or has lapsed, when its holder died), ends an operation its holder
+    /// left unfinished as pre-empted, then plans under the lease with
+    /// `plan` (from the records as they are now) and applies that plan; no
+    /// other operation can start in between. Nothing pre-empts an
+    /// emergency.
+    pub async fn emergency<F>(
+        &self,
+        deployment: &DeploymentId,
+        reason: &str,
+        plan: F,
+    ) -> Result<OperationReport, ExecError>
+    where
+        F: FnOnce(&Snapshot) -> Result<Plan, crate::ops::PlanningError>,
     {
-        let record = step_record(run, index, rollback);
-        if let Some(r) = record {
-            r.status = StepStatus::Running;
-            r.runs += 1;
-            r.started_at.get_or_insert(now);
-        }
-    }
-    run.emit(EventKind::StepStarted {
-        index,
-        rollback,
-        step: step.to_string(),
-    });
-    run.save(&[]).await.map_err(|e| interrupted(run, e))?;
-    let span = tracing::info_span!("phoenix_step", index, rollback, step = %step);
-    run.restoring = rollback;
-    let result = execute(run, step).instrument(span).await;
-    run.restoring = false;
-    let now = run.now();
-    match result {
-        Ok(()) => {
-            if let Some(r) = step_record(run, index, rollback) {
-                r.status = StepStatus::Done;
-                r.finished_at = Some(now);
+        let store = self.env.ports.store.clone();
+        let now = self.env.clock.now();
+        let wait = self.env.emergency_wait.max(self.env.lease_wait);
+        let request = PreemptRequest {
+            by: self.env.holder.clone(),
+            reason: reason.to_owned(),
+            at: now,
+            until: now + chrono::TimeDelta::from_std(wait * 2).unwrap_or(chrono::TimeDelta::MAX),
+        };
+        preempt::request(store.as_ref(), deployment, &request).await?;
+        let mut events = Vec::new();
+        let stream = key::events(deployment);
+        events.push(crate::ports::EventAppend {
+            payload: encode(
+                &stream,
+                &crate::events::Event {
+                    at: now,
+                    deployment: deployment.clone(),
+                    operation: None,
+                    kind: EventKind::PreemptionRequested {
+                        by: request.by.clone(),
+                        reason: request.reason.clone(),
+                    },
+                },
+            )?,
+            stream,
+        });
+        self.records().append_events(events).await?;
+        let lease = match self.acquire_within(deployment, wait).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                self.withdraw(deployment).await;
+                return Err(e);
             }
-            run.emit(EventKind::StepFinished { index, rollback });
-            run.save(&[]).await.map_err(|e| interrupted(run, e))?;
-            Ok(Ok(()))
+        };
+        let result = self
+            .emergency_held(deployment, &request, lease.clone(), plan)
+            .await;
+        if result.is_err() {
+            self.withdraw(deployment).await;
         }
-        Err(StepError::Interrupted(i)) => Err(interrupted(run, i)),
-        Err(e) => {
-            let chain = e.chain();
-            tracing::warn!(error = %chain, "step failed");
-            if let Some(r) = step_record(run, index, rollback) {
-                r.status = StepStatus::Failed;
-                r.finished_at = Some(now);
-                r.error = Some(chain.clone());
-            }
-            run.emit(EventKind::StepFailed {
-                index,
-                rollback,
-                error: chain,
-            });
-            run.save(&[]).await.map_err(|e| interrupted(run, e))?;
-            Ok(Err(e))
+        self.release(&lease).await;
+        result
+    }
+
+    async fn emergency_held<F>(
+        &self,
+        deployment: &DeploymentId,
+        request: &PreemptRequest,
+        lease: crate::ports::Lease,
+        plan: F,
+    ) -> Result<OperationReport, ExecError>
+    where
+        F: FnOnce(&Snapshot) -> Result<Plan, crate::ops::PlanningError>,
+    {
+        // An operation whose holder died is not resumed: it is ended.
+        if let Some(mut run) = self.load(deployment, lease.clone()).await? {
+            drive::end_preempted(&mut run, &request.by, &request.reason, true).await?;
+        }
+        let snap = self.records().snapshot(deployment).await?;
+        let plan = plan(&snap).map_err(|e| ExecError::Planning(Box::new(e)))?;
+        plan.validate()?;
+        let lb = self.balancer(&plan)?;
+        self.start(plan, lb, lease, true).await
+    }
+
+    async fn withdraw(&self, deployment: &DeploymentId) {
+        let store = self.env.ports.store.clone();
+        let commit = Commit {
+            fence: None,
+            writes: vec![preempt::withdraw(deployment)],
+            events: vec![],
+        };
+        if let Err(e) = store.commit(commit).await {
+            // It lapses by itself.
+            tracing::warn!(error = %crate::error_chain(&e), "withdrawing a pre-emption request failed");
         }
     }
 }
 
-fn step_record(run: &mut Run, index: usize, rollback: bool) -> Option<&mut StepRecord> {
-    let progress = run.progress_mut();
-    if rollback {
-        progress.rollback.as_mut()?.records.get_mut(index)
-    } else {
-        progress.steps.get_mut(index)
-    }
-}
-
-async fn begin_rollback(
-    run: &mut Run,
-    index: usize,
-    step: &Step,
-    error: &StepError,
-) -> Result<(), ExecError> {
-    let (steps, restores) = compensation::compensation(&run.plan, &run.snap);
-    let reason = format!("step {} ({step}) failed: {}", index + 1, error.chain());
-    let progress = run.progress_mut();
-    progress.status = OperationStatus::RollingBack;
-    progress.error = Some(reason.clone());
-    progress.rollback = Some(RollbackJournal {
-        reason: reason.clone(),
-        failed_step: index,
-        records: steps.iter().map(|_| StepRecord::pending()).collect(),
-        steps: steps.clone(),
-        restores,
-    });
-    run.emit(EventKind::RollbackStarted {
-        reason,
-        steps: steps.len(),
-    });
-    run.save(&[]).await.map_err(|e| interrupted(run, e))
-}
-
-async fn finish(run: &mut Run, outcome: Outcome) -> Result<(), ExecError> {
-    let now = run.now();
-    let progress = run.progress_mut();
-    progress.status = OperationStatus::Finished(outcome);
-    progress.finished_at = Some(now);
-    let error = progress.error.clone();
-    run.snap.record.value.active_operation = None;
-    run.emit(EventKind::OperationFinished { outcome, error });
-    run.save(&[]).await.map_err(|e| interrupted(run, e))
-}
-
-fn report(run: &Run, outcome: Outcome, resumed: bool) -> OperationReport {
-    let p = &run.progress.value;
-    OperationReport {
-        operation: run.plan.id.clone(),
-        kind: run.plan.kind,
-        deployment: run.plan.deployment.clone(),
-        role: run.plan.role.clone(),
-        summary: run.plan.summary.clone(),
-        outcome,
-        error: p.error.clone(),
-        started_at: p.started_at,
-        finished_at: p.finished_at.unwrap_or(p.started_at),
-        steps: run.plan.steps.len(),
-        rollback_steps: p.rollback.as_ref().map_or(0, |r| {
-            r.records
-                .iter()
-                .filter(|s| s.status == StepStatus::Done)
-                .count()
-        }),
-        resumed,
-    }
-}
-
-async fn execute(run: &mut Run, step: &Step) -> Result<(), StepError> {
-    match step {
-        Step::CreatePool {
-            pool,
-            role,
-            release,
-            image,
-            size,
-            slots,
-        } => {
-            run.create_pool(pool, role, release, image, *size, *slots)
-                .await
-        }
-        Step::AddSlots { pool, slots } => run.add_slots(pool, slots).await,
-        Step::Launch { pool, slots } => run.launch(pool, slots).await,
-        Step::Verify { pool, slots } => run.verify(pool, slots).await,
-        Step::SetPoolState { pool, to } => run.set_pool_state(pool, *to).await,
-        Step::Attach { pool, slots } => run.attach(pool, slots).await,
-        Step::AwaitHealthy { pool, slots } => run.await_healthy(pool, slots).await,
-        Step::Bake {
-            pool,
-            slots,
-            duration,
-        } => run.bake(pool, slots, *duration).await,
-        Step::Detach {
-            pool,
-            slots,
-            replacements,
-        } => run.detach(pool, slots, replacements).await,
-        Step::AwaitDrained { pool, slots } => run.await_drained(pool, slots).await,
-        Step::Stop { pool, slots } => run.stop(pool, slots).await,
-        Step::Start { pool, slots } => run.start(pool, slots).await,
-        Step::Terminate { pool, slots } => run.terminate(pool, slots).await,
-        Step::CleanUpDiscarded { pool } => run.clean_up_discarded(pool).await,
-        Step::DeletePool { pool } => run.delete_pool(pool).await,
-        Step::AwaitReplacementBudget { count } => run.await_replacement_budget(*count).await,
-        Step::VerifyServing { role, release } => run.verify_serving(role, release).await,
-        Step::MarkMissing { pool, slots } => run.mark_missing(pool, slots).await,
-        Step::TerminateOrphans { servers } => run.terminate_orphans(servers).await,
-    }
-}
+/// Operations the deployment header lists (the journals keep them all).
+const RECENT_OPERATIONS: usize = 32;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
 //! One operation's run: the cached records it owns while it holds the
-//! lease, and the journaled, fenced commits of every change.
+//! lease, its gated port calls, its fresh reads of the balancers, and the
+//! journaled, fenced commits of every change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,16 +14,22 @@ use crate::records::{encode, key, RecordError, Snapshot, Stored};
 
 use crate::time::Timestamp;
 
+use super::calls::Calls;
 use super::error::{Interruption, StepError};
+use super::guards::Roster;
 use super::journal::OperationProgress;
+use super::lease::LeaseKeeper;
 use super::Env;
 
 pub(crate) struct Run {
     pub(crate) env: Arc<Env>,
     pub(crate) plan: Arc<Plan>,
+    /// The role's balancer: members are attached to and detached from it.
     pub(crate) lb: Arc<dyn LoadBalancer>,
-    pub(crate) lease: Lease,
-    renewed: tokio::time::Instant,
+    /// Every other balancer the deployment knows: servers may serve behind
+    /// them too, so guards read them all.
+    pub(crate) others: Vec<Arc<dyn LoadBalancer>>,
+    pub(crate) calls: Calls,
     pub(crate) snap: Snapshot,
     pub(crate) progress: Stored<OperationProgress>,
     progress_dirty: bool,
@@ -30,6 +37,53 @@ pub(crate) struct Run {
     /// Running rollback steps: they restore service, so nothing optional
     /// (a hook) may stop them.
     pub(crate) restoring: bool,
+    /// The step being run: (index, whether a rollback step).
+    pub(crate) current: Option<(usize, bool)>,
+    /// An emergency run is never pre-empted.
+    pub(crate) emergency: bool,
+    /// Boot payloads rendered for launch attempts not yet answered, by
+    /// token: an attempt sent again carries the very payload it was first
+    /// sent with. They hold secrets and never leave memory.
+    pub(crate) payloads: std::collections::BTreeMap<String, crate::ports::BootPayload>,
+    /// Pool records to delete with the next commit.
+    forget: Vec<PoolId>,
+}
+
+/// Why a read for a guard was not usable.
+enum GuardReadError {
+    /// Empty while members are recorded: not believed.
+    Empty,
+    Port(PortError),
+    Stop(Interruption),
+}
+
+impl crate::retry::Classify for GuardReadError {
+    fn retry_class(&self) -> crate::ports::RetryClass {
+        match self {
+            Self::Empty => crate::ports::RetryClass::Temporary,
+            Self::Port(e) => e.retry_class(),
+            Self::Stop(_) => crate::ports::RetryClass::Permanent,
+        }
+    }
+}
+
+/// What the guards read: every balancer the deployment knows, at once.
+pub(crate) struct GuardRead {
+    /// The role's balancer.
+    pub(crate) primary: Vec<Member>,
+    /// The others.
+    pub(crate) others: Vec<Vec<Member>>,
+}
+
+impl GuardRead {
+    /// Every member of every balancer.
+    pub(crate) fn all(&self) -> Vec<Member> {
+        self.primary
+            .iter()
+            .chain(self.others.iter().flatten())
+            .cloned()
+            .collect()
+    }
 }
 
 impl Run {
@@ -41,17 +95,80 @@ impl Run {
         snap: Snapshot,
         progress: Stored<OperationProgress>,
     ) -> Self {
+        let keeper = LeaseKeeper::new(
+            env.ports.store.clone(),
+            lease,
+            &env.clock,
+            env.lease_ttl,
+            plan.policy.retry.clone(),
+            plan.policy.calls.timeout,
+        );
+        keeper.watch_preemption(plan.deployment.clone(), env.clock.clone());
+        let calls = Calls::new(
+            keeper,
+            plan.policy.retry.clone(),
+            plan.policy.calls.timeout,
+            plan.policy.provision.poll_interval,
+        );
+        let others = env.ports.balancers.others(&lb);
         Self {
             env,
             plan,
             lb,
-            lease,
-            renewed: tokio::time::Instant::now(),
+            others,
+            calls,
             snap,
             progress,
             progress_dirty: false,
             outbox: Vec::new(),
             restoring: false,
+            current: None,
+            emergency: false,
+            payloads: std::collections::BTreeMap::new(),
+            forget: Vec::new(),
+        }
+    }
+
+    /// Deletes a pool's record with the next commit.
+    pub(crate) fn forget(&mut self, pool: &PoolId) {
+        self.forget.push(pool.clone());
+    }
+
+    /// True for a pool whose record is gone (deleted and forgotten): not in
+    /// the records, nor listed by the header.
+    pub(crate) fn forgotten(&self, pool: &PoolId) -> bool {
+        self.snap.pool(pool).is_none() && !self.snap.record.value.pools.contains(pool)
+    }
+
+    fn current_record(&mut self) -> Option<&mut super::journal::StepRecord> {
+        let (index, rollback) = self.current?;
+        let progress = self.progress_mut();
+        if rollback {
+            progress.rollback.as_mut()?.records.get_mut(index)
+        } else {
+            progress.steps.get_mut(index)
+        }
+    }
+
+    /// Launches the current step replaced so far.
+    pub(crate) fn step_replacements(&self) -> u32 {
+        let Some((index, rollback)) = self.current else {
+            return 0;
+        };
+        let p = &self.progress.value;
+        let record = if rollback {
+            p.rollback.as_ref().and_then(|r| r.records.get(index))
+        } else {
+            p.steps.get(index)
+        };
+        record.map_or(0, |r| r.replacements)
+    }
+
+    /// Records how many launches the current step replaced (saved with
+    /// the next commit, together with the pool it changed).
+    pub(crate) fn set_step_replacements(&mut self, n: u32) {
+        if let Some(r) = self.current_record() {
+            r.replacements = n;
         }
     }
 
@@ -63,25 +180,14 @@ impl Run {
         self.plan.policy.provision.poll_interval
     }
 
-    /// Renews the lease once a third of its time has passed, so a run that
-    /// waits long keeps it; a lost lease interrupts the run.
+    /// The lease as held now.
+    pub(crate) fn lease(&self) -> Lease {
+        self.calls.keeper.lease()
+    }
+
+    /// Makes sure the lease is still ours (renewing it when due).
     pub(crate) async fn keep_alive(&mut self) -> Result<(), Interruption> {
-        let ttl = self.env.lease_ttl;
-        if self.renewed.elapsed() < ttl / 3 {
-            return Ok(());
-        }
-        let store = self.env.ports.store.clone();
-        let lease = self.lease.clone();
-        let renewed = self
-            .plan
-            .policy
-            .retry
-            .run(|| store.renew_lease(&lease, ttl))
-            .await
-            .map_err(Interruption::LeaseLost)?;
-        self.lease = renewed;
-        self.renewed = tokio::time::Instant::now();
-        Ok(())
+        self.calls.keeper.ensure().await.map(|_| ())
     }
 
     pub(crate) fn emit(&mut self, kind: EventKind) {
@@ -120,58 +226,105 @@ impl Run {
             .ok_or_else(|| StepError::Inconsistent(format!("pool {id} is not recorded")))
     }
 
-    /// A fresh read of the balancer's members. A failed read fails the
-    /// caller closed.
-    pub(crate) async fn members(&mut self) -> Result<Vec<Member>, StepError> {
-        self.keep_alive().await?;
-        let lb = self.lb.clone();
-        self.plan
-            .policy
-            .retry
-            .run(|| lb.members())
-            .await
-            .map_err(|e| StepError::port("reading balancer members", e))
+    /// Who the deployment's recorded servers are, for attributing members.
+    pub(crate) fn roster(&self) -> Roster {
+        Roster::of(&self.snap)
     }
 
-    /// A fresh read for a guard: like [`Self::members`], but an empty
-    /// answer while the records say servers of this role are behind the
-    /// balancer is not believed (a balancer that restarted, a wrong
-    /// backend, a bug): the guard fails closed.
-    pub(crate) async fn members_for_guard(&mut self) -> Result<Vec<Member>, StepError> {
-        let members = self.members().await?;
-        if members.is_empty() {
-            let attached = self
-                .snap
-                .pools_of(&self.plan.role)
-                .flat_map(|p| p.attached())
-                .count();
-            if attached > 0 {
+    /// A fresh read of the role's balancer. A failed read fails the caller
+    /// closed.
+    pub(crate) async fn members(&mut self) -> Result<Vec<Member>, StepError> {
+        let lb = self.lb.clone();
+        self.calls
+            .call("reading balancer members", || lb.members())
+            .await
+    }
+
+    /// A fresh read of every balancer the deployment knows, all at once,
+    /// for a guard. An empty answer from the role's balancer while the
+    /// records say servers of the role are behind it is not believed (a
+    /// balancer that restarted, a wrong backend, a bug): it is read again
+    /// as after a failure, and the guard fails closed if it stays empty.
+    pub(crate) async fn guard_read(&mut self) -> Result<GuardRead, StepError> {
+        let attached = self
+            .snap
+            .pools_of(&self.plan.role)
+            .flat_map(|p| p.attached())
+            .count();
+        let calls = self.calls.clone();
+        let primary = self.lb.clone();
+        let others = self.others.clone();
+        let backoff = calls.clone();
+        // Every balancer is read at once, and read again together when one
+        // read is not usable: the reads a guard acts on are of one moment.
+        let read = calls
+            .retry()
+            .run_sleeping(
+                move |d| {
+                    let backoff = backoff.clone();
+                    async move { backoff.backoff(d).await }
+                },
+                || {
+                    let calls = &calls;
+                    let primary = primary.clone();
+                    let others = others.clone();
+                    async move {
+                        let read_primary =
+                            calls.once("reading balancer members", primary.members());
+                        let read_others = futures::future::join_all(others.iter().map(|lb| {
+                            calls.once("reading the members of another balancer", lb.members())
+                        }));
+                        let (p, o) = futures::join!(read_primary, read_others);
+                        let p = match p {
+                            Err(i) => return Err(GuardReadError::Stop(i)),
+                            Ok(Err(e)) => return Err(GuardReadError::Port(e)),
+                            Ok(Ok(m)) if m.is_empty() && attached > 0 => {
+                                return Err(GuardReadError::Empty)
+                            }
+                            Ok(Ok(m)) => m,
+                        };
+                        let mut rest = Vec::with_capacity(o.len());
+                        for r in o {
+                            match r {
+                                Err(i) => return Err(GuardReadError::Stop(i)),
+                                Ok(Err(e)) => return Err(GuardReadError::Port(e)),
+                                Ok(Ok(m)) => rest.push(m),
+                            }
+                        }
+                        Ok(GuardRead {
+                            primary: p,
+                            others: rest,
+                        })
+                    }
+                },
+            )
+            .await;
+        match read {
+            Ok(read) => Ok(read),
+            Err(GuardReadError::Empty) => {
                 let refusal = super::guards::Refusal {
                     invariant: crate::events::Invariant::NoServingTermination,
                     detail: format!(
-                        "the balancer reports no member while {attached} server(s) of {} are recorded \
-                         behind it; not acting on an empty read",
+                        "the balancer reports no member while {attached} server(s) of {} are \
+                         recorded behind it; not acting on an empty read",
                         self.plan.role
                     ),
                 };
-                return Err(self.refused(refusal));
+                Err(self.refused(refusal))
             }
+            Err(GuardReadError::Port(e)) => Err(StepError::port("reading balancer members", e)),
+            Err(GuardReadError::Stop(i)) => Err(StepError::Interrupted(i)),
         }
-        Ok(members)
     }
 
-    /// Runs a port call with the plan's retry policy.
+    /// Runs a port call with the plan's retry policy, behind the lease and
+    /// within its deadline.
     pub(crate) async fn call<T, F, Fut>(&self, context: &str, f: F) -> Result<T, StepError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, PortError>>,
     {
-        self.plan
-            .policy
-            .retry
-            .run(f)
-            .await
-            .map_err(|e| StepError::port(context, e))
+        self.calls.call(context, f).await
     }
 
     /// Commits the deployment header (bumping its generation), the given
@@ -207,10 +360,8 @@ impl Run {
             let header = &header;
             let pools = &pools;
             let events = &events;
-            self.plan
-                .policy
-                .retry
-                .run(|| {
+            self.calls
+                .store("committing the operation's records", || {
                     let store = store.clone();
                     let commit = this.encode_commit(header, pools, events);
                     async move {
@@ -220,8 +371,7 @@ impl Run {
                         }
                     }
                 })
-                .await
-                .map_err(Interruption::from)?
+                .await?
         };
         let mut versions = versions.into_iter();
         self.snap.record.value = header;
@@ -230,6 +380,11 @@ impl Run {
             let v = versions.next().unwrap_or_default();
             if let Some(stored) = self.snap.pools.get_mut(id) {
                 stored.version = v;
+            }
+        }
+        for id in std::mem::take(&mut self.forget) {
+            if self.snap.pools.remove(&id).is_some() {
+                let _ = versions.next();
             }
         }
         if self.progress_dirty {
@@ -272,6 +427,16 @@ impl Run {
                 expect,
             });
         }
+        for id in &self.forget {
+            let Some(stored) = self.snap.pools.get(id) else {
+                continue;
+            };
+            writes.push(Write {
+                key: key::pool(dep, id),
+                expect: Expect::Version(stored.version),
+                value: None,
+            });
+        }
         if self.progress_dirty {
             let progress_key = key::operation(dep, &self.plan.id);
             writes.push(Write {
@@ -293,16 +458,49 @@ impl Run {
             });
         }
         Ok(Commit {
-            fence: Some(self.lease.fence()),
+            fence: Some(self.lease().fence()),
             writes,
             events: appends,
         })
     }
 
-    /// Sleeps one poll interval, keeping the lease alive.
+    /// A safe point: the lease is still ours and nobody asked to pre-empt
+    /// this operation.
+    pub(crate) async fn safe_point(&mut self) -> Result<(), Interruption> {
+        self.keep_alive().await?;
+        self.calls.keeper.poll_preemption().await
+    }
+
+    /// Makes this run an emergency: nothing pre-empts it.
+    pub(crate) fn make_emergency(&mut self) {
+        self.emergency = true;
+        self.calls.keeper.exempt();
+    }
+
+    /// Sleeps `d`, keeping the lease alive and stopping at the first safe
+    /// point where a pre-emption is asked for (checked at least every
+    /// poll interval).
+    pub(crate) async fn sleep(&mut self, d: Duration) -> Result<(), Interruption> {
+        let mut left = d;
+        loop {
+            if !left.is_zero() {
+                let usable = self.calls.keeper.ensure().await?;
+                let step = left
+                    .min(usable.max(Duration::from_millis(1)))
+                    .min(self.poll_interval().max(Duration::from_millis(1)));
+                tokio::time::sleep(step).await;
+                left = left.saturating_sub(step);
+            }
+            self.safe_point().await?;
+            if left.is_zero() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sleeps one poll interval (see [`Self::sleep`]).
     pub(crate) async fn pause(&mut self) -> Result<(), Interruption> {
-        tokio::time::sleep(self.poll_interval()).await;
-        self.keep_alive().await
+        self.sleep(self.poll_interval()).await
     }
 }
 

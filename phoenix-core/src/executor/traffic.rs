@@ -1,27 +1,31 @@
 //! Steps that move traffic: attach, wait healthy, bake, detach with the
 //! capacity guard, wait drained, and the final "done means done" check.
+//! Each acts on a fresh read of the balancer, never on the records' view:
+//! a member present but draining, disabled or in maintenance is not
+//! attached, and is attached again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::events::EventKind;
 use crate::id::{PoolId, ReleaseLabel, RoleName, ServerId};
+use crate::labels::keys;
 use crate::model::{Slot, SlotState, Traffic};
 use crate::plan::SlotRef;
-use crate::ports::{Member, Target};
+use crate::ports::{Member, MemberState, Target};
 
 use super::error::StepError;
-use super::guards::{self, Refusal};
+use super::guards::{self, Attribution, MemberIndex, Owner, Refusal, Subject};
 use super::run::{Deadline, Run};
 
-fn servers_of(slots: &[&Slot]) -> Vec<ServerId> {
-    slots.iter().filter_map(|s| s.server.clone()).collect()
+fn subjects(slots: &[Slot]) -> Vec<Subject> {
+    slots.iter().filter_map(Subject::of).collect()
 }
 
 impl Run {
     /// The listed slots; pruned ones (terminated earlier, seen again by a
     /// resumed step) are skipped, unknown ones are an error.
-    fn slots_of(&self, pool_id: &PoolId, slots: &[u32]) -> Result<Vec<Slot>, StepError> {
+    pub(crate) fn slots_of(&self, pool_id: &PoolId, slots: &[u32]) -> Result<Vec<Slot>, StepError> {
         let pool = self.pool(pool_id)?;
         slots
             .iter()
@@ -63,50 +67,63 @@ impl Run {
                     s.index
                 )));
             }
-            targets.push(Target {
-                server: server.clone(),
-                endpoint,
-            });
+            targets.push((
+                s.index,
+                Target {
+                    server: server.clone(),
+                    endpoint,
+                },
+            ));
         }
         // Warm up before any traffic arrives; servers already members keep
         // what they have.
         self.run_hooks(crate::events::HookKind::WarmUp, pool_id, slots)
             .await?;
         // Recorded before the call: a crash in between leaves at worst a
-        // recorded member that is not attached, which a detach tolerates.
+        // recorded member that is not attached, which a detach tolerates
+        // and the next attach (or reconcile) repairs.
         {
             let pool = self.pool_mut(pool_id)?;
             for i in slots {
                 if let Some(s) = pool.slot_mut(*i) {
+                    if s.traffic != Traffic::Attached {
+                        s.baked_at = None;
+                    }
                     s.traffic = Traffic::Attached;
-                    s.baked_at = None;
                     s.drained = false;
                 }
             }
         }
         self.save(&[pool_id]).await?;
+        // The balancer's view decides: absent members are added, members
+        // present but not active (left draining by a detach that failed
+        // part-way, disabled, in maintenance) are activated again.
         let members = self.members().await?;
-        let missing: Vec<Target> = targets
+        let index = MemberIndex::new(&members);
+        let needed: Vec<(u32, Target)> = targets
             .into_iter()
-            .filter(|t| !members.iter().any(|m| m.server == t.server))
+            .filter(|(_, t)| {
+                index
+                    .find(&t.server, Some(t.endpoint))
+                    .is_none_or(|m| m.state != MemberState::Active)
+            })
             .collect();
         let batch = self.lb.capabilities().max_batch.max(1);
-        for chunk in missing.chunks(batch) {
+        for chunk in needed.chunks(batch) {
             let lb = self.lb.clone();
+            let chunk: Vec<Target> = chunk.iter().map(|(_, t)| t.clone()).collect();
             self.call(
                 &format!("attaching {} member(s) of {pool_id}", chunk.len()),
-                || lb.attach(chunk),
+                || lb.attach(&chunk),
             )
             .await?;
         }
-        for s in &wanted {
-            if let Some(server) = &s.server {
-                self.emit(EventKind::ServerAttached {
-                    pool: pool_id.clone(),
-                    slot: s.index,
-                    server: server.clone(),
-                });
-            }
+        for (slot, t) in &needed {
+            self.emit(EventKind::ServerAttached {
+                pool: pool_id.clone(),
+                slot: *slot,
+                server: t.server.clone(),
+            });
         }
         self.save(&[pool_id]).await?;
         Ok(())
@@ -118,22 +135,24 @@ impl Run {
         slots: &[u32],
     ) -> Result<(), StepError> {
         let wanted = self.slots_of(pool_id, slots)?;
-        let refs: Vec<&Slot> = wanted.iter().collect();
-        let servers = servers_of(&refs);
         let deadline = Deadline::after(self.plan.policy.provision.health_timeout);
         loop {
             let members = self.members().await?;
-            let by_server: BTreeMap<&ServerId, &Member> =
-                members.iter().map(|m| (&m.server, m)).collect();
-            let not_ready: Vec<String> = servers
+            let index = MemberIndex::new(&members);
+            let not_ready: Vec<String> = wanted
                 .iter()
-                .filter(|s| !by_server.get(s).is_some_and(|m| m.is_serving_healthy()))
-                .map(|s| match by_server.get(s) {
-                    Some(m) => format!("{s} is {:?}/{:?}", m.state, m.health),
-                    None => format!("{s} is not a member"),
+                .filter_map(|s| {
+                    let Some(server) = &s.server else {
+                        return Some(format!("slot {} has no server", s.index));
+                    };
+                    match index.of_slot(s) {
+                        Some(m) if m.is_serving_healthy() => None,
+                        Some(m) => Some(format!("{server} is {:?}/{:?}", m.state, m.health)),
+                        None => Some(format!("{server} is not a member")),
+                    }
                 })
                 .collect();
-            if not_ready.is_empty() && servers.len() == wanted.len() {
+            if not_ready.is_empty() {
                 for s in &wanted {
                     if let Some(server) = &s.server {
                         self.emit(EventKind::ServerHealthy {
@@ -163,9 +182,7 @@ impl Run {
         duration: Duration,
     ) -> Result<(), StepError> {
         let wanted = self.slots_of(pool_id, slots)?;
-        let refs: Vec<&Slot> = wanted.iter().collect();
-        let servers = servers_of(&refs);
-        if servers.len() != wanted.len() {
+        if wanted.iter().any(|s| s.server.is_none()) {
             return Err(StepError::Inconsistent(format!(
                 "some slots of {pool_id} to bake have no server"
             )));
@@ -173,24 +190,23 @@ impl Run {
         let end = tokio::time::Instant::now() + duration;
         loop {
             let members = self.members().await?;
-            for s in &servers {
-                let healthy = members
-                    .iter()
-                    .any(|m| &m.server == s && m.is_serving_healthy());
-                if !healthy {
-                    return Err(StepError::CheckFailed {
-                        server: s.clone(),
-                        check: crate::ports::Check::Health,
-                        detail: format!("left healthy service during the bake of {pool_id}"),
-                    });
+            let index = MemberIndex::new(&members);
+            for s in &wanted {
+                if let Some(server) = &s.server {
+                    if !index.of_slot(s).is_some_and(Member::is_serving_healthy) {
+                        return Err(StepError::CheckFailed {
+                            server: server.clone(),
+                            check: crate::ports::Check::Health,
+                            detail: format!("left healthy service during the bake of {pool_id}"),
+                        });
+                    }
                 }
             }
             let now = tokio::time::Instant::now();
             if now >= end {
                 break;
             }
-            tokio::time::sleep(self.poll_interval().min(end - now)).await;
-            self.keep_alive().await?;
+            self.sleep(self.poll_interval().min(end - now)).await?;
         }
         let at = self.now();
         let pool = self.pool_mut(pool_id)?;
@@ -203,6 +219,11 @@ impl Run {
         Ok(())
     }
 
+    /// Takes members out once the capacity guard allows it. The guard runs
+    /// on a fresh read immediately before every detach call (after the
+    /// drain hooks, which may take minutes, and after every backoff); a
+    /// transient refusal (a replacement flapping) is asked again for a
+    /// while before it is final.
     pub(crate) async fn detach(
         &mut self,
         pool_id: &PoolId,
@@ -210,51 +231,89 @@ impl Run {
         replacements: &[SlotRef],
     ) -> Result<(), StepError> {
         let leaving = self.slots_of(pool_id, slots)?;
-        let leaving_refs: Vec<&Slot> = leaving.iter().collect();
-        let servers = servers_of(&leaving_refs);
-        let mut replacement_slots = Vec::with_capacity(replacements.len());
-        for r in replacements {
-            let slot = self.pool(&r.pool)?.slot(r.slot).cloned().ok_or_else(|| {
-                StepError::Inconsistent(format!(
-                    "replacement slot {} of {} does not exist",
-                    r.slot, r.pool
-                ))
-            })?;
-            replacement_slots.push(slot);
-        }
-        let replacement_refs: Vec<&Slot> = replacement_slots.iter().collect();
+        let servers = subjects(&leaving);
         let desired = self.role()?.desired;
         let floor = self.plan.policy.rollout.min_healthy.resolve(desired);
-        // A transient flap should not fail a rollout: the guard is asked
-        // again for a while, and refuses for good after that.
+        let role = self.plan.role.clone();
         let patience = Deadline::after(self.plan.policy.provision.health_timeout);
-        let members = loop {
-            let members = self.members_for_guard().await?;
-            match guards::may_detach(&servers, &replacement_refs, &members, floor) {
-                Ok(()) => break members,
-                Err(refusal) if patience.passed() => return Err(self.refused(refusal)),
-                Err(_) => self.pause().await?,
-            }
-        };
-        // The state moves out before the server leaves; a blocking failure
-        // keeps it serving.
-        self.run_hooks(crate::events::HookKind::Drain, pool_id, slots)
-            .await?;
-        let present: Vec<ServerId> = servers
-            .iter()
-            .filter(|s| members.iter().any(|m| &m.server == *s))
-            .cloned()
-            .collect();
         let drain = self.plan.policy.rollout.drain;
         let batch = self.lb.capabilities().max_batch.max(1);
-        for chunk in present.chunks(batch) {
-            let lb = self.lb.clone();
-            self.call(
-                &format!("detaching {} member(s) of {pool_id}", chunk.len()),
-                || lb.detach(chunk, drain),
-            )
-            .await?;
-        }
+        let retry = self.plan.policy.retry.clone();
+        let mut failures = 0;
+        let present: Vec<ServerId> = loop {
+            let mut replacement_slots = Vec::with_capacity(replacements.len());
+            for r in replacements {
+                let slot = self.pool(&r.pool)?.slot(r.slot).cloned().ok_or_else(|| {
+                    StepError::Inconsistent(format!(
+                        "replacement slot {} of {} does not exist",
+                        r.slot, r.pool
+                    ))
+                })?;
+                replacement_slots.push(slot);
+            }
+            let replacement_refs: Vec<&Slot> = replacement_slots.iter().collect();
+            let read = self.guard_read().await?;
+            let roster = self.roster();
+            if let Err(refusal) = guards::may_detach(
+                &servers,
+                &replacement_refs,
+                &read.primary,
+                floor,
+                &roster,
+                &role,
+            ) {
+                if patience.passed() {
+                    return Err(self.refused(refusal));
+                }
+                self.pause().await?;
+                continue;
+            }
+            // The state moves out before the server leaves; a blocking
+            // failure keeps it serving. Hooks take time: read again after.
+            if self.hooks_due(crate::events::HookKind::Drain, pool_id, slots)? {
+                self.run_hooks(crate::events::HookKind::Drain, pool_id, slots)
+                    .await?;
+                continue;
+            }
+            let present: Vec<ServerId> = servers
+                .iter()
+                .filter(|s| read.primary.iter().any(|m| s.is(m)))
+                .map(|s| s.server.clone())
+                .collect();
+            let mut failed = None;
+            for chunk in present.chunks(batch) {
+                let lb = self.lb.clone();
+                let call = lb.detach(chunk, drain);
+                match self
+                    .calls
+                    .once(
+                        &format!("detaching {} member(s) of {pool_id}", chunk.len()),
+                        call,
+                    )
+                    .await?
+                {
+                    Ok(()) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => break present,
+                Some(e) if e.is_retryable() && failures < retry.max_retries => {
+                    failures += 1;
+                    let wait = retry.delay_after(failures, &e);
+                    self.sleep(wait).await?;
+                }
+                Some(e) => {
+                    return Err(StepError::port(
+                        format!("detaching members of {pool_id}"),
+                        e,
+                    ))
+                }
+            }
+        };
         let pool = self.pool_mut(pool_id)?;
         let mut events = Vec::new();
         for i in slots {
@@ -266,7 +325,7 @@ impl Run {
                     Traffic::Out
                 };
                 s.baked_at = None;
-                if let Some(server) = &s.server {
+                if let (Some(server), true) = (&s.server, member) {
                     events.push(EventKind::ServerDetached {
                         pool: pool_id.clone(),
                         slot: s.index,
@@ -288,15 +347,14 @@ impl Run {
         slots: &[u32],
     ) -> Result<(), StepError> {
         let wanted = self.slots_of(pool_id, slots)?;
-        let refs: Vec<&Slot> = wanted.iter().collect();
-        let servers = servers_of(&refs);
+        let servers = subjects(&wanted);
         let policy = &self.plan.policy;
         let deadline = Deadline::after(policy.rollout.drain * 2 + policy.rollout.progress_deadline);
         loop {
             let members = self.members().await?;
             let still: Vec<String> = members
                 .iter()
-                .filter(|m| servers.contains(&m.server) && m.carries_traffic())
+                .filter(|m| servers.iter().any(|s| s.is(m)) && m.carries_traffic())
                 .map(|m| m.to_string())
                 .collect();
             if still.is_empty() {
@@ -348,9 +406,52 @@ impl Run {
             )));
         }
         let members = self.members().await?;
-        let snap = &self.snap;
-        let verdict = guards::serving_release(&members, release, |server| {
-            snap.owner_of(server).map(|(pool, _)| pool.release.clone())
+        let roster = self.roster();
+        // Members the records do not know: the cloud's labels tell a server
+        // of another deployment sharing the balancer from one of ours that
+        // nobody recorded.
+        let unknown: Vec<ServerId> = members
+            .iter()
+            .filter(|m| m.state == MemberState::Active)
+            .filter(|m| roster.attribute(m) == Attribution::Unknown)
+            .map(|m| m.server.clone())
+            .collect();
+        let mut labels: BTreeMap<ServerId, crate::labels::Labels> = BTreeMap::new();
+        let max = self
+            .env
+            .ports
+            .compute
+            .capabilities()
+            .max_describe_batch
+            .max(1);
+        for chunk in unknown.chunks(max) {
+            let compute = self.env.ports.compute.clone();
+            for s in self
+                .call("describing unrecorded balancer members", || {
+                    compute.describe(chunk)
+                })
+                .await?
+            {
+                labels.insert(s.id.clone(), s.labels);
+            }
+        }
+        let deployment = self.plan.deployment.clone();
+        let verdict = guards::serving_release(&members, release, |m| match roster.attribute(m) {
+            Attribution::Recorded(r) if &r.role == role => Owner::Release(r.release.clone()),
+            Attribution::Recorded(r) => {
+                Owner::Unattributed(format!("{} serves role {}", r.server, r.role))
+            }
+            Attribution::Conflict(why) => Owner::Unattributed(why),
+            Attribution::Unknown => match labels.get(&m.server) {
+                Some(l) if l.get(keys::DEPLOYMENT) == Some(deployment.as_str()) => {
+                    Owner::Unattributed(format!(
+                        "{} carries {deployment}'s labels but belongs to no recorded pool",
+                        m.server
+                    ))
+                }
+                Some(l) if l.get(keys::DEPLOYMENT).is_some() => Owner::Foreign,
+                _ => Owner::Unattributed("belongs to no recorded pool".into()),
+            },
         });
         match verdict {
             Ok(count) => {

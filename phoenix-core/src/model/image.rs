@@ -82,6 +82,10 @@ pub struct TestEvidence {
     pub passed: bool,
     /// A summary or a link to the full report.
     pub details: String,
+    /// The digest of the image the tests ran against: evidence proves
+    /// something only about that content.
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 /// An immutable, provider-scoped machine image.
@@ -130,6 +134,11 @@ impl Image {
                     "the latest run of suite {failed:?} failed"
                 )));
             }
+            if !self.proven() {
+                return Err(refuse(
+                    "no passing test evidence is recorded for its digest",
+                ));
+            }
         }
         self.state = to;
         Ok(())
@@ -149,6 +158,18 @@ impl Image {
         }
         self.evidence.push(evidence);
         Ok(())
+    }
+
+    /// True when the evidence proves this image's content: some suite
+    /// passed for its digest, and the latest run of every suite that ran
+    /// for its digest passed. Evidence about other content (another digest)
+    /// proves nothing here.
+    pub fn proven(&self) -> bool {
+        let mut latest: BTreeMap<&str, bool> = BTreeMap::new();
+        for e in self.evidence.iter().filter(|e| e.digest == self.digest) {
+            latest.insert(&e.suite, e.passed);
+        }
+        !latest.is_empty() && latest.values().all(|passed| *passed)
     }
 
     /// Suites whose latest recorded run failed.
@@ -190,6 +211,7 @@ mod tests {
             at: TokioClock::fixed().now(),
             passed,
             details: String::new(),
+            digest: None,
         }
     }
 

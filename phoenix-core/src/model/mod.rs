@@ -10,7 +10,8 @@ mod server;
 pub use deployment::{Deployment, Environment, Role};
 pub use image::{Image, ImageState, TestEvidence};
 pub use pool::{
-    DiscardedServer, Pool, PoolState, PoolTransition, Slot, SlotState, StandbyKind, Traffic,
+    DiscardedServer, LostLaunch, Pool, PoolState, PoolTransition, Slot, SlotState, StandbyKind,
+    Traffic,
 };
 pub use release::Release;
 pub use server::{Server, ServerStatus};

@@ -156,6 +156,15 @@ pub struct Slot {
     pub index: u32,
     /// Launch attempt, from 0.
     pub attempt: u32,
+    /// Of those attempts, how many replaced a launch whose answer was lost
+    /// (not a failure: they use no replacement budget).
+    #[serde(default)]
+    pub relaunches: u32,
+    /// Fingerprint of the payload the current attempt was launched with
+    /// (never the payload: it holds secrets). A relaunch under the same
+    /// token must carry the same payload.
+    #[serde(default)]
+    pub payload: Option<String>,
     /// Idempotency token of the current attempt.
     pub token: IdempotencyToken,
     /// Cloud-side state.
@@ -199,6 +208,8 @@ impl Slot {
         Self {
             index,
             attempt: 0,
+            relaunches: 0,
+            payload: None,
             token: IdempotencyToken::derive(operation, pool, index, 0),
             state: SlotState::Pending,
             server: None,
@@ -221,6 +232,7 @@ impl Slot {
     pub fn next_attempt(&mut self, operation: &OperationId, pool: &PoolId, failure: String) {
         self.attempt += 1;
         self.token = IdempotencyToken::derive(operation, pool, self.index, self.attempt);
+        self.payload = None;
         self.state = SlotState::Pending;
         self.server = None;
         self.endpoint = None;
@@ -249,6 +261,23 @@ pub struct DiscardedServer {
     pub reason: String,
     /// Whether termination succeeded.
     pub terminated: bool,
+}
+
+/// A launch whose answer was lost and that was given up on (its slot
+/// moved on to a new attempt, or was terminated): its server may still
+/// appear, late, beyond the provider's consistency window. The pool keeps
+/// its token so that such a server is recognised, and adopted or
+/// terminated, instead of running unowned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostLaunch {
+    /// The slot it was launched for.
+    pub slot: u32,
+    /// Which attempt.
+    pub attempt: u32,
+    /// Its idempotency token (also a label on the server).
+    pub token: IdempotencyToken,
+    /// When it was requested.
+    pub requested_at: Option<Timestamp>,
 }
 
 /// A recorded state change.
@@ -296,6 +325,9 @@ pub struct Pool {
     pub pruned_slots: u64,
     /// Servers given up on, kept until terminated.
     pub discarded: Vec<DiscardedServer>,
+    /// Launches given up on whose server may still appear.
+    #[serde(default)]
+    pub lost: Vec<LostLaunch>,
     /// Every state change, oldest first.
     pub history: Vec<PoolTransition>,
 }
@@ -393,6 +425,17 @@ impl Pool {
             )
     }
 
+    /// True when this pool owns `server`: an in-service slot holds it, or
+    /// it was given up on and is not terminated yet.
+    pub fn owns(&self, server: &ServerId) -> bool {
+        self.slot_of(server)
+            .is_some_and(|s| s.state.is_in_service())
+            || self
+                .discarded
+                .iter()
+                .any(|d| &d.server == server && !d.terminated)
+    }
+
     /// The slot that holds `server` now.
     pub fn slot_of(&self, server: &ServerId) -> Option<&Slot> {
         self.slots
@@ -433,6 +476,7 @@ mod tests {
             created_at: TokioClock::fixed().now(),
             created_by: op,
             discarded: vec![],
+            lost: vec![],
             history: vec![],
         }
     }

@@ -3,8 +3,7 @@ use crate::model::{Pool, PoolState};
 use crate::plan::{OperationKind, Plan, Precondition, Step};
 
 use super::{
-    attached, expose_steps, fill_steps, is_full, main_pool, provision_steps, PlanInput,
-    PlanningError,
+    expose_steps, fill_steps, is_full, main_pool, provision_steps, PlanInput, PlanningError,
 };
 
 /// The pool of the release to make live: a live one (a mixed state after a
@@ -84,16 +83,14 @@ pub fn deploy(input: &PlanInput<'_>, release: &ReleaseLabel) -> Result<Plan, Pla
             (pool, all, PoolState::Ready)
         }
     };
-    let serving = existing.map(attached).unwrap_or_default();
-    let to_attach: Vec<u32> = all
-        .iter()
-        .copied()
-        .filter(|i| !serving.contains(i))
-        .collect();
+    // Every slot that is to serve gets an attach step: the step acts on the
+    // balancer's fresh view, so members recorded as attached but left
+    // draining or disabled there are activated again, and those already
+    // active cost nothing.
     steps.extend(expose_steps(
         &pool_id,
         &all,
-        &to_attach,
+        &all,
         batch,
         policy.rollout.bake_time,
         state,

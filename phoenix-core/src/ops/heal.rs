@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use crate::executor::guards::MemberIndex;
 use crate::id::ServerId;
 use crate::model::{Pool, Server, ServerStatus, Slot, Traffic};
 use crate::plan::{NewSlot, OperationKind, Plan, Step};
@@ -8,10 +9,13 @@ use crate::ports::{Member, MemberHealth};
 
 use super::{refs, terminate_steps, PlanInput, PlanningError};
 
-/// Why a live slot needs replacing, from fresh reads.
+/// Why a live slot needs replacing, from fresh reads. A server the cloud
+/// runs but the balancer does not list is not sick: the balancer lost the
+/// member (reconcile's `restore_members` attaches it again); replacing it
+/// on a partial read would replace servers that serve well.
 fn ailment(
     slot: &Slot,
-    members: &BTreeMap<&ServerId, &Member>,
+    members: &MemberIndex<'_>,
     cloud: &BTreeMap<&ServerId, &Server>,
 ) -> Option<String> {
     let Some(server) = slot.server.as_ref() else {
@@ -22,12 +26,11 @@ fn ailment(
         Some(ServerStatus::Active) => {}
         Some(other) => return Some(format!("{server} is {other}")),
     }
-    match members.get(server) {
-        None => Some(format!("{server} is not behind the balancer")),
+    match members.of_slot(slot) {
         Some(m) if m.health == MemberHealth::Unhealthy => {
             Some(format!("{server} fails the balancer's health checks"))
         }
-        Some(_) => None,
+        _ => None,
     }
 }
 
@@ -41,7 +44,7 @@ struct PoolHeal<'a> {
 
 fn examine<'a>(
     pool: &'a Pool,
-    members: &BTreeMap<&ServerId, &Member>,
+    members: &MemberIndex<'_>,
     cloud: &BTreeMap<&ServerId, &Server>,
     sole: bool,
 ) -> PoolHeal<'a> {
@@ -106,6 +109,16 @@ pub fn heal(
     if lives.is_empty() {
         return Err(PlanningError::NothingLive(input.role.clone()));
     }
+    // A balancer that answers nothing while servers are recorded behind it
+    // restarted or is not the right one: healing on that read would
+    // replace the whole fleet. Planning fails closed, as execution does.
+    let attached = lives.iter().flat_map(|p| p.attached()).count();
+    if members.is_empty() && attached > 0 {
+        return Err(PlanningError::UntrustedRead(format!(
+            "the balancer lists no member while {attached} server(s) of {} are recorded behind it",
+            input.role
+        )));
+    }
     let sole = lives.len() == 1
         && lives
             .first()
@@ -113,7 +126,7 @@ pub fn heal(
     let policy = input.policy;
     let batch = policy.rollout.batch_size;
     let b = policy.rolling_batch();
-    let by_member: BTreeMap<&ServerId, &Member> = members.iter().map(|m| (&m.server, m)).collect();
+    let by_member = MemberIndex::new(members);
     let by_cloud: BTreeMap<&ServerId, &Server> = cloud.iter().map(|s| (&s.id, s)).collect();
     let mut steps = Vec::new();
     let mut notes = Vec::new();

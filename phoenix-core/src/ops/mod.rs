@@ -93,6 +93,10 @@ pub enum PlanningError {
     /// A fresh read of the cloud or balancer failed (fail closed).
     #[error("fresh read failed: {0}")]
     Read(#[source] crate::ports::PortError),
+    /// A fresh read answered something a plan must not be built on (an
+    /// empty balancer while servers are recorded behind it).
+    #[error("not planning on an untrusted read: {0}")]
+    UntrustedRead(String),
     /// An earlier operation is unfinished.
     #[error("operation {0} is unfinished; resume it first")]
     Unfinished(OperationId),
@@ -141,12 +145,16 @@ impl PlanInput<'_> {
     }
 
     /// Pools of the role with servers behind the balancer (attached or
-    /// draining), other than `except`, oldest first.
+    /// draining), or marked live (a live pool whose servers all left stays
+    /// one until an operation moves it on), other than `except`, oldest
+    /// first.
     pub(crate) fn serving_pools(&self, except: Option<&PoolId>) -> Vec<&Pool> {
         self.snap
             .pools_of(&self.role)
             .filter(|p| Some(&p.id) != except)
-            .filter(|p| p.slots.iter().any(|s| s.traffic != Traffic::Out))
+            .filter(|p| {
+                p.state == PoolState::Live || p.slots.iter().any(|s| s.traffic != Traffic::Out)
+            })
             .collect()
     }
 
@@ -242,11 +250,6 @@ pub(crate) fn provision_steps(
 pub(crate) fn is_full(pool: &Pool) -> bool {
     let in_service: Vec<&crate::model::Slot> = pool.in_service().collect();
     in_service.len() >= pool.size && in_service.iter().all(|s| s.traffic == Traffic::Attached)
-}
-
-/// Attached slots of a pool.
-pub(crate) fn attached(pool: &Pool) -> Vec<u32> {
-    pool.attached().map(|s| s.index).collect()
 }
 
 /// The pool among `pools` with the most attached servers (the first on a

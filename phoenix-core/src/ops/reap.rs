@@ -26,12 +26,44 @@ pub fn reap(
         .filter(|m| m.carries_traffic())
         .map(|m| &m.server)
         .collect();
-    let served = |p: &Pool| p.known_servers().any(|s| serving.contains(s));
+    let serving_at: BTreeSet<std::net::SocketAddr> = members
+        .iter()
+        .filter(|m| m.carries_traffic())
+        .map(|m| m.endpoint)
+        .collect();
+    // Serving behind any balancer, by id or by endpoint (an adapter may
+    // report a stand-in id).
+    let served = |p: &Pool| {
+        p.known_servers().any(|s| serving.contains(s))
+            || p.in_service()
+                .filter_map(|s| s.endpoint)
+                .any(|e| serving_at.contains(&e))
+    };
 
+    // A pool provisioned for a coming deploy (ready, never live, newer
+    // than the last time anything of the role went live) is not a rollback
+    // pool yet: retention neither counts nor deletes it.
+    let last_live = input
+        .snap
+        .pools_of(&input.role)
+        .filter_map(Pool::last_live_at)
+        .max();
+    let upcoming = |p: &Pool| {
+        p.state == PoolState::Ready
+            && p.last_live_at().is_none()
+            && last_live.is_none_or(|t| p.created_at > t)
+    };
+    let mut notes = Vec::new();
+    for p in input.snap.pools_of(&input.role).filter(|p| upcoming(p)) {
+        notes.push(format!(
+            "kept: pool {} ({}) is ready and never served; it waits for a deploy",
+            p.id, p.release
+        ));
+    }
     let mut standby: Vec<&Pool> = input
         .snap
         .pools_of(&input.role)
-        .filter(|p| p.state.is_rollback_candidate())
+        .filter(|p| p.state.is_rollback_candidate() && !upcoming(p))
         .collect();
     standby.sort_by(|a, b| {
         b.last_live_at()
@@ -46,7 +78,6 @@ pub fn reap(
         .filter(|p| matches!(p.state, PoolState::Failed | PoolState::Retired));
 
     let mut steps = Vec::new();
-    let mut notes = Vec::new();
     let mut reaped = Vec::new();
     for pool in beyond.iter().copied().chain(others) {
         if served(pool) {

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::executor::guards::{Attribution, MemberIndex, Roster};
 use crate::id::{PoolId, ServerId};
 use crate::labels::keys;
 use crate::model::{PoolState, Server, ServerStatus, SlotState, Traffic};
 use crate::plan::{OperationKind, Plan, Step};
 use crate::policy::FailurePolicy;
-use crate::ports::Member;
+use crate::ports::{Member, MemberState};
 use crate::time::elapsed_between;
 
 use super::{PlanInput, PlanningError};
@@ -22,7 +23,8 @@ pub struct ReconcileOptions {
     /// Record servers that vanished from the cloud as gone.
     pub record_missing: bool,
     /// Put live servers recorded behind the balancer back into it when it
-    /// lost them (a balancer restarted empty, members removed by hand).
+    /// lost them (a balancer restarted empty, members removed by hand), and
+    /// activate again those it keeps draining, disabled or in maintenance.
     pub restore_members: bool,
 }
 
@@ -63,6 +65,39 @@ pub enum Drift {
         /// What differs.
         detail: String,
     },
+    /// A slot recorded behind the balancer whose member is there but takes
+    /// no new traffic (left draining by a detach that failed part-way,
+    /// disabled, in maintenance).
+    InactiveMember {
+        /// Pool.
+        pool: PoolId,
+        /// Slot.
+        slot: u32,
+        /// Server.
+        server: ServerId,
+        /// What the balancer says.
+        state: MemberState,
+    },
+    /// A member whose id and endpoint point at different recorded servers
+    /// (an adapter's stale address map): guards refuse to act near it.
+    UnattributedMember {
+        /// The id the balancer reports.
+        server: ServerId,
+        /// Where it sends traffic.
+        endpoint: std::net::SocketAddr,
+        /// Why it cannot be attributed.
+        detail: String,
+    },
+    /// A server that appeared for a launch given up on (its token is
+    /// remembered by its pool): an orphan, removed with the others.
+    LateLaunch {
+        /// Server.
+        server: ServerId,
+        /// Pool.
+        pool: PoolId,
+        /// Slot it was launched for.
+        slot: u32,
+    },
     /// A launch whose answer was lost; the next step of its operation
     /// adopts it by its token.
     PendingAdoption {
@@ -95,6 +130,24 @@ impl fmt::Display for Drift {
                 pool,
                 detail,
             } => write!(f, "{server} of pool {pool}: {detail}"),
+            Self::InactiveMember {
+                pool,
+                slot,
+                server,
+                state,
+            } => write!(
+                f,
+                "slot {slot} of {pool} ({server}) is recorded behind the balancer but the member is {state:?}"
+            ),
+            Self::UnattributedMember {
+                server,
+                endpoint,
+                detail,
+            } => write!(f, "member {server} at {endpoint} cannot be attributed: {detail}"),
+            Self::LateLaunch { server, pool, slot } => write!(
+                f,
+                "{server} appeared for slot {slot} of {pool} after its launch was given up"
+            ),
             Self::PendingAdoption { server, pool, slot } => write!(
                 f,
                 "{server} was launched for slot {slot} of {pool}; its launch answer was lost"
@@ -146,13 +199,16 @@ impl fmt::Display for ReconcileReport {
 }
 
 /// Compares the records with fresh reads of the cloud (`cloud`: every
-/// server labelled with this deployment) and of the role's balancer, and
-/// plans the requested repairs. `consistency_window` keeps servers
-/// launched moments ago from being reported missing.
+/// server labelled with this deployment), of the role's balancer
+/// (`members`) and of every balancer Phoenix knows (`serving`), and plans
+/// the requested repairs. `consistency_window` keeps servers launched
+/// moments ago from being reported missing. Members are matched to servers
+/// by id and endpoint.
 pub fn reconcile(
     input: &PlanInput<'_>,
     cloud: &[Server],
     members: &[Member],
+    serving: &[Member],
     consistency_window: Duration,
     options: ReconcileOptions,
 ) -> Result<(ReconcileReport, Plan), PlanningError> {
@@ -197,20 +253,32 @@ pub fn reconcile(
                 }
             }
             None => {
-                let pending = server
-                    .labels
-                    .token()
+                let token = server.labels.token();
+                let pending = token
+                    .as_ref()
                     .and_then(|t| tokens.get(t.as_str()).copied())
                     .filter(|(_, _, state, no_server)| {
                         *state == SlotState::Requested && *no_server
                     });
-                match pending {
-                    Some((pool, slot, _, _)) => report.drift.push(Drift::PendingAdoption {
+                let late = token
+                    .as_ref()
+                    .and_then(|t| snap.lost_launch(t.as_str()))
+                    .map(|(pool, lost)| (pool.id.clone(), lost.slot));
+                match (pending, late) {
+                    (Some((pool, slot, _, _)), _) => report.drift.push(Drift::PendingAdoption {
                         server: server.id.clone(),
                         pool: pool.clone(),
                         slot,
                     }),
-                    None => report.orphans.push(server.id.clone()),
+                    (None, Some((pool, slot))) => {
+                        report.drift.push(Drift::LateLaunch {
+                            server: server.id.clone(),
+                            pool,
+                            slot,
+                        });
+                        report.orphans.push(server.id.clone());
+                    }
+                    (None, None) => report.orphans.push(server.id.clone()),
                 }
             }
         }
@@ -239,19 +307,29 @@ pub fn reconcile(
             }
         }
     }
-    let member_ids: BTreeSet<&ServerId> = members.iter().map(|m| &m.server).collect();
+    let roster = Roster::of(snap);
+    let index = MemberIndex::new(members);
     for m in members {
-        match snap.owner_of(&m.server) {
-            None => report.drift.push(Drift::UnknownMember {
+        match roster.attribute(m) {
+            Attribution::Unknown => report.drift.push(Drift::UnknownMember {
                 server: m.server.clone(),
             }),
-            Some((pool, slot)) => {
-                let recorded_in = slot
-                    .and_then(|i| pool.slot(i))
+            Attribution::Conflict(detail) => report.drift.push(Drift::UnattributedMember {
+                server: m.server.clone(),
+                endpoint: m.endpoint,
+                detail,
+            }),
+            Attribution::Recorded(r) => {
+                let Some(pool) = snap.pool(&r.pool) else {
+                    continue;
+                };
+                let recorded_in = pool
+                    .slot_of(&r.server)
                     .is_some_and(|s| s.traffic != Traffic::Out);
-                if !recorded_in || !matches!(pool.state, PoolState::Live) {
+                let unexpected = !recorded_in || !matches!(pool.state, PoolState::Live);
+                if unexpected && m.state != MemberState::Disabled {
                     report.drift.push(Drift::UnexpectedMember {
-                        server: m.server.clone(),
+                        server: r.server.clone(),
                         pool: pool.id.clone(),
                         state: pool.state,
                     });
@@ -261,14 +339,22 @@ pub fn reconcile(
     }
     for pool in snap.live_pools(&input.role) {
         for s in pool.attached() {
-            if let Some(server) = &s.server {
-                if !member_ids.contains(server) {
-                    report.drift.push(Drift::MissingMember {
+            let Some(server) = &s.server else { continue };
+            match index.of_slot(s) {
+                None => report.drift.push(Drift::MissingMember {
+                    pool: pool.id.clone(),
+                    slot: s.index,
+                    server: server.clone(),
+                }),
+                Some(m) if m.state != MemberState::Active => {
+                    report.drift.push(Drift::InactiveMember {
                         pool: pool.id.clone(),
                         slot: s.index,
                         server: server.clone(),
-                    });
+                        state: m.state,
+                    })
                 }
+                Some(_) => {}
             }
         }
     }
@@ -284,15 +370,23 @@ pub fn reconcile(
         }
     }
     if options.remove_orphans {
-        let serving: BTreeSet<&ServerId> = members
-            .iter()
-            .filter(|m| m.carries_traffic())
-            .map(|m| &m.server)
-            .collect();
+        // Never an orphan that serves behind any balancer, by id or by
+        // endpoint (the executor checks again, on a fresh read).
+        let port = input.role_spec().map(|r| r.port).ok();
+        let busy = |o: &ServerId| {
+            let endpoint = cloud
+                .iter()
+                .find(|s| &s.id == o)
+                .and_then(|s| port.and_then(|p| s.endpoint(p)));
+            serving
+                .iter()
+                .filter(|m| m.carries_traffic())
+                .any(|m| &m.server == o || Some(m.endpoint) == endpoint)
+        };
         let (refused, removable): (Vec<&ServerId>, Vec<&ServerId>) =
-            report.orphans.iter().partition(|o| serving.contains(o));
+            report.orphans.iter().partition(|o| busy(o));
         for o in refused {
-            notes.push(format!("refused: orphan {o} is served by the balancer"));
+            notes.push(format!("refused: orphan {o} is served by a balancer"));
         }
         let removable: Vec<ServerId> = removable.into_iter().cloned().collect();
         for chunk in removable.chunks(input.policy.rollout.batch_size.max(1)) {
@@ -313,6 +407,12 @@ pub fn reconcile(
                         pool: p,
                         slot,
                         server,
+                    }
+                    | Drift::InactiveMember {
+                        pool: p,
+                        slot,
+                        server,
+                        ..
                     } if p == &pool.id && !missing_servers.contains(server) => Some(*slot),
                     _ => None,
                 })

@@ -1,4 +1,4 @@
-use crate::model::{PoolState, Slot, Traffic};
+use crate::model::{Pool, PoolState, Slot, Traffic};
 use crate::plan::{NewSlot, OperationKind, Plan, Step};
 use crate::policy::FailurePolicy;
 use crate::time::elapsed_between;
@@ -15,6 +15,52 @@ fn aged<'a>(input: &PlanInput<'_>, slots: impl Iterator<Item = &'a Slot>) -> Vec
         .collect();
     old.sort_by_key(|s| (s.launched_at, s.index));
     old
+}
+
+/// Steps that bring a pool down to its size before replacements launch:
+/// servers that serve nothing are terminated, then the oldest serving ones
+/// (aged ones first) leave under the capacity guard. Returns the steps and
+/// the aged slots still to replace.
+fn surplus<'a>(pool: &'a Pool, aged: &[&'a Slot], batch: usize) -> (Vec<Step>, Vec<&'a Slot>) {
+    let in_service: Vec<&Slot> = pool.in_service().collect();
+    let mut extra = in_service.len().saturating_sub(pool.size);
+    if extra == 0 {
+        return (Vec::new(), aged.to_vec());
+    }
+    let idle: Vec<u32> = in_service
+        .iter()
+        .filter(|s| s.traffic == Traffic::Out)
+        .take(extra)
+        .map(|s| s.index)
+        .collect();
+    extra -= idle.len();
+    let serving: Vec<u32> = aged
+        .iter()
+        .filter(|s| s.traffic == Traffic::Attached)
+        .take(extra)
+        .map(|s| s.index)
+        .collect();
+    let mut steps = terminate_steps(&pool.id, &idle, batch);
+    for chunk in serving.chunks(batch.max(1)) {
+        steps.push(Step::Detach {
+            pool: pool.id.clone(),
+            slots: chunk.to_vec(),
+            replacements: Vec::new(),
+        });
+    }
+    if !serving.is_empty() {
+        steps.push(Step::AwaitDrained {
+            pool: pool.id.clone(),
+            slots: serving.clone(),
+        });
+        steps.extend(terminate_steps(&pool.id, &serving, batch));
+    }
+    let kept = aged
+        .iter()
+        .copied()
+        .filter(|s| !serving.contains(&s.index) && !idle.contains(&s.index))
+        .collect();
+    (steps, kept)
 }
 
 fn new_slots(next: &mut u32, old: &[&Slot]) -> (Vec<NewSlot>, Vec<u32>) {
@@ -35,7 +81,9 @@ fn new_slots(next: &mut u32, old: &[&Slot]) -> (Vec<NewSlot>, Vec<u32>) {
 /// rolling replacement within the pool: replacements attach and bake
 /// before the old servers leave) and in hot standby pools, in batches of
 /// at most `min(batch_size, max_surge, max_replacements)`, each batch
-/// waiting for the replacement-rate budget.
+/// waiting for the replacement-rate budget. As in a rolling replacement,
+/// the previous batch's servers drain while the next batch boots only when
+/// two batches fit within `max_surge`.
 pub fn refresh(input: &PlanInput<'_>) -> Result<Plan, PlanningError> {
     input.check()?;
     let policy = input.policy;
@@ -54,12 +102,35 @@ pub fn refresh(input: &PlanInput<'_>) -> Result<Plan, PlanningError> {
             input,
             l.slots.iter().filter(|s| s.traffic == Traffic::Attached),
         );
+        // Servers given up on, and servers above the pool's size, count
+        // against the surge: they go first (serving ones under the
+        // capacity guard).
+        let old = if old.is_empty() {
+            old
+        } else {
+            if l.discarded.iter().any(|d| !d.terminated) {
+                steps.push(Step::CleanUpDiscarded { pool: l.id.clone() });
+            }
+            let (trim, kept) = surplus(l, &old, batch);
+            steps.extend(trim);
+            kept
+        };
         total += old.len();
         let mut next = l.next_index();
         let mut draining: Option<Vec<u32>> = None;
+        let overlap = 2 * b <= policy.rollout.max_surge;
         for chunk in old.chunks(b) {
             let (created, indices) = new_slots(&mut next, chunk);
             let leaving: Vec<u32> = chunk.iter().map(|s| s.index).collect();
+            if !overlap {
+                if let Some(prev) = draining.take() {
+                    steps.push(Step::AwaitDrained {
+                        pool: l.id.clone(),
+                        slots: prev.clone(),
+                    });
+                    steps.extend(terminate_steps(&l.id, &prev, batch));
+                }
+            }
             steps.push(Step::AwaitReplacementBudget { count: chunk.len() });
             steps.push(Step::AddSlots {
                 pool: l.id.clone(),
@@ -130,6 +201,18 @@ pub fn refresh(input: &PlanInput<'_>) -> Result<Plan, PlanningError> {
         }
         let old = aged(input, pool.in_service());
         total += old.len();
+        let old = if old.is_empty() {
+            old
+        } else {
+            if pool.discarded.iter().any(|d| !d.terminated) {
+                steps.push(Step::CleanUpDiscarded {
+                    pool: pool.id.clone(),
+                });
+            }
+            let (trim, kept) = surplus(pool, &old, batch);
+            steps.extend(trim);
+            kept
+        };
         let mut next = pool.next_index();
         for chunk in old.chunks(b) {
             let (created, indices) = new_slots(&mut next, chunk);

@@ -2,9 +2,7 @@ use crate::id::ReleaseLabel;
 use crate::model::{Pool, PoolState};
 use crate::plan::{OperationKind, Plan, Precondition, Step};
 
-use super::{
-    attached, expose_steps, fill_steps, main_pool, provision_steps, PlanInput, PlanningError,
-};
+use super::{expose_steps, fill_steps, main_pool, provision_steps, PlanInput, PlanningError};
 
 fn candidates<'a>(
     input: &'a PlanInput<'_>,
@@ -76,16 +74,12 @@ pub fn rollback(
             })
         }
     };
-    let serving = input.snap.pool(&pool_id).map(attached).unwrap_or_default();
-    let to_attach: Vec<u32> = all
-        .iter()
-        .copied()
-        .filter(|i| !serving.contains(i))
-        .collect();
+    // Attach steps for every slot: they act on the balancer's fresh view
+    // (members left draining by a failed detach are activated again).
     steps.extend(expose_steps(
         &pool_id,
         &all,
-        &to_attach,
+        &all,
         batch,
         policy.rollout.rollback_bake,
         state,

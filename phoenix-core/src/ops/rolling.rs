@@ -21,10 +21,13 @@ fn by_pool(slots: &[SlotRef]) -> Vec<(PoolId, Vec<u32>)> {
 /// Replaces what serves the role by a pool of `release`, batch by batch:
 /// each batch launches at most `min(batch_size, max_surge)` servers,
 /// verifies, attaches and bakes them, and only then detaches as many old
-/// servers. The previous batch's old servers drain and are terminated while
-/// the next batch boots. A replacement that halted half-way is continued:
-/// the live pool of `release` is filled up and every other serving pool
-/// drained.
+/// servers. `max_surge` caps every server running above the desired count,
+/// draining ones included (cloud quotas count them): the previous batch's
+/// old servers drain and are terminated while the next batch boots only
+/// when two batches fit within it, and before the next batch launches
+/// otherwise. Old servers that serve nothing are terminated first. A
+/// replacement that halted half-way is continued: the live pool of
+/// `release` is filled up and every other serving pool drained.
 pub fn rolling_replace(
     input: &PlanInput<'_>,
     release: &ReleaseLabel,
@@ -123,6 +126,30 @@ pub fn rolling_replace(
                 })
         })
         .collect();
+    // Servers serving above the desired count already (left by a halted
+    // operation) use up the surge: they leave first, under the capacity
+    // guard, before anything is launched.
+    let states_now: BTreeMap<&PoolId, PoolState> = olds.iter().map(|p| (&p.id, p.state)).collect();
+    let live_old = old_slots
+        .iter()
+        .filter(|r| states_now.get(&r.pool) == Some(&PoolState::Live))
+        .count();
+    // The new pool's idle servers are the first replacements (they are
+    // revalidated and attached before any launch), not surplus.
+    let new_running = existing.map_or(0, |p| {
+        p.in_service().filter(|s| s.traffic != Traffic::Out).count()
+    });
+    let surplus = (live_old + new_running).saturating_sub(role.desired);
+    let (surplus_slots, old_slots): (Vec<SlotRef>, Vec<SlotRef>) = {
+        let mut taken = 0;
+        old_slots.into_iter().partition(|r| {
+            let take = taken < surplus && states_now.get(&r.pool) == Some(&PoolState::Live);
+            if take {
+                taken += 1;
+            }
+            take
+        })
+    };
     let new_batches: Vec<Vec<u32>> = waiting.chunks(b).map(<[u32]>::to_vec).collect();
     // Old servers leave in step with the new ones; any surplus leaves with
     // the last batch.
@@ -149,9 +176,47 @@ pub fn rolling_replace(
             }
         }
     };
+    // Servers of the old pools that serve nothing (never attached, or
+    // given up on) count against the surge from the start: they go first.
+    for old in &olds {
+        if old.state != PoolState::Live {
+            continue;
+        }
+        let rest: Vec<u32> = old
+            .in_service()
+            .filter(|s| s.traffic == Traffic::Out)
+            .map(|s| s.index)
+            .collect();
+        steps.extend(terminate_steps(&old.id, &rest, batch));
+        if old.discarded.iter().any(|d| !d.terminated) {
+            steps.push(Step::CleanUpDiscarded {
+                pool: old.id.clone(),
+            });
+        }
+    }
+    for (pool, idx) in by_pool(&surplus_slots) {
+        for chunk in idx.chunks(batch.max(1)) {
+            steps.push(Step::Detach {
+                pool: pool.clone(),
+                slots: chunk.to_vec(),
+                replacements: Vec::new(),
+            });
+        }
+        steps.push(Step::AwaitDrained {
+            pool: pool.clone(),
+            slots: idx.clone(),
+        });
+        steps.extend(terminate_steps(&pool, &idx, batch));
+    }
+    let overlap = 2 * b <= policy.rollout.max_surge;
     let mut draining: Option<Vec<SlotRef>> = None;
     for k in 0..stages {
         let new_batch = new_batches.get(k).cloned().unwrap_or_default();
+        if !overlap {
+            if let Some(prev) = draining.take() {
+                terminate(&prev, &mut steps);
+            }
+        }
         if !new_batch.is_empty() {
             steps.push(Step::Launch {
                 pool: new_id.clone(),
@@ -230,13 +295,6 @@ pub fn rolling_replace(
         if old.state != PoolState::Live {
             continue;
         }
-        // Whatever else the old pool still has (servers not serving).
-        let rest: Vec<u32> = old
-            .in_service()
-            .filter(|s| s.traffic == Traffic::Out)
-            .map(|s| s.index)
-            .collect();
-        steps.extend(terminate_steps(&old.id, &rest, batch));
         steps.push(Step::CleanUpDiscarded {
             pool: old.id.clone(),
         });

@@ -1,7 +1,9 @@
 //! [`Phoenix`]: the entry point. It reads the records and fresh state,
 //! builds plans, applies them, and manages images and releases.
 
-use std::collections::BTreeMap;
+mod catalog;
+mod plans;
+
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,14 +14,12 @@ use tokio::sync::broadcast;
 use crate::events::{Event, EventBus};
 use crate::executor::{ExecError, Executor, OperationReport};
 use crate::id::{DeploymentId, ImageId, OperationId, ReleaseLabel, RoleName};
-use crate::labels::LabelSelector;
-use crate::model::{Deployment, Image, ImageState, Release, TestEvidence, TransitionError};
-use crate::ops::{self, PlanInput, PlanningError, ReconcileOptions, ReconcileReport};
+use crate::model::{Deployment, ImageState, TransitionError};
+use crate::ops::{self, PlanInput, PlanningError};
 use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::ports::{
-    BootConfig, Compute, Expect, Images, LoadBalancer, Member, PortError, Probe, ServerHooks,
-    StateStore,
+    BootConfig, Compute, Images, LoadBalancer, Member, PortError, Probe, ServerHooks, StateStore,
 };
 use crate::ports_set::{Balancers, Ports};
 use crate::records::{RecordError, Records, Snapshot};
@@ -82,6 +82,7 @@ pub struct PhoenixBuilder {
     holder: Option<String>,
     lease_ttl: Option<Duration>,
     lease_wait: Option<Duration>,
+    emergency_wait: Option<Duration>,
     id_seed: Option<u64>,
 }
 
@@ -114,6 +115,14 @@ impl PhoenixBuilder {
     pub fn balancer_for(mut self, role: RoleName, lb: Arc<dyn LoadBalancer>) -> Self {
         self.balancers = self.balancers.with_role(role, lb);
         self.has_balancer = true;
+        self
+    }
+    /// A balancer Phoenix never changes but behind which the deployment's
+    /// servers may serve (a floating IP, a second listener, the balancer a
+    /// role moved away from): no server serving behind it is stopped or
+    /// terminated.
+    pub fn watch_balancer(mut self, lb: Arc<dyn LoadBalancer>) -> Self {
+        self.balancers = self.balancers.with_watched(lb);
         self
     }
     /// The boot configuration renderer.
@@ -169,6 +178,12 @@ impl PhoenixBuilder {
         self.lease_wait = Some(wait);
         self
     }
+    /// How long an emergency rollback waits for a running operation to
+    /// stop (default: twice the lease's time to live).
+    pub fn emergency_wait(mut self, wait: Duration) -> Self {
+        self.emergency_wait = Some(wait);
+        self
+    }
     /// Seeds operation ids, for reproducible simulations.
     pub fn id_seed(mut self, seed: u64) -> Self {
         self.id_seed = Some(seed);
@@ -197,14 +212,17 @@ impl PhoenixBuilder {
             store: store.clone(),
             hooks: self.hooks,
         };
+        let lease_ttl = self.lease_ttl.unwrap_or(Duration::from_secs(60));
         let executor = Executor::new(
             ports.clone(),
             clock.clone(),
             events.clone(),
             holder,
-            self.lease_ttl.unwrap_or(Duration::from_secs(60)),
+            lease_ttl,
         )
-        .with_lease_wait(self.lease_wait.unwrap_or(Duration::ZERO));
+        .with_lease_wait(self.lease_wait.unwrap_or(Duration::ZERO))
+        .with_emergency_wait(self.emergency_wait.unwrap_or(lease_ttl * 2))
+        .with_budget(self.policy.refresh.clone());
         let rng = match self.id_seed {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
             None => rand::rngs::StdRng::from_os_rng(),
@@ -325,291 +343,96 @@ impl Phoenix {
         }
     }
 
-    async fn members(&self, role: &RoleName) -> Result<Vec<Member>, PlanningError> {
-        let lb = self.ports.balancers.for_role(role).ok_or_else(|| {
-            PlanningError::Read(PortError::permanent(
-                "choosing a balancer",
-                format!("no balancer is configured for role {role}"),
-            ))
-        })?;
+    /// A port read for planning, retried under the policy, each attempt
+    /// within the call deadline; a failure fails the planning closed.
+    pub(crate) async fn read<T, F, Fut>(&self, context: &str, mut f: F) -> Result<T, PlanningError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, PortError>>,
+    {
+        let timeout = self.policy.calls.timeout;
         self.policy
             .retry
-            .run(|| lb.members())
+            .run(|| {
+                let call = f();
+                async move {
+                    tokio::time::timeout(timeout, call)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(PortError::temporary(
+                                context,
+                                format!("no answer within {}", crate::time::human(timeout)),
+                            ))
+                        })
+                }
+            })
             .await
             .map_err(PlanningError::Read)
     }
 
-    /// Checks that an image may be launched in the deployment's
-    /// environment: it exists, and it is certified when the environment
-    /// is production or the policy requires it.
-    pub async fn check_launchable(
-        &self,
-        deployment: &Deployment,
-        image: &ImageId,
-        policy: &Policy,
-    ) -> Result<(), PlanningError> {
-        let state = match self.records.image(image).await? {
-            Some(stored) => stored.value.state,
-            None => {
-                let images = self.ports.images.clone();
-                match self.policy.retry.run(|| images.get(image)).await {
-                    Ok(img) => img.state,
-                    Err(e) if e.is_not_found() => {
-                        return Err(PlanningError::UnknownImage(image.clone()))
-                    }
-                    Err(e) => return Err(PlanningError::Read(e)),
-                }
-            }
-        };
-        let refuse = |reason: &str| PlanningError::ImageNotLaunchable {
-            image: image.clone(),
-            state,
-            reason: reason.to_owned(),
-        };
-        match state {
-            ImageState::Building | ImageState::Deleted => Err(refuse("it cannot be launched")),
-            s if s.is_certified() || s == ImageState::Deprecated => Ok(()),
-            _ if deployment.environment.production => {
-                Err(refuse("production only launches certified images"))
-            }
-            _ if policy.provision.require_certified => {
-                Err(refuse("the policy requires certified images"))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    async fn check_release_image(
-        &self,
-        snap: &Snapshot,
-        role: &RoleName,
-        release: &ReleaseLabel,
-        policy: &Policy,
-    ) -> Result<(), PlanningError> {
-        let r = snap
-            .releases
-            .get(release)
-            .ok_or_else(|| PlanningError::UnknownRelease(release.clone()))?;
-        let image = r
-            .image_for(role)
-            .ok_or_else(|| PlanningError::NoImageForRole {
-                release: release.clone(),
-                role: role.clone(),
+    /// A fresh read of a role's balancer.
+    pub(crate) async fn members(&self, role: &RoleName) -> Result<Vec<Member>, PlanningError> {
+        let lb = self
+            .ports
+            .balancers
+            .for_role(role)
+            .cloned()
+            .ok_or_else(|| {
+                PlanningError::Read(PortError::permanent(
+                    "choosing a balancer",
+                    format!("no balancer is configured for role {role}"),
+                ))
             })?;
-        self.check_launchable(snap.deployment(), image, policy)
-            .await
+        self.read("reading balancer members", || lb.members()).await
     }
 
-    /// Plans a new verified pool for a release (not made live).
-    pub async fn plan_provision(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        release: &ReleaseLabel,
-        size: Option<usize>,
-    ) -> Result<Plan, PlanningError> {
-        self.plan_provision_with(deployment, role, release, size, &self.policy)
-            .await
-    }
-
-    /// [`Self::plan_provision`] with another policy.
-    pub async fn plan_provision_with(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        release: &ReleaseLabel,
-        size: Option<usize>,
-        policy: &Policy,
-    ) -> Result<Plan, PlanningError> {
-        let (snap, op) = self.input(deployment).await?;
-        self.check_release_image(&snap, role, release, policy)
-            .await?;
-        ops::provision(&self.plan_input(&snap, op, role, policy), release, size)
-    }
-
-    /// Plans a blue-green switch of a role to a release.
-    pub async fn plan_deploy(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        release: &ReleaseLabel,
-    ) -> Result<Plan, PlanningError> {
-        self.plan_deploy_with(deployment, role, release, &self.policy)
-            .await
-    }
-
-    /// [`Self::plan_deploy`] with another policy.
-    pub async fn plan_deploy_with(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        release: &ReleaseLabel,
-        policy: &Policy,
-    ) -> Result<Plan, PlanningError> {
-        let (snap, op) = self.input(deployment).await?;
-        self.check_release_image(&snap, role, release, policy)
-            .await?;
-        ops::deploy(&self.plan_input(&snap, op, role, policy), release)
-    }
-
-    /// Plans a rolling replacement of a role's live pool by a release.
-    pub async fn plan_rolling_replace(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        release: &ReleaseLabel,
-    ) -> Result<Plan, PlanningError> {
-        self.plan_rolling_replace_with(deployment, role, release, &self.policy)
-            .await
-    }
-
-    /// [`Self::plan_rolling_replace`] with another policy.
-    pub async fn plan_rolling_replace_with(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        release: &ReleaseLabel,
-        policy: &Policy,
-    ) -> Result<Plan, PlanningError> {
-        let (snap, op) = self.input(deployment).await?;
-        self.check_release_image(&snap, role, release, policy)
-            .await?;
-        ops::rolling_replace(&self.plan_input(&snap, op, role, policy), release)
-    }
-
-    /// Plans a rollback to the previous release, or to a named one.
-    pub async fn plan_rollback(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        release: Option<&ReleaseLabel>,
-    ) -> Result<Plan, PlanningError> {
-        self.plan_rollback_with(deployment, role, release, &self.policy)
-            .await
-    }
-
-    /// [`Self::plan_rollback`] with another policy.
-    pub async fn plan_rollback_with(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        release: Option<&ReleaseLabel>,
-        policy: &Policy,
-    ) -> Result<Plan, PlanningError> {
-        let (snap, op) = self.input(deployment).await?;
-        ops::rollback(&self.plan_input(&snap, op, role, policy), release)
-    }
-
-    /// Plans deleting pools beyond retention (refusing any the balancer
-    /// serves, by a fresh read).
-    pub async fn plan_reap(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-    ) -> Result<Plan, PlanningError> {
-        self.plan_reap_with(deployment, role, &self.policy).await
-    }
-
-    /// [`Self::plan_reap`] with another policy.
-    pub async fn plan_reap_with(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        policy: &Policy,
-    ) -> Result<Plan, PlanningError> {
-        let (snap, op) = self.input(deployment).await?;
-        let members = self.members(role).await?;
-        let can_stop = self.ports.compute.capabilities().stop_start;
-        ops::reap(
-            &self.plan_input(&snap, op, role, policy),
-            &members,
-            can_stop,
-        )
-    }
-
-    /// Plans replacing servers older than the maximum age.
-    pub async fn plan_refresh(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-    ) -> Result<Plan, PlanningError> {
-        self.plan_refresh_with(deployment, role, &self.policy).await
-    }
-
-    /// [`Self::plan_refresh`] with another policy.
-    pub async fn plan_refresh_with(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        policy: &Policy,
-    ) -> Result<Plan, PlanningError> {
-        let (snap, op) = self.input(deployment).await?;
-        ops::refresh(&self.plan_input(&snap, op, role, policy))
-    }
-
-    /// Plans replacing dead or unhealthy live servers (fresh reads of the
-    /// balancer and the cloud).
-    pub async fn plan_heal(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-    ) -> Result<Plan, PlanningError> {
-        self.plan_heal_with(deployment, role, &self.policy).await
-    }
-
-    /// [`Self::plan_heal`] with another policy.
-    pub async fn plan_heal_with(
-        &self,
-        deployment: &DeploymentId,
-        role: &RoleName,
-        policy: &Policy,
-    ) -> Result<Plan, PlanningError> {
-        let (snap, op) = self.input(deployment).await?;
-        let members = self.members(role).await?;
-        let ids: Vec<_> = snap
-            .live_pools(role)
-            .flat_map(|p| p.attached().filter_map(|s| s.server.clone()))
-            .collect();
-        let compute = self.ports.compute.clone();
-        let max = compute.capabilities().max_describe_batch.max(1);
-        let mut cloud = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(max) {
-            cloud.extend(
-                self.policy
-                    .retry
-                    .run(|| compute.describe(chunk))
-                    .await
-                    .map_err(PlanningError::Read)?,
+    /// A fresh read of every balancer Phoenix knows: what serves, anywhere.
+    pub(crate) async fn all_members(&self) -> Result<Vec<Member>, PlanningError> {
+        let mut all = Vec::new();
+        for lb in self.ports.balancers.all() {
+            all.extend(
+                self.read("reading balancer members", || lb.members())
+                    .await?,
             );
         }
-        ops::heal(&self.plan_input(&snap, op, role, policy), &members, &cloud)
+        Ok(all)
     }
 
-    /// Compares records, cloud and balancer; plans the requested repairs.
-    pub async fn plan_reconcile(
+    /// Rolls a role back *now*, for an incident: whatever operation runs on
+    /// the deployment (a refresh waiting on its replacement budget, a
+    /// rolling replacement) is pre-empted at its next safe point, within a
+    /// poll interval or a call's deadline, and the rollback is planned and
+    /// applied under the same lease, so nothing starts in between. The
+    /// target is the most recently live standby pool, or `release`'s. The
+    /// invariants hold as for any rollback: the target serves at full
+    /// capacity before what serves now leaves.
+    pub async fn emergency_rollback(
         &self,
         deployment: &DeploymentId,
         role: &RoleName,
-        options: ReconcileOptions,
-    ) -> Result<(ReconcileReport, Plan), PlanningError> {
-        let (snap, op) = self.input(deployment).await?;
-        let members = self.members(role).await?;
-        let compute = self.ports.compute.clone();
-        let selector = LabelSelector::deployment(deployment);
-        let cloud = self
-            .policy
-            .retry
-            .run(|| compute.list(&selector))
+        release: Option<&ReleaseLabel>,
+    ) -> Result<OperationReport, ExecError> {
+        let policy = self.policy.clone();
+        let operation = self.next_operation_id();
+        let now = self.clock.clone();
+        let reason = format!(
+            "emergency rollback of {role}{}",
+            release.map(|r| format!(" to {r}")).unwrap_or_default()
+        );
+        self.executor
+            .emergency(deployment, &reason, move |snap| {
+                let input = PlanInput {
+                    snap,
+                    policy: &policy,
+                    operation,
+                    now: now.now(),
+                    role: role.clone(),
+                };
+                let mut plan = ops::rollback(&input, release)?;
+                plan.summary = format!("emergency: {}", plan.summary);
+                Ok(plan)
+            })
             .await
-            .map_err(PlanningError::Read)?;
-        let window = compute.capabilities().consistency_window;
-        ops::reconcile(
-            &self.plan_input(&snap, op, role, &self.policy),
-            &cloud,
-            &members,
-            window,
-            options,
-        )
     }
 
     /// Applies a plan (see [`Executor::apply`]).
@@ -623,133 +446,5 @@ impl Phoenix {
         deployment: &DeploymentId,
     ) -> Result<Option<OperationReport>, ExecError> {
         self.executor.resume(deployment).await
-    }
-
-    /// Records an image (from a bake) in the records, so that its
-    /// lifecycle and evidence are kept for auditors.
-    pub async fn register_image(&self, image: &Image) -> Result<(), CatalogError> {
-        match self.records.image(&image.id).await? {
-            Some(_) => Ok(()),
-            None => {
-                self.records.put_image(image, Expect::Absent).await?;
-                Ok(())
-            }
-        }
-    }
-
-    async fn image_record(&self, id: &ImageId) -> Result<(Image, u64), CatalogError> {
-        if let Some(stored) = self.records.image(id).await? {
-            return Ok((stored.value, stored.version));
-        }
-        let images = self.ports.images.clone();
-        match self.policy.retry.run(|| images.get(id)).await {
-            Ok(img) => {
-                let version = self.records.put_image(&img, Expect::Absent).await?;
-                Ok((img, version))
-            }
-            Err(e) if e.is_not_found() => Err(CatalogError::UnknownImage(id.clone())),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Records test evidence on an image.
-    pub async fn record_evidence(
-        &self,
-        id: &ImageId,
-        evidence: TestEvidence,
-    ) -> Result<Image, CatalogError> {
-        let (mut image, version) = self.image_record(id).await?;
-        image.record_evidence(evidence)?;
-        self.records
-            .put_image(&image, Expect::Version(version))
-            .await?;
-        Ok(image)
-    }
-
-    /// Moves an image along its lifecycle (checked), records it, and tags
-    /// the provider's image with its new state.
-    pub async fn promote(&self, id: &ImageId, to: ImageState) -> Result<Image, CatalogError> {
-        let (mut image, version) = self.image_record(id).await?;
-        image.transition(to)?;
-        self.records
-            .put_image(&image, Expect::Version(version))
-            .await?;
-        if self.ports.images.capabilities().properties {
-            let mut props = BTreeMap::new();
-            props.insert("phoenix-image-state".to_owned(), to.to_string());
-            let images = self.ports.images.clone();
-            self.policy
-                .retry
-                .run(|| images.set_properties(id, &props))
-                .await?;
-        }
-        Ok(image)
-    }
-
-    /// Records a release: every role of the deployment must have an image
-    /// that may be launched in its environment. The configuration
-    /// fingerprint combines each role's fingerprint from the boot
-    /// configuration. Images are promoted to `Released`.
-    pub async fn create_release(
-        &self,
-        deployment: &DeploymentId,
-        label: ReleaseLabel,
-        images: BTreeMap<RoleName, ImageId>,
-    ) -> Result<Release, CatalogError> {
-        let snap = self.records.snapshot(deployment).await?;
-        let dep = snap.deployment().clone();
-        let mut fingerprints = Vec::new();
-        for role in dep.roles.keys() {
-            let image = images.get(role).ok_or_else(|| CatalogError::MissingRole {
-                release: label.clone(),
-                role: role.clone(),
-            })?;
-            match self.check_launchable(&dep, image, &self.policy).await {
-                Ok(()) => {}
-                Err(PlanningError::UnknownImage(i)) => return Err(CatalogError::UnknownImage(i)),
-                Err(PlanningError::ImageNotLaunchable {
-                    image,
-                    state,
-                    reason,
-                }) => {
-                    return Err(CatalogError::NotLaunchable {
-                        image,
-                        state,
-                        reason,
-                    })
-                }
-                Err(PlanningError::Read(e)) => return Err(CatalogError::Port(e)),
-                Err(PlanningError::Records(e)) => return Err(CatalogError::Records(e)),
-                Err(other) => {
-                    return Err(CatalogError::Port(PortError::permanent(
-                        "checking the image",
-                        other.to_string(),
-                    )))
-                }
-            }
-            let boot = self.ports.boot.clone();
-            let env = dep.environment.name.clone();
-            let fp = self
-                .policy
-                .retry
-                .run(|| boot.fingerprint(&env, role, &label))
-                .await?;
-            fingerprints.push(format!("{role}={fp}"));
-        }
-        let release = Release {
-            label,
-            deployment: deployment.clone(),
-            images: images.clone(),
-            config_fingerprint: crate::fingerprint_of(&fingerprints.join("\n")),
-            created_at: self.clock.now(),
-        };
-        self.records.record_release(&release).await?;
-        for image in images.values() {
-            let (current, _) = self.image_record(image).await?;
-            if current.state == ImageState::Certified {
-                self.promote(image, ImageState::Released).await?;
-            }
-        }
-        Ok(release)
     }
 }

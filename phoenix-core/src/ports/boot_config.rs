@@ -112,6 +112,62 @@ pub enum BootPayload {
 }
 
 impl BootPayload {
+    /// A SHA-256 over everything the payload holds, secrets included, as
+    /// hex. Equal payloads have equal fingerprints, so Phoenix can tell
+    /// whether a payload rendered again is the one a launch carried (a
+    /// provider that de-duplicates by token refuses a different one);
+    /// the digest reveals nothing of the secrets.
+    pub fn fingerprint(&self) -> String {
+        use secrecy::ExposeSecret;
+        use sha2::{Digest, Sha256};
+        fn field(h: &mut Sha256, name: &str, value: &[u8]) {
+            // Length-prefixed, so that no two payloads hash alike by
+            // moving bytes between fields.
+            h.update((name.len() as u64).to_be_bytes());
+            h.update(name.as_bytes());
+            h.update((value.len() as u64).to_be_bytes());
+            h.update(value);
+        }
+        let mut h = Sha256::new();
+        match self {
+            Self::CloudInit { user_data } => {
+                field(&mut h, "cloud-init", user_data.expose_secret());
+            }
+            Self::AwsUserData { base64 } => {
+                field(&mut h, "aws-user-data", base64.expose_secret().as_bytes());
+            }
+            Self::OpenStack {
+                user_data,
+                metadata,
+                config_drive,
+            } => {
+                field(&mut h, "openstack", user_data.expose_secret());
+                for (k, v) in metadata {
+                    field(&mut h, k, v.as_bytes());
+                }
+                field(&mut h, "config-drive", &[u8::from(*config_drive)]);
+            }
+            Self::Guestinfo { properties } => {
+                field(&mut h, "guestinfo", &[]);
+                for (k, v) in properties {
+                    field(&mut h, k, v.expose_secret().as_bytes());
+                }
+            }
+            Self::Local { files, env } => {
+                field(&mut h, "local", &[]);
+                for f in files {
+                    field(&mut h, &f.path, f.content.expose_secret());
+                    field(&mut h, "mode", &f.mode.to_be_bytes());
+                    field(&mut h, "owner", f.owner.as_deref().unwrap_or("").as_bytes());
+                }
+                for (k, v) in env {
+                    field(&mut h, k, v.expose_secret().as_bytes());
+                }
+            }
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The format of this payload.
     pub fn format(&self) -> BootFormat {
         match self {

@@ -6,10 +6,11 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::id::ServerId;
+use crate::labels::keys;
 use crate::ports::{LbCapabilities, LoadBalancer, Member, PortError, Target};
 
-use super::compute::lock;
-use super::world::{SimMember, World};
+use super::compute::{call_delay, lock};
+use super::world::{FloorWatch, SimMember, World};
 
 /// A simulated balancer: tracks members, their health over time, draining,
 /// and checks the capacity floor on every detach against the health it
@@ -18,6 +19,8 @@ use super::world::{SimMember, World};
 pub struct SimBalancer {
     pub(crate) world: Arc<Mutex<World>>,
     pub(crate) name: String,
+    /// The orchestrator these calls come from, for the lease referee.
+    pub(crate) holder: Option<String>,
 }
 
 fn lb_fault(w: &mut World, operation: &str) -> Result<(), PortError> {
@@ -31,28 +34,107 @@ fn lb_fault(w: &mut World, operation: &str) -> Result<(), PortError> {
     Ok(())
 }
 
+/// How many of `n` members a partly applied change reaches (at least one,
+/// fewer than all), or `None` when the change applies whole.
+fn partial(w: &mut World, n: usize) -> Option<usize> {
+    use rand::Rng;
+    let p = w.faults.lb_partial;
+    if n < 2 || !w.chance(p) {
+        return None;
+    }
+    Some(w.rng.random_range(1..n))
+}
+
 impl SimBalancer {
-    async fn latency(&self) {
-        let d = {
-            let w = lock(&self.world);
-            w.config.api_latency + w.faults.lb_slow
-        };
-        if !d.is_zero() {
-            tokio::time::sleep(d).await;
-        }
+    async fn delay(&self) {
+        let slow = lock(&self.world).faults.lb_slow;
+        call_delay(&self.world, slow).await;
     }
 
     /// Records violations of the capacity floor: Phoenix promised to keep
-    /// at least `floor` healthy members.
+    /// at least `floor` healthy members (of any server).
     pub fn watch_floor(&self, floor: usize) {
-        let mut w = lock(&self.world);
-        w.balancers.entry(self.name.clone()).or_default().floor = Some(floor);
+        self.watch_floor_of(floor, None, None);
     }
 
-    /// Ground truth: the members now.
+    /// Records violations of the capacity floor counting only the members
+    /// whose servers carry this deployment's (and role's) labels: members
+    /// of other deployments sharing the balancer are not its capacity.
+    pub fn watch_floor_of(&self, floor: usize, deployment: Option<&str>, role: Option<&str>) {
+        let mut w = lock(&self.world);
+        w.balancers.entry(self.name.clone()).or_default().floor = Some(FloorWatch {
+            floor,
+            deployment: deployment.map(str::to_owned),
+            role: role.map(str::to_owned),
+        });
+    }
+
+    /// Ground truth: the members now, under their true server ids.
     pub fn members_now(&self) -> Vec<Member> {
         let w = lock(&self.world);
-        w.members_at(&self.name, Instant::now())
+        w.true_members_at(&self.name, Instant::now())
+    }
+
+    /// True when some active member is a server of the deployment the
+    /// balancer's floor watches.
+    fn holds_ours(w: &World, name: &str, now: Instant) -> bool {
+        let Some(b) = w.balancers.get(name) else {
+            return false;
+        };
+        let Some(watch) = &b.floor else {
+            return false;
+        };
+        b.members.iter().any(|(id, m)| {
+            m.listed(now)
+                && m.draining.is_none()
+                && w.servers.get(id).is_some_and(|s| {
+                    watch
+                        .deployment
+                        .as_deref()
+                        .is_none_or(|d| s.labels.get(keys::DEPLOYMENT) == Some(d))
+                })
+        })
+    }
+
+    /// The floor, judged on the health the balancer last reported (what
+    /// Phoenix could know), counting only the watched deployment's members.
+    fn check_floor(w: &mut World, name: &str, servers: &[ServerId], now: Instant) {
+        let (watch, read_at) = {
+            let b = w.balancers.entry(name.to_owned()).or_default();
+            (b.floor.clone(), b.last_read.unwrap_or(now))
+        };
+        let Some(watch) = watch else { return };
+        let ours = |w: &World, id: &ServerId| {
+            w.servers.get(id).is_some_and(|s| {
+                watch
+                    .deployment
+                    .as_deref()
+                    .is_none_or(|d| s.labels.get(keys::DEPLOYMENT) == Some(d))
+                    && watch
+                        .role
+                        .as_deref()
+                        .is_none_or(|r| s.labels.get(keys::ROLE) == Some(r))
+            })
+        };
+        let leaving: BTreeSet<&ServerId> = servers.iter().collect();
+        let members = w.true_members_at(name, read_at);
+        let healthy: Vec<&Member> = members
+            .iter()
+            .filter(|m| m.is_serving_healthy() && ours(w, &m.server))
+            .collect();
+        let before = healthy.len();
+        let after = healthy
+            .iter()
+            .filter(|m| !leaving.contains(&m.server))
+            .count();
+        if after < before && (after < watch.floor || after == 0) {
+            let t = w.elapsed_ms(now);
+            w.violations.push(format!(
+                "invariant 2: detaching {} left {after} healthy member(s) of {before}, floor {} (t={t}ms)",
+                servers.len(),
+                watch.floor
+            ));
+        }
     }
 }
 
@@ -68,73 +150,102 @@ impl LoadBalancer for SimBalancer {
     }
 
     async fn members(&self) -> Result<Vec<Member>, PortError> {
-        self.latency().await;
+        self.delay().await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.lb_calls += 1;
         lb_fault(&mut w, "sim: read members")?;
+        // A balancer that restarted empty answers no member while the
+        // watched deployment's servers are its active members: a lie Phoenix
+        // can tell from its records. (A floating IP answering "nobody", or a
+        // balancer with nobody of ours on it, cannot be told from the truth.)
+        let p = w.faults.lb_empty_read;
+        if p > 0.0 && Self::holds_ours(&w, &self.name, now) && w.chance(p) {
+            return Ok(Vec::new());
+        }
         w.prune(&self.name, now);
         w.balancers.entry(self.name.clone()).or_default().last_read = Some(now);
         Ok(w.members_at(&self.name, now))
     }
 
     async fn attach(&self, targets: &[Target]) -> Result<(), PortError> {
-        self.latency().await;
+        self.delay().await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.lb_calls += 1;
+        let what = format!("attached {} member(s) to {}", targets.len(), self.name);
+        w.check_lease(self.holder.as_deref(), &what, now);
         lb_fault(&mut w, "sim: attach members")?;
         w.prune(&self.name, now);
-        let b = w.balancers.entry(self.name.clone()).or_default();
-        for t in targets {
+        let reach = partial(&mut w, targets.len());
+        for t in targets.iter().take(reach.unwrap_or(targets.len())) {
+            let p = w.faults.stand_in_ids;
+            let stand_in = if w.chance(p) {
+                let b = w.balancers.entry(self.name.clone()).or_default();
+                b.next_node += 1;
+                Some(ServerId::from_valid(format!(
+                    "{}-node-{}",
+                    self.name, b.next_node
+                )))
+            } else {
+                None
+            };
+            let b = w.balancers.entry(self.name.clone()).or_default();
             let m = b.members.entry(t.server.clone()).or_insert(SimMember {
                 endpoint: t.endpoint,
                 attached_at: now,
                 draining: None,
+                leaves_at: None,
+                stand_in,
             });
             if m.draining.take().is_some() {
                 m.attached_at = now;
+                m.leaves_at = None;
             }
+        }
+        if reach.is_some() {
+            return Err(PortError::temporary(
+                "sim: attach members",
+                "HTTP 500 after part of the change was applied",
+            ));
         }
         Ok(())
     }
 
     async fn detach(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
-        self.latency().await;
+        self.delay().await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.lb_calls += 1;
+        let what = format!("detached {} member(s) from {}", servers.len(), self.name);
+        w.check_lease(self.holder.as_deref(), &what, now);
         lb_fault(&mut w, "sim: detach members")?;
         w.prune(&self.name, now);
-        // The floor, judged on what the balancer last reported.
-        let (floor, read_at) = {
-            let b = w.balancers.entry(self.name.clone()).or_default();
-            (b.floor, b.last_read.unwrap_or(now))
-        };
-        if let Some(floor) = floor {
-            let leaving: BTreeSet<&ServerId> = servers.iter().collect();
-            let members = w.members_at(&self.name, read_at);
-            let before = members.iter().filter(|m| m.is_serving_healthy()).count();
-            let after = members
-                .iter()
-                .filter(|m| m.is_serving_healthy() && !leaving.contains(&m.server))
-                .count();
-            if after < before && (after < floor || after == 0) {
-                let t = w.elapsed_ms(now);
-                w.violations.push(format!(
-                    "invariant 2: detaching {} left {after} healthy member(s) of {before}, floor {floor} (t={t}ms)",
-                    servers.len()
-                ));
-            }
-        }
+        w.check_fresh(self.holder.as_deref(), Some(&self.name), &what, now);
+        Self::check_floor(&mut w, &self.name, servers, now);
+        let reach = partial(&mut w, servers.len());
         let drain_time = drain.min(w.config.drain_time);
-        let b = w.balancers.entry(self.name.clone()).or_default();
-        for s in servers {
+        for s in servers.iter().take(reach.unwrap_or(servers.len())) {
+            let p = w.faults.stuck_draining;
+            let linger = if w.chance(p) {
+                w.between(Duration::from_secs(60), Duration::from_secs(3600))
+            } else {
+                Duration::ZERO
+            };
+            let b = w.balancers.entry(self.name.clone()).or_default();
             if let Some(m) = b.members.get_mut(s) {
                 if m.draining.is_none() {
-                    m.draining = Some((now, now + drain_time));
+                    let drained = now + drain_time;
+                    m.draining = Some((now, drained));
+                    m.leaves_at = Some(drained + linger);
                 }
             }
+        }
+        if reach.is_some() {
+            return Err(PortError::temporary(
+                "sim: detach members",
+                "HTTP 500 after part of the change was applied",
+            ));
         }
         Ok(())
     }

@@ -15,6 +15,9 @@ use crate::ports::{
 #[derive(Debug, Clone, Default)]
 pub struct SimBootConfig {
     secrets: BTreeMap<EnvironmentName, (String, SecretString)>,
+    /// Secrets rotate every so often (from this instant): two renders of
+    /// the same server's payload then differ.
+    rotation: Option<(std::time::Duration, tokio::time::Instant)>,
 }
 
 impl SimBootConfig {
@@ -23,6 +26,25 @@ impl SimBootConfig {
         self.secrets
             .insert(environment, (name.to_owned(), SecretString::from(value)));
         self
+    }
+
+    /// Rotates every secret every `every` from now (the rendered value
+    /// gains a version suffix).
+    pub fn rotating(mut self, every: std::time::Duration) -> Self {
+        self.rotation = Some((every, tokio::time::Instant::now()));
+        self
+    }
+
+    fn version(&self) -> u128 {
+        match self.rotation {
+            Some((every, since)) if !every.is_zero() => {
+                tokio::time::Instant::now()
+                    .saturating_duration_since(since)
+                    .as_millis()
+                    / every.as_millis().max(1)
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -47,7 +69,11 @@ impl BootConfig for SimBootConfig {
             SecretString::from(context.environment.to_string()),
         );
         if let Some((name, value)) = self.secrets.get(&context.environment) {
-            env.insert(name.clone(), value.clone());
+            let value = match self.version() {
+                0 => value.clone(),
+                v => SecretString::from(format!("{}#{v}", value.expose_secret())),
+            };
+            env.insert(name.clone(), value);
         }
         let doc: String = env
             .iter()

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use crate::id::ServerId;
 use crate::labels::LabelSelector;
 use crate::model::Server;
-use crate::ports::{Compute, ComputeCapabilities, LaunchRequest, PortError};
+use crate::ports::{Compute, ComputeCapabilities, ErrorKind, LaunchRequest, PortError};
 
 use super::world::{Death, Fate, SimServer, World};
 
@@ -16,6 +16,8 @@ use super::world::{Death, Fate, SimServer, World};
 #[derive(Debug, Clone)]
 pub struct SimCompute {
     pub(crate) world: Arc<Mutex<World>>,
+    /// The orchestrator these calls come from, for the lease referee.
+    pub(crate) holder: Option<String>,
 }
 
 pub(crate) fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
@@ -39,39 +41,72 @@ pub(crate) fn api_fault(w: &mut World, operation: &str) -> Result<(), PortError>
     Ok(())
 }
 
-impl SimCompute {
-    async fn latency(&self) {
-        let d = lock(&self.world).config.api_latency;
-        if !d.is_zero() {
-            tokio::time::sleep(d).await;
-        }
+/// Waits as a call does before it takes effect: a hang (if this call
+/// hangs), then the API latency. A caller that gives up drops the call
+/// before it has any effect.
+pub(crate) async fn call_delay(world: &Mutex<World>, extra: Duration) {
+    let (hang, latency) = {
+        let mut w = lock(world);
+        (w.hang(), w.config.api_latency + extra)
+    };
+    if let Some(h) = hang {
+        tokio::time::sleep(h).await;
     }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+}
 
+impl SimCompute {
     fn launch_one(w: &mut World, r: &LaunchRequest, now: Instant) -> Result<Server, PortError> {
         let op = format!("sim: launch {}", r.name);
-        if w.config.idempotent_launch {
-            if let Some(existing) = w.tokens.get(r.token.as_str()).cloned() {
+        let payload = r.boot.fingerprint();
+        let existing = w
+            .tokens
+            .get(r.token.as_str())
+            .cloned()
+            .filter(|id| w.servers.get(id).is_some_and(|s| s.status(now).is_some()));
+        if let Some(existing) = existing {
+            if w.config.idempotent_launch {
+                let same = w
+                    .servers
+                    .get(&existing)
+                    .is_some_and(|s| s.payload == payload);
+                if !same {
+                    // EC2's IdempotentParameterMismatch.
+                    return Err(PortError::new(
+                        op,
+                        ErrorKind::Conflict(format!(
+                            "token {} was used with different parameters",
+                            r.token
+                        )),
+                    ));
+                }
                 if let Some(s) = w.servers.get(&existing).and_then(|s| s.to_server(now)) {
                     return Ok(s);
                 }
+            } else {
+                let t = w.elapsed_ms(now);
+                w.violations.push(format!(
+                    "invariant 6: token {} launched a second server while {existing} exists (t={t}ms)",
+                    r.token
+                ));
             }
         }
         let p = w.faults.launch_failure;
         if w.chance(p) {
             return Err(PortError::new(
                 op,
-                crate::ports::ErrorKind::Conflict("quota exceeded for instances".into()),
+                ErrorKind::Conflict("quota exceeded for instances".into()),
             ));
         }
         if r.boot.format() != w.config.boot_format {
             return Err(PortError::new(
                 op,
-                crate::ports::ErrorKind::Invalid(format!(
-                    "boot payload in format {:?}",
-                    r.boot.format()
-                )),
+                ErrorKind::Invalid(format!("boot payload in format {:?}", r.boot.format())),
             ));
         }
+        w.check_certified(&r.image, &r.labels, now);
         let id = w.new_server_id();
         let n = w.next_server;
         let boot = w.between(w.config.boot_time.0, w.config.boot_time.1);
@@ -85,11 +120,17 @@ impl SimCompute {
                 Fate::Boots
             }
         };
-        let invisible = w.faults.not_found_after_launch;
-        let visible_at = if w.chance(invisible) {
-            now + w.between(Duration::from_millis(1), w.config.consistency_window)
+        let window = w.config.consistency_window;
+        let (invisible, beyond) = (w.faults.not_found_after_launch, w.faults.lag_beyond_window);
+        let (visible_at, misreported) = if w.chance(beyond) {
+            (
+                now + w.between(window + Duration::from_millis(1), window * 3),
+                true,
+            )
+        } else if w.chance(invisible) {
+            (now + w.between(Duration::from_millis(1), window), false)
         } else {
-            now
+            (now, false)
         };
         let death_p = w.faults.member_death;
         let death = if fate == Fate::Boots && w.chance(death_p) {
@@ -103,6 +144,7 @@ impl SimCompute {
         } else {
             None
         };
+        let created = w.timestamp();
         let server = SimServer {
             id: id.clone(),
             name: r.name.clone(),
@@ -110,18 +152,22 @@ impl SimCompute {
             image: r.image.clone(),
             release: r.labels.release(),
             address: World::address(n),
-            launched_at: w.timestamp(),
+            launched_at: created,
+            created_at: created,
             visible_at,
             ready_at: now + boot,
             fate,
             stopped_at: None,
             death,
             terminated_at: None,
+            misreported,
+            payload,
         };
         let view = building_view(&server);
         w.tokens.insert(r.token.to_string(), id.clone());
         w.servers.insert(id, server);
         w.stats.servers_launched += 1;
+        w.check_surge(now);
         Ok(view)
     }
 }
@@ -161,10 +207,11 @@ impl Compute for SimCompute {
     }
 
     async fn launch(&self, requests: &[LaunchRequest]) -> Vec<Result<Server, PortError>> {
-        self.latency().await;
+        call_delay(&self.world, Duration::ZERO).await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.launch_calls += 1;
+        w.check_lease(self.holder.as_deref(), "launched servers", now);
         if let Err(e) = api_fault(&mut w, "sim: launch") {
             return requests
                 .iter()
@@ -193,12 +240,22 @@ impl Compute for SimCompute {
     }
 
     async fn describe(&self, ids: &[ServerId]) -> Result<Vec<Server>, PortError> {
-        self.latency().await;
+        call_delay(&self.world, Duration::ZERO).await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.describe_calls += 1;
         let at = w.elapsed_ms(now);
         *w.stats.describe_rounds.entry(at).or_default() += 1;
+        if ids.len() > w.config.max_describe_batch {
+            return Err(PortError::new(
+                "sim: describe servers",
+                ErrorKind::Invalid(format!(
+                    "{} ids in one call; at most {} are accepted",
+                    ids.len(),
+                    w.config.max_describe_batch
+                )),
+            ));
+        }
         api_fault(&mut w, "sim: describe servers")?;
         let wanted: BTreeSet<&ServerId> = ids.iter().collect();
         Ok(w.servers
@@ -209,7 +266,7 @@ impl Compute for SimCompute {
     }
 
     async fn list(&self, selector: &LabelSelector) -> Result<Vec<Server>, PortError> {
-        self.latency().await;
+        call_delay(&self.world, Duration::ZERO).await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.list_calls += 1;
@@ -222,20 +279,22 @@ impl Compute for SimCompute {
     }
 
     async fn stop(&self, id: &ServerId) -> Result<(), PortError> {
-        self.latency().await;
+        call_delay(&self.world, Duration::ZERO).await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.stop_calls += 1;
+        w.check_lease(self.holder.as_deref(), &format!("stopped {id}"), now);
         api_fault(&mut w, "sim: stop server")?;
         if !w.config.stop_start {
             return Err(PortError::new(
                 "sim: stop server",
-                crate::ports::ErrorKind::Unsupported("stop".into()),
+                ErrorKind::Unsupported("stop".into()),
             ));
         }
         if w.servers.get(id).is_none_or(|s| s.status(now).is_none()) {
             return Err(PortError::not_found("sim: stop server", id.to_string()));
         }
+        w.check_fresh(self.holder.as_deref(), None, &format!("stopped {id}"), now);
         w.check_not_serving(id, "stopped", now);
         if let Some(s) = w.servers.get_mut(id) {
             s.stopped_at.get_or_insert(now);
@@ -244,18 +303,24 @@ impl Compute for SimCompute {
     }
 
     async fn start(&self, id: &ServerId) -> Result<(), PortError> {
-        self.latency().await;
+        call_delay(&self.world, Duration::ZERO).await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.start_calls += 1;
+        w.check_lease(self.holder.as_deref(), &format!("started {id}"), now);
         api_fault(&mut w, "sim: start server")?;
         let restart = w.config.boot_time.0 / 2;
+        let resets = w.faults.start_resets_launch_time;
+        let stamp = w.timestamp();
         match w.servers.get_mut(id) {
             Some(s) if s.status(now).is_some() => {
                 if s.stopped_at.take().is_some() {
                     s.ready_at = now + restart;
                     // A restarted server comes back from whatever killed it.
                     s.death = None;
+                    if resets {
+                        s.launched_at = stamp;
+                    }
                 }
                 Ok(())
             }
@@ -264,12 +329,29 @@ impl Compute for SimCompute {
     }
 
     async fn terminate(&self, id: &ServerId) -> Result<(), PortError> {
-        self.latency().await;
+        call_delay(&self.world, Duration::ZERO).await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.terminate_calls += 1;
+        w.check_lease(self.holder.as_deref(), &format!("terminated {id}"), now);
         api_fault(&mut w, "sim: terminate server")?;
+        let unseen = w.servers.get(id).is_some_and(|s| now < s.visible_at);
+        let p = w.faults.terminate_unseen_lost;
+        if unseen && w.chance(p) {
+            // The provider does not list it yet, answers "not found", and
+            // the adapter reports that as done: the server lives on.
+            if let Some(s) = w.servers.get_mut(id) {
+                s.misreported = true;
+            }
+            return Ok(());
+        }
         if w.servers.contains_key(id) {
+            w.check_fresh(
+                self.holder.as_deref(),
+                None,
+                &format!("terminated {id}"),
+                now,
+            );
             w.check_not_serving(id, "terminated", now);
             // Gone for good, as in a cloud: nothing keeps its memory.
             w.servers.remove(id);

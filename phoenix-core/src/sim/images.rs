@@ -47,6 +47,13 @@ impl Images for SimImages {
         api_fault(&mut w, "sim: bake image")?;
         let id = ImageId::from_valid(format!("img-{:04}", w.next_image));
         w.next_image += 1;
+        // The provider's own metadata may claim any state; certification
+        // is decided by evidence, never by this property.
+        let state = request
+            .properties
+            .get("phoenix-image-state")
+            .and_then(|s| parse_state(s))
+            .unwrap_or(ImageState::Built);
         let image = Image {
             id: id.clone(),
             name: request.name.clone(),
@@ -56,7 +63,7 @@ impl Images for SimImages {
                 "{}:{}",
                 request.name, request.version
             ))),
-            state: ImageState::Built,
+            state,
             created_at: w.timestamp(),
             evidence: Vec::new(),
             properties: request.properties.clone(),
@@ -88,4 +95,13 @@ impl Images for SimImages {
         }
         Ok(())
     }
+}
+
+fn parse_state(s: &str) -> Option<ImageState> {
+    use ImageState::*;
+    [
+        Building, Built, Tested, Certified, Released, Deprecated, Deleted,
+    ]
+    .into_iter()
+    .find(|state| state.to_string() == s)
 }

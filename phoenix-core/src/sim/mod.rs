@@ -26,14 +26,15 @@
 mod balancer;
 mod boot;
 mod compute;
+mod config;
 mod crash;
+mod hooks;
 mod images;
 mod probe;
 mod world;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -41,150 +42,23 @@ use rand_chacha::ChaCha8Rng;
 pub use balancer::SimBalancer;
 pub use boot::SimBootConfig;
 pub use compute::SimCompute;
-pub use crash::{CrashPoint, CrashSwitch, CrashingStore};
+pub use config::{Faults, SimConfig, SimStats};
+pub use crash::{CrashOn, CrashPoint, CrashSwitch, CrashingStore};
+pub use hooks::SimHooks;
 pub use images::SimImages;
 pub use probe::SimProbe;
+pub use world::SurgeWatch;
 
 use crate::id::{DeploymentId, EnvironmentName, ImageId, ReleaseLabel, RoleName};
 use crate::memory_store::MemoryStore;
 use crate::model::{Deployment, Environment, Image, ImageState, Role, Server, TestEvidence};
 use crate::policy::Policy;
-use crate::ports::{BootFormat, Member};
+use crate::ports::Member;
 use crate::time::{Clock, TokioClock};
 use crate::{Phoenix, PhoenixBuilder};
 
 use compute::lock;
 use world::World;
-
-/// Injected faults; each is a probability per call or per server.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Faults {
-    /// A launch request is refused (quota).
-    pub launch_failure: f64,
-    /// A server never leaves BUILD.
-    pub stuck_in_build: f64,
-    /// A server boots into ERROR.
-    pub boot_error: f64,
-    /// A call is throttled with a Retry-After.
-    pub throttle: f64,
-    /// A call answers 5xx.
-    pub server_error: f64,
-    /// A launch creates its servers but the answer is lost.
-    pub lost_response: f64,
-    /// A new server is invisible for a while (eventual consistency).
-    pub not_found_after_launch: f64,
-    /// A balancer call fails.
-    pub lb_failure: f64,
-    /// Every balancer call takes this long.
-    pub lb_slow: Duration,
-    /// A server dies some time after it boots.
-    pub member_death: f64,
-    /// Releases whose smoke test fails.
-    pub bad_releases: BTreeSet<ReleaseLabel>,
-    /// Releases whose servers never pass health checks.
-    pub unhealthy_releases: BTreeSet<ReleaseLabel>,
-    /// Releases whose smoke test fails once this many of their servers
-    /// passed it: a defect that shows only under part of the fleet.
-    pub smoke_fails_after: BTreeMap<ReleaseLabel, u64>,
-}
-
-impl Faults {
-    /// No faults at all.
-    pub fn none() -> Self {
-        Self::default()
-    }
-}
-
-/// The simulated cloud's behaviour.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimConfig {
-    /// Seed of every random choice.
-    pub seed: u64,
-    /// Boot time, uniform between the two.
-    pub boot_time: (Duration, Duration),
-    /// Time from a live server's attach until the balancer calls it healthy.
-    pub health_delay: Duration,
-    /// Time from a server's death until the balancer calls it unhealthy.
-    pub fall_delay: Duration,
-    /// Time open connections take to finish once a member drains.
-    pub drain_time: Duration,
-    /// Latency of every API call.
-    pub api_latency: Duration,
-    /// How long new servers may be invisible (declared to Phoenix).
-    pub consistency_window: Duration,
-    /// Dying servers die within this long after booting.
-    pub death_horizon: Duration,
-    /// Launch requests per call.
-    pub max_launch_batch: usize,
-    /// Ids per describe call.
-    pub max_describe_batch: usize,
-    /// Whether servers can be stopped and started.
-    pub stop_start: bool,
-    /// Whether the provider deduplicates launches by token.
-    pub idempotent_launch: bool,
-    /// The boot format it takes.
-    pub boot_format: BootFormat,
-    /// Faults.
-    pub faults: Faults,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        Self {
-            seed: 1,
-            boot_time: (Duration::from_secs(240), Duration::from_secs(300)),
-            health_delay: Duration::from_secs(10),
-            fall_delay: Duration::from_secs(10),
-            drain_time: Duration::from_secs(5),
-            api_latency: Duration::ZERO,
-            consistency_window: Duration::from_secs(30),
-            death_horizon: Duration::from_secs(3600),
-            max_launch_batch: 100,
-            max_describe_batch: 1000,
-            stop_start: true,
-            idempotent_launch: false,
-            boot_format: BootFormat::Local,
-            faults: Faults::none(),
-        }
-    }
-}
-
-/// Call counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SimStats {
-    /// Launch calls.
-    pub launch_calls: u64,
-    /// Servers created.
-    pub servers_launched: u64,
-    /// Describe calls.
-    pub describe_calls: u64,
-    /// Describe calls per moment (ms since start): one entry per polling
-    /// round.
-    pub describe_rounds: BTreeMap<u64, u64>,
-    /// List calls.
-    pub list_calls: u64,
-    /// Terminate calls.
-    pub terminate_calls: u64,
-    /// Stop calls.
-    pub stop_calls: u64,
-    /// Start calls.
-    pub start_calls: u64,
-    /// Balancer calls.
-    pub lb_calls: u64,
-    /// Probe calls.
-    pub probe_calls: u64,
-    /// Faults injected.
-    pub faults_injected: u64,
-}
-
-impl SimStats {
-    /// The most describe calls in one polling round, and the mean.
-    pub fn describe_per_round(&self) -> (u64, f64) {
-        let max = self.describe_rounds.values().copied().max().unwrap_or(0);
-        let n = self.describe_rounds.len().max(1) as f64;
-        (max, self.describe_calls as f64 / n)
-    }
-}
 
 /// A simulated cloud: one world shared by its ports.
 #[derive(Debug, Clone)]
@@ -195,14 +69,33 @@ pub struct SimCloud {
     boot: SimBootConfig,
 }
 
+/// The ground truth about one server, for referees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTruth {
+    /// The server as a describe would show it (visible or not).
+    pub server: Server,
+    /// Whether the provider lists it yet.
+    pub visible: bool,
+    /// Whether the provider misled Phoenix about it (invisible beyond the
+    /// declared window, or a termination answered but not done).
+    pub misreported: bool,
+    /// When it really came to be (whatever its reported launch time).
+    pub created_at: crate::time::Timestamp,
+    /// Whether its application answers now.
+    pub alive: bool,
+}
+
 impl SimCloud {
     /// A new world. Call it inside a tokio runtime (its clock starts now).
     pub fn new(config: SimConfig) -> Self {
         let clock = Arc::new(TokioClock::fixed());
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let seed = config.seed;
+        let (blip, outage) = (config.faults.store_blip, config.faults.store_outage);
         let mut world = World::new(config, rng);
         world.clock = (*clock).clone();
-        let store = CrashingStore::over(MemoryStore::new(clock.clone()));
+        let store = CrashingStore::over(MemoryStore::new(clock.clone()), seed);
+        store.set_outages(blip, outage);
         Self {
             world: Arc::new(Mutex::new(world)),
             store,
@@ -217,10 +110,24 @@ impl SimCloud {
         self
     }
 
+    /// Referees strictly from now on: every change to servers or balancers
+    /// must come from an orchestrator holding its lease (ports made by
+    /// [`Self::phoenix_as`] say who calls), every stop, terminate and
+    /// detach must follow a fresh read of the balancers it depends on, and
+    /// production launches need test evidence for the image's digest.
+    pub fn strict(&self) {
+        lock(&self.world).strict = Some(self.store.inner().clone());
+    }
+
     /// The compute port.
     pub fn compute(&self) -> Arc<SimCompute> {
+        self.compute_for(None)
+    }
+
+    fn compute_for(&self, holder: Option<&str>) -> Arc<SimCompute> {
         Arc::new(SimCompute {
             world: self.world.clone(),
+            holder: holder.map(str::to_owned),
         })
     }
 
@@ -233,6 +140,10 @@ impl SimCloud {
 
     /// A balancer by name (created on first use).
     pub fn balancer_named(&self, name: &str) -> Arc<SimBalancer> {
+        self.balancer_for(name, None)
+    }
+
+    fn balancer_for(&self, name: &str, holder: Option<&str>) -> Arc<SimBalancer> {
         lock(&self.world)
             .balancers
             .entry(name.to_owned())
@@ -240,6 +151,7 @@ impl SimCloud {
         Arc::new(SimBalancer {
             world: self.world.clone(),
             name: name.to_owned(),
+            holder: holder.map(str::to_owned),
         })
     }
 
@@ -251,6 +163,14 @@ impl SimCloud {
     /// The probe.
     pub fn probe(&self) -> Arc<SimProbe> {
         Arc::new(SimProbe {
+            world: self.world.clone(),
+        })
+    }
+
+    /// Drain and warm-up hooks that take time (up to
+    /// [`SimConfig::hook_time`]).
+    pub fn hooks(&self) -> Arc<SimHooks> {
+        Arc::new(SimHooks {
             world: self.world.clone(),
         })
     }
@@ -276,22 +196,35 @@ impl SimCloud {
     /// A builder wired to every simulated port, the crashing store, the
     /// simulation's clock and policy, and seeded ids.
     pub fn phoenix(&self) -> PhoenixBuilder {
+        self.phoenix_as("sim-orchestrator")
+    }
+
+    /// [`Self::phoenix`] for the orchestrator `holder`: its compute and
+    /// balancer ports tell the strict referee who calls.
+    pub fn phoenix_as(&self, holder: &str) -> PhoenixBuilder {
         let seed = lock(&self.world).config.seed;
         Phoenix::builder()
-            .compute(self.compute())
+            .compute(self.compute_for(Some(holder)))
             .images(self.images())
-            .balancer(self.balancer())
+            .balancer(self.balancer_for("default", Some(holder)))
             .boot_config(Arc::new(self.boot.clone()))
             .probe(self.probe())
             .store(Arc::new(self.store.clone()))
             .clock(self.clock.clone())
             .policy(self.policy())
-            .holder("sim-orchestrator")
+            .holder(holder)
             .id_seed(seed)
+    }
+
+    /// A balancer by name whose calls are attributed to `holder`.
+    pub fn balancer_as(&self, name: &str, holder: &str) -> Arc<SimBalancer> {
+        self.balancer_for(name, Some(holder))
     }
 
     /// Replaces the faults from now on.
     pub fn set_faults(&self, faults: Faults) {
+        self.store
+            .set_outages(faults.store_blip, faults.store_outage);
         lock(&self.world).faults = faults;
     }
 
@@ -315,20 +248,58 @@ impl SimCloud {
         lock(&self.world).violations.clone()
     }
 
-    /// Ground truth: every server that exists now.
+    /// Records a violation found by a referee outside the world.
+    pub fn report_violation(&self, violation: String) {
+        let mut w = lock(&self.world);
+        if !w.violations.contains(&violation) {
+            w.violations.push(violation);
+        }
+    }
+
+    /// Watches that these pools never run more servers than the limit at
+    /// once (replacing the watches in force).
+    pub fn watch_surge(&self, watches: Vec<SurgeWatch>) {
+        lock(&self.world).surge = watches;
+    }
+
+    /// Ground truth: every server that exists now and is visible.
     pub fn servers(&self) -> Vec<Server> {
         let now = tokio::time::Instant::now();
         let w = lock(&self.world);
         w.servers
             .values()
+            .filter(|s| now >= s.visible_at)
             .filter_map(|s| s.to_server(now))
             .collect()
     }
 
-    /// Ground truth: the default balancer's members now.
-    pub fn members(&self) -> Vec<Member> {
+    /// Ground truth about every server that exists, visible or not.
+    pub fn truth(&self) -> Vec<ServerTruth> {
+        let now = tokio::time::Instant::now();
         let w = lock(&self.world);
-        w.members_at("default", tokio::time::Instant::now())
+        w.servers
+            .values()
+            .filter_map(|s| {
+                Some(ServerTruth {
+                    server: s.to_server(now)?,
+                    visible: now >= s.visible_at,
+                    misreported: s.misreported,
+                    created_at: s.created_at,
+                    alive: s.alive(now, &w.faults.unhealthy_releases),
+                })
+            })
+            .collect()
+    }
+
+    /// Ground truth: the default balancer's members now (true ids).
+    pub fn members(&self) -> Vec<Member> {
+        self.members_of("default")
+    }
+
+    /// Ground truth: a balancer's members now (true ids).
+    pub fn members_of(&self, balancer: &str) -> Vec<Member> {
+        let w = lock(&self.world);
+        w.true_members_at(balancer, tokio::time::Instant::now())
     }
 
     /// Kills a server's application now (the cloud still says ACTIVE).
@@ -340,36 +311,56 @@ impl SimCloud {
         }
     }
 
-    /// Adds a certified image directly (as a bake pipeline would).
-    pub fn certified_image(&self, name: &str, version: &str) -> Image {
+    fn add_image(&self, name: &str, version: &str, state: ImageState, proven: bool) -> Image {
         let mut w = lock(&self.world);
         let id = ImageId::from_valid(format!("img-{:04}", w.next_image));
         w.next_image += 1;
         let now = w.timestamp();
+        let digest = crate::fingerprint_of(&format!("{name}:{version}"));
+        let mut properties = BTreeMap::new();
+        properties.insert("phoenix-image-state".to_owned(), state.to_string());
         let image = Image {
             id: id.clone(),
             name: name.to_owned(),
             version: version.to_owned(),
             base: Some("debian-12".into()),
-            digest: Some(crate::fingerprint_of(&format!("{name}:{version}"))),
-            state: ImageState::Certified,
+            digest: Some(digest.clone()),
+            state,
             created_at: now,
-            evidence: vec![TestEvidence {
-                suite: "image-smoke".into(),
-                at: now,
-                passed: true,
-                details: "sim".into(),
-            }],
-            properties: BTreeMap::new(),
+            evidence: if proven {
+                vec![TestEvidence {
+                    suite: "image-smoke".into(),
+                    at: now,
+                    passed: true,
+                    details: "sim".into(),
+                    digest: Some(digest),
+                }]
+            } else {
+                Vec::new()
+            },
+            properties,
         };
         w.images.insert(id, image.clone());
         image
     }
 
+    /// Adds a certified image directly (as a bake pipeline would), with
+    /// passing evidence for its digest.
+    pub fn certified_image(&self, name: &str, version: &str) -> Image {
+        self.add_image(name, version, ImageState::Certified, true)
+    }
+
+    /// Adds an image whose provider metadata claims it is certified
+    /// although no test ever ran on it (a property set by hand or by a
+    /// careless pipeline).
+    pub fn claimed_certified_image(&self, name: &str, version: &str) -> Image {
+        self.add_image(name, version, ImageState::Certified, false)
+    }
+
     /// Registers deployment `shop` in production with role `web` of
     /// `size` servers on port 8080, and releases `v1`, `v2` and `v3`, each
     /// with its own certified image. The balancer watches the policy's
-    /// capacity floor.
+    /// capacity floor for shop's web members.
     pub async fn demo_deployment(
         &self,
         phoenix: &Phoenix,
@@ -400,8 +391,11 @@ impl SimCloud {
                 .create_release(&shop, ReleaseLabel::from_valid(v.into()), images)
                 .await?;
         }
-        self.balancer()
-            .watch_floor(phoenix.policy().rollout.min_healthy.resolve(size));
+        self.balancer().watch_floor_of(
+            phoenix.policy().rollout.min_healthy.resolve(size),
+            Some("shop"),
+            Some("web"),
+        );
         Ok((shop, web))
     }
 

@@ -18,6 +18,7 @@ pub struct SimProbe {
 #[async_trait]
 impl Probe for SimProbe {
     async fn check(&self, target: &ProbeTarget, check: Check) -> Result<ProbeOutcome, PortError> {
+        super::compute::call_delay(&self.world, std::time::Duration::ZERO).await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.probe_calls += 1;
@@ -51,6 +52,13 @@ impl Probe for SimProbe {
                 return Ok(ProbeOutcome {
                     passed: false,
                     detail: format!("GET / answered 500 on release {}", target.release),
+                });
+            }
+            let flaky = w.faults.flaky_smoke;
+            if w.chance(flaky) {
+                return Ok(ProbeOutcome {
+                    passed: false,
+                    detail: "GET /smoke timed out once (a flaky check)".into(),
                 });
             }
             *w.smoke_passed.entry(target.release.clone()).or_default() += 1;

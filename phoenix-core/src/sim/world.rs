@@ -1,6 +1,9 @@
 //! The simulated world: servers, images and balancer members whose states
 //! are computed lazily from tokio time, so nothing runs in the background
 //! and a paused clock jumps straight to the next event.
+//!
+//! The world is also the referee: it records violations of the invariants
+//! it can judge from the ground truth (see [`super::SimCloud::strict`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -10,8 +13,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
-use crate::id::{ImageId, ReleaseLabel, ServerId};
-use crate::labels::Labels;
+use crate::id::{ImageId, PoolId, ReleaseLabel, ServerId};
+use crate::labels::{keys, Labels};
+use crate::memory_store::MemoryStore;
 use crate::model::{Image, Server, ServerStatus};
 use crate::ports::{Member, MemberHealth, MemberState};
 use crate::time::{Clock, TokioClock};
@@ -41,7 +45,11 @@ pub(crate) struct SimServer {
     pub(crate) image: ImageId,
     pub(crate) release: Option<ReleaseLabel>,
     pub(crate) address: IpAddr,
+    /// What the provider reports as its launch time (reset by a start when
+    /// the fault says so).
     pub(crate) launched_at: crate::time::Timestamp,
+    /// When it really came to be.
+    pub(crate) created_at: crate::time::Timestamp,
     pub(crate) visible_at: Instant,
     /// When it finished (re)booting.
     pub(crate) ready_at: Instant,
@@ -49,6 +57,12 @@ pub(crate) struct SimServer {
     pub(crate) stopped_at: Option<Instant>,
     pub(crate) death: Option<(Instant, Death)>,
     pub(crate) terminated_at: Option<Instant>,
+    /// The provider misled Phoenix about this server (invisible past the
+    /// declared window, or a termination answered but not done): Phoenix
+    /// cannot be expected to have it in its records, only to find it.
+    pub(crate) misreported: bool,
+    /// Fingerprint of the payload it was launched with.
+    pub(crate) payload: String,
 }
 
 impl SimServer {
@@ -118,13 +132,55 @@ pub(crate) struct SimMember {
     pub(crate) attached_at: Instant,
     /// (detached at, drained at)
     pub(crate) draining: Option<(Instant, Instant)>,
+    /// When a detached member leaves the list: when drained, or much later
+    /// when it is stuck draining.
+    pub(crate) leaves_at: Option<Instant>,
+    /// The id reads report instead of the server's, if the adapter lost it.
+    pub(crate) stand_in: Option<ServerId>,
+}
+
+impl SimMember {
+    pub(crate) fn listed(&self, at: Instant) -> bool {
+        self.leaves_at.is_none_or(|t| at < t)
+    }
+
+    /// Still sends traffic to its server (active, or within its drain).
+    pub(crate) fn serving(&self, at: Instant) -> bool {
+        self.draining.is_none_or(|(_, drained)| at < drained)
+    }
+}
+
+/// Whose capacity a balancer's floor protects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FloorWatch {
+    pub(crate) floor: usize,
+    /// Only members whose servers carry these labels count.
+    pub(crate) deployment: Option<String>,
+    pub(crate) role: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BalancerState {
     pub(crate) members: BTreeMap<ServerId, SimMember>,
-    pub(crate) floor: Option<usize>,
+    pub(crate) floor: Option<FloorWatch>,
+    /// The last read that answered the truth.
     pub(crate) last_read: Option<Instant>,
+    pub(crate) next_node: u64,
+}
+
+/// Servers of these pools may not run more than `limit` at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SurgeWatch {
+    /// The pools counted together.
+    pub pools: BTreeSet<PoolId>,
+    /// The most servers they may run.
+    pub limit: usize,
+    /// What it watches, for the violation message.
+    pub what: String,
+    /// The operation it watches, by its journal's key: once that operation
+    /// rolls back, restoring the previous pool to full capacity comes first
+    /// (invariant 4) and the surge no longer applies.
+    pub journal: Option<String>,
 }
 
 #[derive(Debug)]
@@ -136,6 +192,7 @@ pub(crate) struct World {
     pub(crate) start: Instant,
     pub(crate) servers: BTreeMap<ServerId, SimServer>,
     pub(crate) next_server: u64,
+    /// Token → the server it created and the payload it carried.
     pub(crate) tokens: BTreeMap<String, ServerId>,
     pub(crate) images: BTreeMap<ImageId, Image>,
     pub(crate) next_image: u64,
@@ -143,6 +200,9 @@ pub(crate) struct World {
     pub(crate) stats: SimStats,
     pub(crate) violations: Vec<String>,
     pub(crate) smoke_passed: BTreeMap<ReleaseLabel, u64>,
+    /// Strict refereeing: leases, fresh reads, certification.
+    pub(crate) strict: Option<MemoryStore>,
+    pub(crate) surge: Vec<SurgeWatch>,
 }
 
 impl World {
@@ -162,6 +222,8 @@ impl World {
             stats: SimStats::default(),
             violations: Vec::new(),
             smoke_passed: BTreeMap::new(),
+            strict: None,
+            surge: Vec::new(),
         }
     }
 
@@ -198,6 +260,12 @@ impl World {
     pub(crate) fn address(n: u64) -> IpAddr {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         IpAddr::V4(Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8))
+    }
+
+    /// How long a call hangs, if this one does.
+    pub(crate) fn hang(&mut self) -> Option<Duration> {
+        let p = self.faults.hang;
+        self.chance(p).then_some(self.faults.hang_time)
     }
 
     /// What the balancer's checks say about a member at `at`.
@@ -244,20 +312,32 @@ impl World {
 
     pub(crate) fn prune(&mut self, balancer: &str, now: Instant) {
         if let Some(b) = self.balancers.get_mut(balancer) {
-            b.members
-                .retain(|_, m| m.draining.is_none_or(|(_, until)| now < until));
+            b.members.retain(|_, m| m.listed(now));
         }
     }
 
+    /// The members of a balancer at `at`, under the ids reads report.
     pub(crate) fn members_at(&self, balancer: &str, at: Instant) -> Vec<Member> {
+        self.members_with(balancer, at, true)
+    }
+
+    /// The members under their true server ids.
+    pub(crate) fn true_members_at(&self, balancer: &str, at: Instant) -> Vec<Member> {
+        self.members_with(balancer, at, false)
+    }
+
+    fn members_with(&self, balancer: &str, at: Instant, as_read: bool) -> Vec<Member> {
         let Some(b) = self.balancers.get(balancer) else {
             return Vec::new();
         };
         b.members
             .iter()
-            .filter(|(_, m)| m.draining.is_none_or(|(_, until)| at < until))
+            .filter(|(_, m)| m.listed(at))
             .map(|(id, m)| Member {
-                server: id.clone(),
+                server: match (&m.stand_in, as_read) {
+                    (Some(stand_in), true) => stand_in.clone(),
+                    _ => id.clone(),
+                },
                 endpoint: m.endpoint,
                 health: self.health_at(id, m, at),
                 state: if m.draining.is_some() {
@@ -265,7 +345,11 @@ impl World {
                 } else {
                     MemberState::Active
                 },
-                connections: Some(if m.draining.is_some() { 1 } else { 3 }),
+                connections: Some(match m.draining {
+                    None => 3,
+                    Some((_, drained)) if at < drained => 1,
+                    Some(_) => 0,
+                }),
             })
             .collect()
     }
@@ -276,11 +360,7 @@ impl World {
         let serving: Vec<String> = self
             .balancers
             .iter()
-            .filter(|(_, b)| {
-                b.members
-                    .get(server)
-                    .is_some_and(|m| m.draining.is_none_or(|(_, until)| now < until))
-            })
+            .filter(|(_, b)| b.members.get(server).is_some_and(|m| m.serving(now)))
             .map(|(name, _)| name.clone())
             .collect();
         if !serving.is_empty() {
@@ -289,6 +369,127 @@ impl World {
                 serving.join(","),
                 self.elapsed_ms(now)
             ));
+        }
+    }
+
+    /// A destructive call must act on a fresh read: the balancers it
+    /// depends on were read (truthfully) no longer ago than the call's own
+    /// latency. `which` is one balancer (detach) or all of them (stop,
+    /// terminate: serving means serving behind any balancer).
+    pub(crate) fn check_fresh(
+        &mut self,
+        caller: Option<&str>,
+        which: Option<&str>,
+        action: &str,
+        now: Instant,
+    ) {
+        // Only orchestrators are held to it (an operator's hand is not).
+        if self.strict.is_none() || caller.is_none() {
+            return;
+        }
+        let latency = self.config.api_latency
+            + if which.is_some() {
+                self.faults.lb_slow
+            } else {
+                Duration::ZERO
+            };
+        let tolerance = latency + Duration::from_millis(1);
+        let stale: Vec<String> = self
+            .balancers
+            .iter()
+            .filter(|(name, _)| which.is_none_or(|w| w == name.as_str()))
+            .filter(|(_, b)| {
+                b.last_read
+                    .is_none_or(|t| now.saturating_duration_since(t) > tolerance)
+            })
+            .map(|(name, b)| match b.last_read {
+                Some(t) => format!(
+                    "{name} read {} ago",
+                    crate::time::human(now.saturating_duration_since(t))
+                ),
+                None => format!("{name} never read"),
+            })
+            .collect();
+        if !stale.is_empty() {
+            self.violations.push(format!(
+                "invariant 1/2: {action} on a stale balancer read ({}) (t={}ms)",
+                stale.join(", "),
+                self.elapsed_ms(now)
+            ));
+        }
+    }
+
+    /// Invariant 5: a change to the cloud or a balancer is made only by an
+    /// orchestrator that holds a lease at that moment.
+    pub(crate) fn check_lease(&mut self, holder: Option<&str>, action: &str, now: Instant) {
+        let (Some(store), Some(holder)) = (&self.strict, holder) else {
+            return;
+        };
+        if !store.holds_lease(holder) {
+            let t = self.elapsed_ms(now);
+            self.violations.push(format!(
+                "invariant 5: {holder} {action} without holding its lease (t={t}ms)"
+            ));
+        }
+    }
+
+    /// Production launches only images with passing test evidence for
+    /// their digest (the provider's metadata alone certifies nothing).
+    pub(crate) fn check_certified(&mut self, image: &ImageId, labels: &Labels, now: Instant) {
+        if self.strict.is_none() {
+            return;
+        }
+        let Some(img) = self.images.get(image) else {
+            return;
+        };
+        let proven = img
+            .evidence
+            .iter()
+            .any(|e| e.passed && e.digest.is_some() && e.digest == img.digest);
+        if !proven {
+            let t = self.elapsed_ms(now);
+            let dep = labels.get(keys::DEPLOYMENT).unwrap_or("?").to_owned();
+            self.violations.push(format!(
+                "certification: {dep} launched image {image} that has no passing evidence for its digest (t={t}ms)"
+            ));
+        }
+    }
+
+    /// Surge: servers of watched pools, running or booting and visible.
+    pub(crate) fn check_surge(&mut self, now: Instant) {
+        let mut found = Vec::new();
+        for watch in &self.surge {
+            let rolling_back = match (&watch.journal, &self.strict) {
+                (Some(key), Some(store)) => store.peek(key).is_some_and(|v| {
+                    // The journal's first field is the operation's status.
+                    !v.value.starts_with(br#"{"status":"running""#)
+                }),
+                _ => false,
+            };
+            if rolling_back {
+                continue;
+            }
+            let running: Vec<String> = self
+                .servers
+                .values()
+                .filter(|s| s.status(now).is_some() && now >= s.visible_at && !s.misreported)
+                .filter(|s| s.labels.pool().is_some_and(|p| watch.pools.contains(&p)))
+                .map(|s| s.id.to_string())
+                .collect();
+            if running.len() > watch.limit {
+                found.push(format!(
+                    "max surge: {} servers ran at once for {} (limit {}): {}",
+                    running.len(),
+                    watch.what,
+                    watch.limit,
+                    running.join(", ")
+                ));
+            }
+        }
+        for v in found {
+            if !self.violations.contains(&v) {
+                self.violations.push(v);
+            }
         }
     }
 

@@ -1,0 +1,537 @@
+//! Stopping and terminating servers behind invariant 1, and the steps that
+//! do it: terminate slots, clean up discarded servers, terminate orphans.
+//!
+//! Every stop or terminate call is made right after a fresh read of every
+//! balancer the deployment knows shows the server detached and drained; a
+//! retried call reads again first (the read before a backoff is stale by
+//! the time the call goes out).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+
+use crate::events::{EventKind, HookKind, Invariant};
+use crate::id::{PoolId, ServerId};
+use crate::labels::{keys, LabelSelector};
+use crate::model::{LostLaunch, ServerStatus, SlotState, Traffic};
+use crate::ports::PortError;
+use crate::time::elapsed_between;
+
+use super::error::StepError;
+use super::guards::{self, Refusal, Subject};
+use super::run::{Deadline, Run};
+
+/// What to do to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Stop,
+    Terminate,
+}
+
+impl Removal {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Stop => "stopping",
+            Self::Terminate => "terminating",
+        }
+    }
+}
+
+/// How a guarded removal went, server by server.
+#[derive(Debug, Default)]
+pub(crate) struct Removed {
+    pub(crate) done: Vec<ServerId>,
+    pub(crate) refused: Vec<(ServerId, Refusal)>,
+    pub(crate) failed: Vec<(ServerId, PortError)>,
+}
+
+impl Run {
+    /// Stops or terminates `targets`, each call right after a fresh read
+    /// of every balancer shows its server not serving. A server still
+    /// draining is waited for (up to the drain time); an active member is
+    /// refused at once; a failed call is retried after a backoff and a new
+    /// read.
+    pub(crate) async fn remove_guarded(
+        &mut self,
+        action: Removal,
+        targets: &[Subject],
+    ) -> Result<Removed, StepError> {
+        let mut out = Removed::default();
+        let policy = self.plan.policy.clone();
+        let deadline = Deadline::after(policy.rollout.drain + policy.provision.poll_interval * 2);
+        let concurrency = policy.provision.concurrency.max(1);
+        let mut attempts: BTreeMap<ServerId, usize> = BTreeMap::new();
+        let mut pending: Vec<Subject> = targets.to_vec();
+        while !pending.is_empty() {
+            let read = self.guard_read().await?.all();
+            let mut ready = Vec::new();
+            let mut waiting = Vec::new();
+            for s in pending.drain(..) {
+                match guards::not_serving(std::slice::from_ref(&s), &read) {
+                    Ok(()) => ready.push(s),
+                    Err(refusal)
+                        if guards::any_active(std::slice::from_ref(&s), &read)
+                            || deadline.passed() =>
+                    {
+                        out.refused.push((s.server.clone(), refusal));
+                    }
+                    Err(_) => waiting.push(s),
+                }
+            }
+            let compute = self.env.ports.compute.clone();
+            let calls = self.calls.clone();
+            let results: Vec<(Subject, Result<Result<(), PortError>, _>)> = stream::iter(ready)
+                .map(|s| {
+                    let compute = compute.clone();
+                    let calls = calls.clone();
+                    async move {
+                        let context = format!("{} {}", action.verb(), s.server);
+                        let call = async {
+                            match action {
+                                Removal::Stop => compute.stop(&s.server).await,
+                                Removal::Terminate => compute.terminate(&s.server).await,
+                            }
+                        };
+                        let r = calls.once(&context, call).await;
+                        (s, r)
+                    }
+                })
+                .buffered(concurrency)
+                .collect()
+                .await;
+            let mut wait = if waiting.is_empty() {
+                Duration::ZERO
+            } else {
+                policy.provision.poll_interval
+            };
+            for (s, r) in results {
+                match r? {
+                    Ok(()) => out.done.push(s.server),
+                    Err(e) => {
+                        let n = attempts.entry(s.server.clone()).or_default();
+                        if e.is_retryable() && *n < policy.retry.max_retries {
+                            *n += 1;
+                            wait = wait.max(policy.retry.delay_after(*n, &e));
+                            waiting.push(s);
+                        } else {
+                            out.failed.push((s.server, e));
+                        }
+                    }
+                }
+            }
+            pending = waiting;
+            if !pending.is_empty() {
+                self.sleep(wait).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reports refusals as events and turns the first into the step's
+    /// error (`None` when nothing was refused).
+    fn refusals(&mut self, refused: Vec<(ServerId, Refusal)>) -> Option<StepError> {
+        let mut first = None;
+        for (_, refusal) in refused {
+            let e = self.refused(refusal);
+            first.get_or_insert(e);
+        }
+        first
+    }
+
+    /// Finds the servers of slots whose launch answer was lost. "Not
+    /// found" inside the provider's consistency window is unknown, not
+    /// absent: the listing is repeated until the window has passed.
+    /// Returns the server by token, and the slots still without one.
+    async fn find_lost(
+        &mut self,
+        pool_id: &PoolId,
+        slots: &[u32],
+    ) -> Result<BTreeMap<u32, ServerId>, StepError> {
+        let window = self.env.ports.compute.capabilities().consistency_window;
+        let mut found = BTreeMap::new();
+        loop {
+            let pool = self.pool(pool_id)?;
+            let lost: Vec<(u32, String, Option<crate::time::Timestamp>)> = slots
+                .iter()
+                .filter_map(|i| pool.slot(*i))
+                .filter(|s| s.state == SlotState::Requested && s.server.is_none())
+                .filter(|s| !found.contains_key(&s.index))
+                .map(|s| (s.index, s.token.to_string(), s.requested_at))
+                .collect();
+            if lost.is_empty() {
+                return Ok(found);
+            }
+            let selector =
+                LabelSelector::deployment(&self.plan.deployment).with(keys::POOL, pool_id.as_str());
+            let compute = self.env.ports.compute.clone();
+            let listed = self
+                .call(&format!("listing servers of pool {pool_id}"), || {
+                    compute.list(&selector)
+                })
+                .await?;
+            let by_token: BTreeMap<String, ServerId> = listed
+                .into_iter()
+                .filter(|s| s.status != ServerStatus::Deleted)
+                .filter_map(|s| Some((s.labels.token()?.to_string(), s.id)))
+                .collect();
+            let now = self.now();
+            let mut unsure = false;
+            for (i, token, requested_at) in lost {
+                if let Some(id) = by_token.get(&token) {
+                    found.insert(i, id.clone());
+                } else if requested_at.is_none_or(|t| elapsed_between(t, now) <= window) {
+                    unsure = true;
+                }
+            }
+            if !unsure {
+                return Ok(found);
+            }
+            self.pause().await?;
+        }
+    }
+
+    pub(crate) async fn terminate(
+        &mut self,
+        pool_id: &PoolId,
+        slots: &[u32],
+    ) -> Result<(), StepError> {
+        let by_slot = self.find_lost(pool_id, slots).await?;
+        let pool = self.pool(pool_id)?;
+        let mut targets: Vec<(u32, Subject)> = Vec::new();
+        for i in slots {
+            if pool.was_pruned(*i) {
+                // Terminated before (a resumed step): nothing left to do.
+                continue;
+            }
+            let s = pool.slot(*i).ok_or_else(|| {
+                StepError::Inconsistent(format!("slot {i} of pool {pool_id} does not exist"))
+            })?;
+            if !s.state.is_in_service() {
+                continue;
+            }
+            let subject = Subject::of(s).or_else(|| {
+                by_slot.get(i).map(|server| Subject {
+                    server: server.clone(),
+                    endpoint: None,
+                })
+            });
+            if let Some(subject) = subject {
+                targets.push((*i, subject));
+            }
+        }
+        let targeted: Vec<u32> = targets.iter().map(|(i, _)| *i).collect();
+        let subjects: Vec<Subject> = targets.iter().map(|(_, s)| s.clone()).collect();
+        let mut removed = Removed::default();
+        if !subjects.is_empty() {
+            // Servers terminated without a detach first (a standby being
+            // reaped) still hand their state over; the guard then reads
+            // afresh, after the hooks.
+            self.run_hooks(HookKind::Drain, pool_id, &targeted).await?;
+            removed = self.remove_guarded(Removal::Terminate, &subjects).await?;
+        }
+        let mut events = Vec::new();
+        let now = self.now();
+        let pool = self.pool_mut(pool_id)?;
+        for i in slots {
+            let Some(s) = pool.slot_mut(*i) else { continue };
+            if !s.state.is_in_service() {
+                continue;
+            }
+            let target = targets.iter().find(|(t, _)| t == i).map(|(_, s)| &s.server);
+            match target {
+                Some(server) if removed.done.contains(server) => {
+                    s.server = Some(server.clone());
+                    events.push(EventKind::ServerTerminated {
+                        pool: Some(pool_id.clone()),
+                        slot: Some(*i),
+                        server: server.clone(),
+                    });
+                }
+                // Refused or failed: it stays recorded as it is.
+                Some(_) => continue,
+                None => {
+                    if s.state == SlotState::Requested {
+                        // Not found once the window passed: if the provider
+                        // breaks its window, the server still has a token
+                        // the pool remembers.
+                        let lost = LostLaunch {
+                            slot: s.index,
+                            attempt: s.attempt,
+                            token: s.token.clone(),
+                            requested_at: s.requested_at.or(Some(now)),
+                        };
+                        pool.lost.push(lost);
+                        let Some(s) = pool.slot_mut(*i) else { continue };
+                        s.state = SlotState::Terminated;
+                        s.traffic = Traffic::Out;
+                        s.healthy = false;
+                        s.baked_at = None;
+                        continue;
+                    }
+                }
+            }
+            s.state = SlotState::Terminated;
+            s.traffic = Traffic::Out;
+            s.healthy = false;
+            s.baked_at = None;
+        }
+        pool.prune_terminated();
+        for e in events {
+            self.emit(e);
+        }
+        self.save(&[pool_id]).await?;
+        if let Some(e) = self.refusals(removed.refused) {
+            return Err(e);
+        }
+        match removed.failed.into_iter().next() {
+            Some((server, e)) => Err(StepError::port(format!("terminating {server}"), e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Terminates the pool's discarded servers that are not serving (a
+    /// fresh read of every balancer); those that cannot be terminated now
+    /// stay recorded for a later clean-up.
+    pub(crate) async fn terminate_discarded(&mut self, pool_id: &PoolId) -> Result<(), StepError> {
+        let targets: Vec<Subject> = self
+            .pool(pool_id)?
+            .discarded
+            .iter()
+            .filter(|d| !d.terminated)
+            .map(|d| Subject {
+                server: d.server.clone(),
+                endpoint: None,
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let removed = self.remove_guarded(Removal::Terminate, &targets).await?;
+        for (_, refusal) in removed.refused {
+            self.emit(EventKind::GuardRefused {
+                invariant: refusal.invariant,
+                detail: refusal.detail,
+            });
+        }
+        let pool = self.pool_mut(pool_id)?;
+        let mut events = Vec::new();
+        for d in pool.discarded.iter_mut() {
+            if !d.terminated && removed.done.contains(&d.server) {
+                d.terminated = true;
+                events.push(EventKind::ServerTerminated {
+                    pool: Some(pool_id.clone()),
+                    slot: Some(d.slot),
+                    server: d.server.clone(),
+                });
+            }
+        }
+        for e in events {
+            self.emit(e);
+        }
+        self.save(&[pool_id]).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn clean_up_discarded(&mut self, pool_id: &PoolId) -> Result<(), StepError> {
+        self.terminate_discarded(pool_id).await?;
+        let left: Vec<String> = self
+            .pool(pool_id)?
+            .discarded
+            .iter()
+            .filter(|d| !d.terminated)
+            .map(|d| d.server.to_string())
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::Inconsistent(format!(
+                "discarded servers of {pool_id} could not be terminated: {}",
+                left.join(", ")
+            )))
+        }
+    }
+
+    pub(crate) async fn terminate_orphans(
+        &mut self,
+        servers: &[ServerId],
+    ) -> Result<(), StepError> {
+        // Still orphans? We hold the lease, so the records are current.
+        let orphans: Vec<Subject> = servers
+            .iter()
+            .filter(|s| self.snap.owner_of(s).is_none())
+            .map(|s| Subject {
+                server: s.clone(),
+                endpoint: None,
+            })
+            .collect();
+        let removed = self.remove_guarded(Removal::Terminate, &orphans).await?;
+        let mut events = Vec::new();
+        for server in &removed.done {
+            events.push(EventKind::ServerTerminated {
+                pool: None,
+                slot: None,
+                server: server.clone(),
+            });
+        }
+        let mut refused = Vec::new();
+        for (_, refusal) in removed.refused {
+            events.push(EventKind::GuardRefused {
+                invariant: Invariant::NoServingTermination,
+                detail: refusal.detail.clone(),
+            });
+            refused.push(refusal.detail);
+        }
+        for e in events {
+            self.emit(e);
+        }
+        self.save(&[]).await?;
+        if let Some((server, e)) = removed.failed.into_iter().next() {
+            return Err(StepError::port(format!("terminating orphan {server}"), e));
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::guard(
+                Invariant::NoServingTermination,
+                format!(
+                    "orphans left running because they serve: {}",
+                    refused.join("; ")
+                ),
+            ))
+        }
+    }
+
+    pub(crate) async fn stop(&mut self, pool_id: &PoolId, slots: &[u32]) -> Result<(), StepError> {
+        if !self.env.ports.compute.capabilities().stop_start {
+            return Err(StepError::Inconsistent(
+                "this compute back end cannot stop servers".into(),
+            ));
+        }
+        let targets = self.running_servers(pool_id, slots, SlotState::Running)?;
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let subjects: Vec<Subject> = targets.iter().map(|(_, s)| s.clone()).collect();
+        let removed = self.remove_guarded(Removal::Stop, &subjects).await?;
+        if let Some(e) = self.refusals(removed.refused) {
+            return Err(e);
+        }
+        if let Some((server, e)) = removed.failed.into_iter().next() {
+            return Err(StepError::port(format!("stopping {server}"), e));
+        }
+        let servers: Vec<ServerId> = subjects.iter().map(|s| s.server.clone()).collect();
+        self.wait_status(
+            pool_id,
+            &servers,
+            |s| matches!(s, ServerStatus::Stopped),
+            "stopped",
+        )
+        .await?;
+        let pool = self.pool_mut(pool_id)?;
+        let mut events = Vec::new();
+        for (i, subject) in targets {
+            if let Some(s) = pool.slot_mut(i) {
+                s.state = SlotState::Stopped;
+                s.healthy = false;
+                s.verified = false;
+                s.traffic = Traffic::Out;
+                events.push(EventKind::ServerStopped {
+                    pool: pool_id.clone(),
+                    slot: i,
+                    server: subject.server,
+                });
+            }
+        }
+        for e in events {
+            self.emit(e);
+        }
+        self.save(&[pool_id]).await?;
+        Ok(())
+    }
+
+    /// The listed slots in `state` with a server.
+    pub(crate) fn running_servers(
+        &self,
+        pool_id: &PoolId,
+        slots: &[u32],
+        state: SlotState,
+    ) -> Result<Vec<(u32, Subject)>, StepError> {
+        let pool = self.pool(pool_id)?;
+        let mut out = Vec::new();
+        for i in slots {
+            if pool.was_pruned(*i) {
+                continue;
+            }
+            let s = pool.slot(*i).ok_or_else(|| {
+                StepError::Inconsistent(format!("slot {i} of pool {pool_id} does not exist"))
+            })?;
+            if s.state == state {
+                if let Some(subject) = Subject::of(s) {
+                    out.push((*i, subject));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn mark_missing(
+        &mut self,
+        pool_id: &PoolId,
+        slots: &[u32],
+    ) -> Result<(), StepError> {
+        let targets = {
+            let pool = self.pool(pool_id)?;
+            slots
+                .iter()
+                .filter_map(|i| pool.slot(*i))
+                .filter(|s| s.state.is_in_service())
+                .filter_map(|s| Some((s.index, s.server.clone()?)))
+                .collect::<Vec<_>>()
+        };
+        let ids: Vec<ServerId> = targets.iter().map(|(_, s)| s.clone()).collect();
+        let max = self
+            .env
+            .ports
+            .compute
+            .capabilities()
+            .max_describe_batch
+            .max(1);
+        let mut seen = Vec::new();
+        for chunk in ids.chunks(max) {
+            let compute = self.env.ports.compute.clone();
+            seen.extend(
+                self.call("describing servers recorded as missing", || {
+                    compute.describe(chunk)
+                })
+                .await?,
+            );
+        }
+        let pool = self.pool_mut(pool_id)?;
+        let mut events = Vec::new();
+        for (i, server) in targets {
+            let present = seen
+                .iter()
+                .any(|s| s.id == server && s.status != ServerStatus::Deleted);
+            if present {
+                continue;
+            }
+            if let Some(s) = pool.slot_mut(i) {
+                s.state = SlotState::Terminated;
+                s.traffic = Traffic::Out;
+                s.healthy = false;
+                s.last_failure = Some("missing from the cloud".into());
+                events.push(EventKind::ServerMissing {
+                    pool: pool_id.clone(),
+                    slot: i,
+                    server,
+                });
+            }
+        }
+        for e in events {
+            self.emit(e);
+        }
+        self.save(&[pool_id]).await?;
+        Ok(())
+    }
+}
