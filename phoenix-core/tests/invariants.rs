@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{r, world, world_with};
+use common::{custom_plan, r, world, world_with};
 use phoenix_core::events::{Invariant, Outcome};
 use phoenix_core::executor::{ExecError, Interruption, StepError};
 use phoenix_core::labels::Labels;
@@ -32,14 +32,6 @@ fn guard_of(err: &ExecError) -> Option<Invariant> {
     ]
     .into_iter()
     .find(|i| text.contains(&i.to_string()))
-}
-
-/// A plan for `w` with custom steps, made against its current records.
-async fn custom_plan(w: &common::World, steps: Vec<Step>) -> phoenix_core::plan::Plan {
-    let mut plan = w.phoenix.plan_heal(&w.shop, &w.web).await.unwrap();
-    plan.steps = steps;
-    plan.on_failure = phoenix_core::policy::FailurePolicy::Halt;
-    plan
 }
 
 #[tokio::test(start_paused = true)]

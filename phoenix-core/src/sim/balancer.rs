@@ -222,7 +222,10 @@ impl LoadBalancer for SimBalancer {
         lb_fault(&mut w, "sim: detach members")?;
         w.prune(&self.name, now);
         w.check_fresh(self.holder.as_deref(), Some(&self.name), &what, now);
-        Self::check_floor(&mut w, &self.name, servers, now);
+        // Phoenix promised the floor; a hand on the balancer did not.
+        if self.holder.is_some() {
+            Self::check_floor(&mut w, &self.name, servers, now);
+        }
         let reach = partial(&mut w, servers.len());
         let drain_time = drain.min(w.config.drain_time);
         for s in servers.iter().take(reach.unwrap_or(servers.len())) {

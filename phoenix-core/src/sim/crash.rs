@@ -20,6 +20,9 @@ pub enum CrashOn {
     /// Only commits that append an event of this kind (its serialised
     /// tag, such as `step_failed`): a crash aimed at one moment.
     Event(&'static str),
+    /// Only commits made after one that appends an event of this kind (the
+    /// commit after `launch_requested` follows the launch call itself).
+    After(&'static str),
 }
 
 /// When the orchestrator "dies".
@@ -48,6 +51,8 @@ impl CrashPoint {
 struct Arming {
     point: Option<CrashPoint>,
     seen: u64,
+    /// For `CrashOn::After`: the tagged commit went by.
+    passed: bool,
 }
 
 /// Store outages: each commit may start one, during which commits fail.
@@ -106,6 +111,7 @@ impl CrashingStore {
         let mut a = guard(&self.interceptor().arming);
         a.point = Some(point);
         a.seen = 0;
+        a.passed = false;
     }
 
     /// Disarms.
@@ -149,9 +155,18 @@ impl CrashSwitch {
     fn should_crash(&self, commit: &Commit) -> Option<CrashPoint> {
         let mut a = guard(&self.arming);
         let point = a.point?;
-        if let CrashOn::Event(tag) = point.on {
-            if !tagged(commit, tag) {
-                return None;
+        match point.on {
+            CrashOn::Any => {}
+            CrashOn::Event(tag) => {
+                if !tagged(commit, tag) {
+                    return None;
+                }
+            }
+            CrashOn::After(tag) => {
+                if !a.passed {
+                    a.passed = tagged(commit, tag);
+                    return None;
+                }
             }
         }
         a.seen += 1;

@@ -97,6 +97,65 @@ impl World {
     }
 }
 
+/// A plan for `w` with custom steps (a plan no planner would make), made
+/// against its current records, that halts on failure.
+pub async fn custom_plan(w: &World, steps: Vec<phoenix_core::plan::Step>) -> Plan {
+    let mut plan = w.phoenix.plan_heal(&w.shop, &w.web).await.unwrap();
+    plan.steps = steps;
+    plan.on_failure = phoenix_core::policy::FailurePolicy::Halt;
+    plan
+}
+
+/// Changes a pool's record by hand (as a crash at the worst moment, or a
+/// lying cloud, would have left it).
+pub async fn edit_pool(
+    w: &World,
+    pool: &phoenix_core::id::PoolId,
+    edit: impl FnOnce(&mut phoenix_core::model::Pool),
+) {
+    use phoenix_core::ports::{Commit, Expect, StateStore, Write};
+    use phoenix_core::records::key;
+    let k = key::pool(&w.shop, pool);
+    let stored = w
+        .phoenix
+        .records()
+        .get::<phoenix_core::model::Pool>(&k, "pool")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut value = stored.value;
+    edit(&mut value);
+    w.cloud
+        .store()
+        .commit(Commit {
+            fence: None,
+            writes: vec![Write {
+                key: k,
+                expect: Expect::Version(stored.version),
+                value: Some(serde_json::to_vec(&value).unwrap()),
+            }],
+            events: vec![],
+        })
+        .await
+        .unwrap();
+}
+
+/// The live pool's id.
+pub async fn live(w: &World) -> phoenix_core::id::PoolId {
+    let snap = w.phoenix.snapshot(&w.shop).await.unwrap();
+    snap.live_pool(&w.web).unwrap().id.clone()
+}
+
+/// The server of a slot.
+pub async fn server_of(
+    w: &World,
+    pool: &phoenix_core::id::PoolId,
+    slot: u32,
+) -> phoenix_core::model::Slot {
+    let snap = w.phoenix.snapshot(&w.shop).await.unwrap();
+    snap.pool(pool).unwrap().slot(slot).unwrap().clone()
+}
+
 /// Drains a subscription.
 pub fn drain(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
     let mut out = Vec::new();

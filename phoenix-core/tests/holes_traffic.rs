@@ -1,0 +1,431 @@
+//! The holes the safety review found in how traffic moves (issue 11:
+//! holes 1, 2, 8, 9, 10, 13 and 15), one test each. Each drives the
+//! executor into the sequence that broke an invariant and checks, on the
+//! simulated world's ground truth (strict refereeing), that it holds now.
+//! `scripts/mutate-guards` removes each guard and shows its test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{custom_plan, live, r, server_of, world, world_with};
+use phoenix_core::events::{Invariant, Outcome};
+use phoenix_core::labels::Labels;
+use phoenix_core::model::PoolState;
+use phoenix_core::ops::{Drift, PlanningError, ReconcileOptions};
+use phoenix_core::plan::{SlotRef, Step};
+use phoenix_core::ports::{
+    BootPayload, Compute, HookReport, HookTarget, LaunchRequest, LoadBalancer, MemberState,
+    PortError, ServerHooks, Target,
+};
+use phoenix_core::sim::{Faults, SimCloud, SimConfig, SurgeWatch};
+
+fn stuck_draining() -> Faults {
+    Faults {
+        stuck_draining: 1.0,
+        ..Faults::none()
+    }
+}
+
+/// Hole 1: a member left draining by a detach that failed part-way is
+/// recorded as attached; a restore (and reconcile) must activate it again
+/// on the balancer's fresh view, not trust the records.
+#[tokio::test(start_paused = true)]
+async fn hole_01_a_restore_reactivates_members_left_draining() {
+    let w = world(SimConfig::default(), 3).await;
+    w.cloud.strict();
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    // The first v1 member is left draining, as a failed detach leaves it;
+    // the records still say attached.
+    let slot0 = server_of(&w, &v1, 0).await;
+    w.cloud.set_faults(stuck_draining());
+    w.cloud
+        .balancer()
+        .detach(slot0.server.as_slice(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    w.cloud.set_faults(Faults::none());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (report, _) = w
+        .phoenix
+        .plan_reconcile(&w.shop, &w.web, ReconcileOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        report
+            .drift
+            .iter()
+            .any(|d| matches!(d, Drift::InactiveMember { slot: 0, .. })),
+        "reconcile reports the member that takes no traffic: {report}"
+    );
+    // v2 fails its smoke test: the rollback restores v1 at full capacity,
+    // the draining member included.
+    w.cloud.set_faults(Faults {
+        bad_releases: [r("v2")].into_iter().collect(),
+        ..Faults::none()
+    });
+    let plan = w
+        .phoenix
+        .plan_deploy(&w.shop, &w.web, &r("v2"))
+        .await
+        .unwrap();
+    let err = w.phoenix.apply(plan).await.unwrap_err();
+    assert_eq!(err.report().unwrap().outcome, Outcome::RolledBack, "{err}");
+    let active = w
+        .cloud
+        .members()
+        .iter()
+        .filter(|m| m.state == MemberState::Active && m.is_serving_healthy())
+        .count();
+    assert_eq!(active, 3, "every v1 member serves again");
+    w.assert_no_violations();
+}
+
+/// Drain hooks that take minutes; during the first one, the replacement
+/// the detach relies on dies.
+struct SlowDrain {
+    cloud: SimCloud,
+    victim: std::sync::Mutex<Option<phoenix_core::id::ServerId>>,
+}
+
+#[async_trait::async_trait]
+impl ServerHooks for SlowDrain {
+    async fn warm_up(&self, _: &HookTarget) -> Result<HookReport, PortError> {
+        Ok(HookReport::default())
+    }
+
+    async fn drain(&self, _: &HookTarget) -> Result<HookReport, PortError> {
+        if let Some(v) = self.victim.lock().unwrap().take() {
+            self.cloud.kill(&v);
+        }
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        Ok(HookReport::default())
+    }
+}
+
+/// Hole 2: the capacity guard read the balancer before the drain hooks,
+/// which may take minutes, and detached on that stale read. It must read
+/// again right before the call.
+#[tokio::test(start_paused = true)]
+async fn hole_02_the_floor_is_checked_again_after_the_drain_hooks() {
+    let cloud = SimCloud::new(SimConfig::default());
+    let hooks = Arc::new(SlowDrain {
+        cloud: cloud.clone(),
+        victim: std::sync::Mutex::new(None),
+    });
+    let phoenix = cloud
+        .phoenix()
+        .hooks(hooks.clone())
+        .policy({
+            let mut p = cloud.policy();
+            p.rollout.batch_size = 1;
+            p.rollout.max_surge = 1;
+            p.provision.health_timeout = Duration::from_secs(120);
+            p
+        })
+        .build()
+        .unwrap();
+    let (shop, web) = cloud.demo_deployment(&phoenix, 2).await.unwrap();
+    cloud.strict();
+    let plan = phoenix.plan_deploy(&shop, &web, &r("v1")).await.unwrap();
+    phoenix.apply(plan).await.unwrap();
+    // A rolling replacement: the first new server will die during the
+    // drain hook of the old server it replaces.
+    let plan = phoenix
+        .plan_rolling_replace(&shop, &web, &r("v2"))
+        .await
+        .unwrap();
+    let cloud2 = cloud.clone();
+    let hooks2 = hooks.clone();
+    let watch = async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let v2 = cloud2
+                .servers()
+                .into_iter()
+                .find(|s| s.labels.release() == Some(r("v2")));
+            if let Some(s) = v2 {
+                *hooks2.victim.lock().unwrap() = Some(s.id);
+                return;
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(phoenix.apply(plan), watch);
+    let err = result.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&Invariant::CapacityFloor.to_string()),
+        "the detach is refused on the fresh read: {err}"
+    );
+    assert!(
+        cloud.violations().is_empty(),
+        "no detach on a stale read, nothing below the floor: {:#?}",
+        cloud.violations()
+    );
+}
+
+/// Hole 8: a server still serving behind another balancer the deployment
+/// knows (a floating IP pointed at it by hand) is never terminated.
+#[tokio::test(start_paused = true)]
+async fn hole_08_a_server_behind_a_watched_balancer_is_never_terminated() {
+    let cloud = SimCloud::new(SimConfig::default());
+    let policy = {
+        let mut p = cloud.policy();
+        p.retention.keep = 0;
+        p
+    };
+    let phoenix = cloud
+        .phoenix()
+        .watch_balancer(cloud.balancer_named("fip"))
+        .policy(policy)
+        .build()
+        .unwrap();
+    let (shop, web) = cloud.demo_deployment(&phoenix, 2).await.unwrap();
+    let w = common::World {
+        cloud: cloud.clone(),
+        phoenix,
+        shop,
+        web,
+    };
+    cloud.strict();
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    w.deploy("v2").await;
+    // The floating IP still points at one of v1's servers.
+    let s = server_of(&w, &v1, 0).await;
+    cloud
+        .balancer_named("fip")
+        .attach(&[Target {
+            server: s.server.clone().unwrap(),
+            endpoint: s.endpoint.unwrap(),
+        }])
+        .await
+        .unwrap();
+    let plan = w.phoenix.plan_reap(&w.shop, &w.web).await.unwrap();
+    assert!(
+        plan.notes.iter().any(|n| n.contains("served")),
+        "reap refuses the pool: {plan}"
+    );
+    // Even a hand-made plan cannot terminate it.
+    let plan = custom_plan(
+        &w,
+        vec![Step::Terminate {
+            pool: v1.clone(),
+            slots: vec![0],
+        }],
+    )
+    .await;
+    let err = w.phoenix.apply(plan).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&Invariant::NoServingTermination.to_string()),
+        "{err}"
+    );
+    w.assert_no_violations();
+}
+
+/// Hole 9: a balancer that reports a member under a stand-in id (an
+/// adapter that lost its address map) must not make the server look
+/// detached: members are matched by id and endpoint.
+#[tokio::test(start_paused = true)]
+async fn hole_09_members_reported_under_stand_in_ids_are_recognised() {
+    let w = world(
+        SimConfig {
+            faults: Faults {
+                stand_in_ids: 1.0,
+                ..Faults::none()
+            },
+            ..SimConfig::default()
+        },
+        3,
+    )
+    .await;
+    w.cloud.strict();
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    let read = w.cloud.balancer().members().await.unwrap();
+    assert!(
+        read.iter().all(|m| m.server.as_str().contains("-node-")),
+        "every member is reported under a stand-in id: {read:?}"
+    );
+    for step in [
+        Step::Terminate {
+            pool: v1.clone(),
+            slots: vec![0],
+        },
+        Step::Stop {
+            pool: v1.clone(),
+            slots: vec![1],
+        },
+    ] {
+        let plan = custom_plan(&w, vec![step]).await;
+        let err = w.phoenix.apply(plan).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&Invariant::NoServingTermination.to_string()),
+            "{err}"
+        );
+    }
+    // And a blue-green switch works end to end under stand-in ids.
+    w.deploy("v2").await;
+    assert_eq!(w.serving().await.get("v2"), Some(&3));
+    w.assert_no_violations();
+}
+
+/// Hole 10: members of another deployment sharing the balancer are not
+/// this role's capacity.
+#[tokio::test(start_paused = true)]
+async fn hole_10_the_floor_counts_only_the_roles_own_members() {
+    let w = world(SimConfig::default(), 3).await;
+    w.cloud.strict();
+    w.deploy("v1").await;
+    // Two healthy servers of another deployment share the balancer.
+    let image = w.cloud.certified_image("other", "1");
+    let requests: Vec<LaunchRequest> = (0..2)
+        .map(|i| {
+            let mut labels = Labels::new();
+            labels.insert("phoenix-deployment", "other");
+            LaunchRequest {
+                name: format!("other-{i}"),
+                image: image.id.clone(),
+                flavor: None,
+                boot: BootPayload::Local {
+                    files: vec![],
+                    env: Default::default(),
+                },
+                labels,
+                token: phoenix_core::id::IdempotencyToken::new(format!("other-{i}")).unwrap(),
+            }
+        })
+        .collect();
+    let others: Vec<_> = w
+        .cloud
+        .compute()
+        .launch(&requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let targets: Vec<Target> = others
+        .iter()
+        .map(|s| Target {
+            server: s.id.clone(),
+            endpoint: s.endpoint(8080).unwrap(),
+        })
+        .collect();
+    w.cloud.balancer().attach(&targets).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Detaching a v1 member with nothing in its place would leave web two
+    // healthy members of three: below the floor, whatever else serves.
+    let v1 = live(&w).await;
+    let plan = custom_plan(
+        &w,
+        vec![Step::Detach {
+            pool: v1,
+            slots: vec![0],
+            replacements: vec![],
+        }],
+    )
+    .await;
+    let err = w.phoenix.apply(plan).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&Invariant::CapacityFloor.to_string()),
+        "{err}"
+    );
+    w.assert_no_violations();
+}
+
+/// Hole 13: `max_surge` caps every server running above the desired
+/// count, draining ones included: a rolling replacement with
+/// `max_surge = batch` never overlaps one batch's boot with the previous
+/// batch's drain.
+#[tokio::test(start_paused = true)]
+async fn hole_13_max_surge_caps_every_running_server() {
+    for surge in [2, 4] {
+        let w = world_with(SimConfig::default(), 6, |mut p| {
+            p.rollout.batch_size = 2;
+            p.rollout.max_surge = surge;
+            p
+        })
+        .await;
+        w.deploy("v1").await;
+        let v1 = live(&w).await;
+        let plan = w
+            .phoenix
+            .plan_rolling_replace(&w.shop, &w.web, &r("v2"))
+            .await
+            .unwrap();
+        let new = plan
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::CreatePool { pool, .. } => Some(pool.clone()),
+                _ => None,
+            })
+            .unwrap();
+        w.cloud.strict();
+        w.cloud.watch_surge(vec![SurgeWatch {
+            pools: [v1, new].into_iter().collect(),
+            limit: 6 + surge,
+            what: format!("the rolling replacement with max_surge {surge}"),
+            journal: None,
+        }]);
+        w.apply(plan).await;
+        assert_eq!(w.serving().await.get("v2"), Some(&6));
+        w.assert_no_violations();
+    }
+}
+
+/// Hole 15: heal planned on an empty balancer read (a balancer that
+/// restarted empty) and would replace the whole fleet. Planning fails
+/// closed; a member the balancer merely lost is re-attached by reconcile,
+/// not replaced.
+#[tokio::test(start_paused = true)]
+async fn hole_15_heal_never_plans_on_an_empty_read() {
+    let w = world(SimConfig::default(), 3).await;
+    w.deploy("v1").await;
+    w.cloud.set_faults(Faults {
+        lb_empty_read: 1.0,
+        ..Faults::none()
+    });
+    match w.phoenix.plan_heal(&w.shop, &w.web).await {
+        Err(PlanningError::UntrustedRead(why)) => assert!(why.contains("no member"), "{why}"),
+        other => panic!("expected a refusal to plan, got {other:?}"),
+    }
+    w.cloud.set_faults(Faults::none());
+    // The balancer loses one member (removed by hand): heal leaves it to
+    // reconcile, which puts it back.
+    let v1 = live(&w).await;
+    let s = server_of(&w, &v1, 1).await;
+    w.cloud
+        .balancer()
+        .detach(s.server.as_slice(), Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let plan = w.phoenix.plan_heal(&w.shop, &w.web).await.unwrap();
+    assert!(plan.steps.is_empty(), "nothing to replace: {plan}");
+    let (_, plan) = w
+        .phoenix
+        .plan_reconcile(
+            &w.shop,
+            &w.web,
+            ReconcileOptions {
+                restore_members: true,
+                ..ReconcileOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    w.apply(plan).await;
+    assert_eq!(w.serving().await.get("v1"), Some(&3));
+    let snap = w.phoenix.snapshot(&w.shop).await.unwrap();
+    assert_eq!(snap.pool(&v1).unwrap().state, PoolState::Live);
+    let _ = SlotRef { pool: v1, slot: 0 };
+    w.assert_no_violations();
+}
