@@ -105,9 +105,40 @@ pub trait LoadBalancer: Send + Sync {
     fn capabilities(&self) -> LbCapabilities;
 
     /// Current members with health, read fresh from the balancer.
+    ///
+    /// The safety guards decide from this read whether a server still
+    /// serves and whether it may be terminated, so it reports what the
+    /// balancer does, not what this process remembers:
+    ///
+    /// - every member the balancer holds is reported, with its true
+    ///   endpoint and its true state (a member draining, at weight 0,
+    ///   disabled or in maintenance is not `Active`);
+    /// - the server id is the one behind that member now. An adapter that
+    ///   maps addresses to servers never reports a server that has left an
+    ///   endpoint for another server attached there since (by this
+    ///   instance or any other); where it cannot tell which server a
+    ///   member is, it reports a stand-in id, never a guess;
+    /// - a member the adapter cannot read is never left out: the read
+    ///   fails with [`ErrorKind::BadResponse`](super::ErrorKind::BadResponse),
+    ///   or the member is reported at its true endpoint under a stand-in
+    ///   id;
+    /// - another instance of the adapter on the same balancer (another
+    ///   orchestrator process, a restarted one) reports the same
+    ///   endpoints.
     async fn members(&self) -> Result<Vec<Member>, PortError>;
 
-    /// Adds members; attaching one that is already a member succeeds.
+    /// Adds members, each at its target's endpoint, and makes them take
+    /// new traffic.
+    ///
+    /// Attaching a server that is already an active member at the same
+    /// endpoint changes nothing (no duplicate, its health kept). One that
+    /// is present but draining, at weight 0, disabled or in maintenance —
+    /// a rollback re-attaches a pool whose detach stopped part-way — is
+    /// made `Active` again, the same member, not a second one, and is
+    /// healthy again once its checks pass; an adapter that cannot
+    /// re-activate it fails. Where the balancer holds one member per
+    /// endpoint, attaching a server at an endpoint that another server
+    /// held makes that member the new server's.
     async fn attach(&self, targets: &[Target]) -> Result<(), PortError>;
 
     /// Starts removing members: they take no new connections and are gone
