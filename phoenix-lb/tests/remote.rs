@@ -8,8 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{quick_lb, Backend, Spec};
-use phoenix_core::conformance::load_balancer::{self, LbFixture};
+use common::{quick_lb, Backend, HeldOpen, Spec};
+use phoenix_core::conformance::load_balancer::{self, LbExtras, LbFixture};
 use phoenix_core::ports::{LoadBalancer, Target};
 use phoenix_lb::embedded::EmbeddedBalancer;
 use phoenix_lb::remote::{serve, RemoteBalancer};
@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 async fn a_served_balancer_conforms_through_its_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("lb.sock");
-    let lb = quick_lb(Duration::from_millis(50)).start().await.unwrap();
-    let _admin = serve(Arc::new(lb), &sock, CancellationToken::new()).unwrap();
+    let lb = Arc::new(quick_lb(Duration::from_millis(50)).start().await.unwrap());
+    let _admin = serve(lb.clone(), &sock, CancellationToken::new()).unwrap();
     let mode = std::fs::metadata(&sock).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -35,7 +35,10 @@ async fn a_served_balancer_conforms_through_its_socket() {
     let b = Backend::start("remote-b", Spec::release("v1")).await;
     let c = Backend::start("remote-c", Spec::release("v1")).await;
     let bad = Backend::start("remote-bad", Spec::release("v1").health(500)).await;
-    load_balancer::run(
+    // Another process's client on the same socket.
+    let other = RemoteBalancer::connect(&sock).await.unwrap();
+    let held = HeldOpen::new(lb.clone());
+    load_balancer::run_all(
         &remote,
         &LbFixture {
             healthy: vec![a.target(), b.target(), c.target()],
@@ -43,6 +46,11 @@ async fn a_served_balancer_conforms_through_its_socket() {
             settle: Duration::from_secs(5),
             drain: Duration::from_millis(200),
             poll: Duration::from_millis(20),
+        },
+        &LbExtras {
+            second: Some(&other),
+            out_of_band: Some(&held),
+            ..LbExtras::default()
         },
     )
     .await;

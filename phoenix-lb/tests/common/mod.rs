@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use phoenix_core::conformance::load_balancer::{OutOfBand, Sidelined};
 use phoenix_core::id::ServerId;
 use phoenix_core::ports::{LoadBalancer, Member, MemberHealth, PortError, Target};
 use phoenix_lb::embedded::{EmbeddedBalancer, EmbeddedBalancerBuilder, HealthCheck};
@@ -392,4 +393,60 @@ pub(crate) fn assert_lossless(report: &LoadReport, min_sent: u64) {
         "{report}"
     );
     assert_eq!(report.unlabelled, 0);
+}
+
+/// Sidelines a member of an embedded balancer the one way it has: a
+/// connection held open through the balancer to that member, then a detach
+/// with a long drain, so that it stays draining until the connection
+/// closes (the conformance suite's re-activation check).
+pub(crate) struct HeldOpen {
+    lb: Arc<EmbeddedBalancer>,
+    held: Mutex<Vec<TcpStream>>,
+}
+
+impl HeldOpen {
+    pub(crate) fn new(lb: Arc<EmbeddedBalancer>) -> Self {
+        Self {
+            lb,
+            held: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl OutOfBand for HeldOpen {
+    fn sidelines(&self) -> Vec<Sidelined> {
+        vec![Sidelined::Draining]
+    }
+
+    async fn sideline(&self, member: &Target, how: Sidelined) {
+        assert_eq!(how, Sidelined::Draining);
+        // Routing picks among the active members: open connections until
+        // one of them is the member's.
+        eventually(
+            "a connection to the member is open",
+            Duration::from_secs(5),
+            || async {
+                let open = self
+                    .lb
+                    .stats()
+                    .members
+                    .iter()
+                    .any(|m| m.server == member.server && m.connections_active > 0);
+                if !open {
+                    let s = TcpStream::connect(self.lb.local_addr()).await.ok()?;
+                    self.held.lock().unwrap().push(s);
+                }
+                open.then_some(())
+            },
+        )
+        .await;
+        self.lb
+            .detach(
+                std::slice::from_ref(&member.server),
+                Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+    }
 }
