@@ -13,7 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use phoenix_core::conformance::{self, load_balancer::LbFixture};
+use async_trait::async_trait;
+use phoenix_core::conformance::load_balancer::{
+    self, LbExtras, LbFixture, OutOfBand, Sidelined, Unparsable,
+};
 use phoenix_core::id::ServerId;
 use phoenix_core::ports::{LoadBalancer, MemberState, Target};
 use phoenix_core::retry::RetryPolicy;
@@ -58,7 +61,15 @@ fn member_sample(id: &str, m: &Map<String, Value>) -> Value {
         "address": m["address"].clone(),
         "protocol_port": m["protocol_port"].clone(),
         "id": id,
-        "operating_status": if m.get("weight") == Some(&json!(0)) { "DRAINING" } else { "NO_MONITOR" },
+        // An administratively down member is OFFLINE; one at weight 0
+        // DRAINING.
+        "operating_status": if m.get("admin_state_up") == Some(&json!(false)) {
+            "OFFLINE"
+        } else if m.get("weight") == Some(&json!(0)) {
+            "DRAINING"
+        } else {
+            "NO_MONITOR"
+        },
         "tags": []
     })
 }
@@ -194,11 +205,83 @@ fn target(i: u8) -> Target {
     }
 }
 
+/// Changes to the scripted Octavia's members behind the balancer's back,
+/// as another client of the API (an operator, Horizon, a detach that
+/// stopped part-way) makes them.
+struct Behind(Arc<Mutex<Octavia>>);
+
+/// An address that is not one: a member the balancer cannot place.
+const NOT_AN_ADDRESS: &str = "backend.example.invalid";
+
+impl Behind {
+    fn edit(&self, at: &Target, change: &[(&str, Value)]) {
+        let mut o = self.0.lock().unwrap();
+        let ip = at.endpoint.ip().to_string();
+        let m = o
+            .members
+            .iter_mut()
+            .find(|m| m["address"] == json!(ip) && m["protocol_port"] == json!(at.endpoint.port()))
+            .expect("the member is there");
+        for (k, v) in change {
+            m.insert((*k).to_owned(), v.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl OutOfBand for Behind {
+    fn sidelines(&self) -> Vec<Sidelined> {
+        vec![
+            Sidelined::Draining,
+            Sidelined::Disabled,
+            Sidelined::DrainedThenDisabled,
+        ]
+    }
+
+    async fn sideline(&self, member: &Target, how: Sidelined) {
+        let change: &[(&str, Value)] = match how {
+            Sidelined::Draining => &[("weight", json!(0))],
+            Sidelined::Disabled => &[("admin_state_up", json!(false))],
+            Sidelined::DrainedThenDisabled => {
+                &[("weight", json!(0)), ("admin_state_up", json!(false))]
+            }
+            other => panic!("not offered: {other:?}"),
+        };
+        self.edit(member, change);
+    }
+
+    async fn add_unparsable(&self) -> Option<Unparsable> {
+        let mut o = self.0.lock().unwrap();
+        o.next_id += 1;
+        let id = format!("957a1ace-1bd2-449b-8455-{:012}", o.next_id);
+        let mut m = Map::new();
+        m.insert("id".into(), json!(id));
+        m.insert("name".into(), json!("by-hand"));
+        m.insert("address".into(), json!(NOT_AN_ADDRESS));
+        m.insert("protocol_port".into(), json!(80));
+        o.members.push(m);
+        Some(Unparsable {
+            endpoint: None,
+            what: format!("a member whose address is {NOT_AN_ADDRESS:?}"),
+        })
+    }
+
+    async fn remove_unparsable(&self) {
+        self.0
+            .lock()
+            .unwrap()
+            .members
+            .retain(|m| m["address"] != json!(NOT_AN_ADDRESS));
+    }
+}
+
 #[tokio::test]
 async fn octavia_passes_the_load_balancer_conformance_suite() {
     let api = MockApi::start().await.unwrap();
-    serve(&api);
+    let state = serve(&api);
     let lb = balancer(&api);
+    // Another orchestrator process: its own session, the same pool.
+    let second = balancer(&api);
     let fixture = LbFixture {
         healthy: vec![target(1), target(2), target(3)],
         unhealthy: None,
@@ -206,7 +289,17 @@ async fn octavia_passes_the_load_balancer_conformance_suite() {
         drain: Duration::from_millis(200),
         poll: Duration::from_millis(20),
     };
-    conformance::load_balancer::run(&lb, &fixture).await;
+    let behind = Behind(state);
+    load_balancer::run_all(
+        &lb,
+        &fixture,
+        &LbExtras {
+            second: Some(&second),
+            out_of_band: Some(&behind),
+            ..LbExtras::default()
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -297,4 +390,59 @@ async fn a_pool_in_error_fails_the_change() {
     let err = lb.attach(&[target(1)]).await.unwrap_err();
     assert!(err.to_string().contains("ERROR"), "{err}");
     assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_server_attached_at_a_draining_members_address_takes_the_member_over() {
+    let api = MockApi::start().await.unwrap();
+    let state = serve(&api);
+    let lb = balancer(&api);
+    let old = target(1);
+    lb.attach(std::slice::from_ref(&old)).await.unwrap();
+    lb.detach(std::slice::from_ref(&old.server), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    // A new server got the address while the old one's member drains:
+    // Octavia keeps one member per address, so it becomes the new one's.
+    let new = Target {
+        server: ServerId::new("server-new").unwrap(),
+        endpoint: old.endpoint,
+    };
+    lb.attach(std::slice::from_ref(&new)).await.unwrap();
+    let members = lb.members().await.unwrap();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0].server, new.server, "not the server that left");
+    assert_eq!(members[0].endpoint, new.endpoint);
+    assert_eq!(members[0].state, MemberState::Active);
+    let o = state.lock().unwrap();
+    assert_eq!(o.members[0]["name"], json!("server-new"));
+    assert_eq!(o.members[0]["weight"], json!(1));
+}
+
+#[tokio::test]
+async fn a_member_named_by_hand_is_reported_at_its_address_under_a_stand_in() {
+    let api = MockApi::start().await.unwrap();
+    let state = serve(&api);
+    let lb = balancer(&api);
+    lb.attach(&[target(1)]).await.unwrap();
+    {
+        let mut o = state.lock().unwrap();
+        let mut m = Map::new();
+        m.insert("id".into(), json!("957a1ace-1bd2-449b-8455-00000000beef"));
+        // Not a server id (a space), as a person types it in a dashboard.
+        m.insert("name".into(), json!("web server"));
+        m.insert("address".into(), json!("192.0.2.99"));
+        m.insert("protocol_port".into(), json!(8080));
+        o.members.push(m);
+    }
+    let members = lb.members().await.unwrap();
+    assert_eq!(members.len(), 2, "not left out: {members:?}");
+    let by_hand = members
+        .iter()
+        .find(|m| m.endpoint == SocketAddr::from(([192, 0, 2, 99], 8080)))
+        .unwrap();
+    assert_eq!(
+        by_hand.server.as_str(),
+        "octavia-member-957a1ace-1bd2-449b-8455-00000000beef"
+    );
 }

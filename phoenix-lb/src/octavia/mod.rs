@@ -14,6 +14,14 @@
 //! `provisioning_status` is polled until it is `ACTIVE` again; an update
 //! refused with 409 while the load balancer is immutable waits for it.
 //!
+//! Octavia keeps one member per address and port, so `attach` works on
+//! the member at the target's endpoint: one at weight 0 gets its weight
+//! back, one with `admin_state_up: false` is brought up, and its name
+//! becomes the target's server (a new server at a reused address takes
+//! the member over). A member without a usable name (one made by hand) is
+//! reported as `octavia-member-<id>`; one without an IP address and port
+//! fails the read with `BadResponse` rather than being left out.
+//!
 //! Health comes from `operating_status`: `ONLINE` and `NO_MONITOR` (no
 //! health monitor: Octavia sends traffic) are healthy, `OFFLINE`,
 //! `ERROR` and `DEGRADED` unhealthy.
@@ -224,13 +232,30 @@ impl OctaviaBalancer {
                 continue;
             }
             let mut d = api::desired(m);
-            let returning = change.add.iter().any(|t| Some(t.endpoint) == endpoint);
+            let returning = change.add.iter().find(|t| Some(t.endpoint) == endpoint);
             if leaving && weight_of(m) != 0 {
                 d.insert("weight".into(), json!(0));
                 changed = true;
-            } else if returning && weight_of(m) == 0 {
-                d.insert("weight".into(), json!(self.weight));
-                changed = true;
+            } else if let Some(t) = returning {
+                // Back into service: a rollback re-attaches members that a
+                // detach left at weight 0, or that someone disabled. The
+                // name follows the target: the member at this address is
+                // now that server's, and a stale name would report a
+                // server that has left.
+                let wanted = [
+                    ("name", json!(t.server.as_str())),
+                    ("admin_state_up", json!(true)),
+                ];
+                for (k, v) in wanted {
+                    if m.get(k) != Some(&v) {
+                        d.insert(k.into(), v);
+                        changed = true;
+                    }
+                }
+                if weight_of(m) == 0 {
+                    d.insert("weight".into(), json!(self.weight));
+                    changed = true;
+                }
             }
             out.push(d);
         }
@@ -309,9 +334,21 @@ impl LoadBalancer for OctaviaBalancer {
 
     async fn members(&self) -> Result<Vec<Member>, PortError> {
         let raw = self.update(Change::default()).await?;
-        Ok(raw
-            .iter()
-            .filter_map(|m| {
+        // A member left out would be a server the guards believe is not
+        // serving: one that cannot be placed fails the whole read.
+        let bad = |m: &RawMember, what: &str| {
+            PortError::new(
+                format!("octavia: listing members of pool {}", self.pool),
+                ErrorKind::BadResponse(format!(
+                    "member {} {what}",
+                    m.get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("without an id")
+                )),
+            )
+        };
+        raw.iter()
+            .map(|m| {
                 let operating = m
                     .get("operating_status")
                     .and_then(Value::as_str)
@@ -320,9 +357,12 @@ impl LoadBalancer for OctaviaBalancer {
                     .get("admin_state_up")
                     .and_then(Value::as_bool)
                     .unwrap_or(true);
-                Some(Member {
-                    server: server_of(m)?,
-                    endpoint: endpoint_of(m)?,
+                Ok(Member {
+                    server: server_of(m)
+                        .ok_or_else(|| bad(m, "has neither a usable name nor an id"))?,
+                    endpoint: endpoint_of(m).ok_or_else(|| {
+                        bad(m, "has no IP address and protocol port to send traffic to")
+                    })?,
                     health: match operating {
                         "ONLINE" | "NO_MONITOR" | "DRAINING" => MemberHealth::Healthy,
                         "OFFLINE" | "ERROR" | "DEGRADED" => MemberHealth::Unhealthy,
@@ -338,7 +378,7 @@ impl LoadBalancer for OctaviaBalancer {
                     connections: None,
                 })
             })
-            .collect())
+            .collect()
     }
 
     async fn attach(&self, targets: &[Target]) -> Result<(), PortError> {
