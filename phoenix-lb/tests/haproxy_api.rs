@@ -190,6 +190,26 @@ async fn a_new_instance_finds_the_members_with_their_ids() {
     second.attach(&targets).await.unwrap();
     wait_healthy(&second, &ids, Duration::from_secs(5)).await;
 
+    // At weight 0 and in maintenance at once: leaving maintenance alone
+    // would leave it taking no traffic.
+    let weight = |servers: &[phoenix_lb::haproxy::ServerState]| {
+        servers
+            .iter()
+            .find(|s| s.name == member_name(&ids[0]))
+            .unwrap()
+            .weight
+    };
+    let before = weight(&second.servers().await.unwrap());
+    second.set_weight(&ids[0], 0).await.unwrap();
+    second
+        .api()
+        .set_server_state(second.backend(), &member_name(&ids[0]), AdminState::Maint)
+        .await
+        .unwrap();
+    second.attach(&targets).await.unwrap();
+    assert_eq!(weight(&second.servers().await.unwrap()), before);
+    wait_healthy(&second, &ids, Duration::from_secs(5)).await;
+
     second
         .detach(&ids, Duration::from_millis(200))
         .await

@@ -16,15 +16,21 @@
 //!   `Healthy`; down after a passed check (still rising) → `Unknown`;
 //!   otherwise `Unhealthy`. Only a server HAProxy itself has up is ever
 //!   `Healthy`. Without checks HAProxy serves any server that is not in
-//!   maintenance, and so it is reported `Healthy` while up.
+//!   maintenance, and so it is reported `Healthy` while up. A
+//!   Phoenix-named server without an address (added by name by someone
+//!   else) fails the read with `BadResponse`: it may take traffic, and
+//!   leaving it out would hide that.
 //! - **Attach**: `add server <be>/<name> <addr>:<port> check inter … rise
 //!   … fall … weight …` for every target (dynamic servers start in
 //!   maintenance), then `enable health`, `enable server` and `set server
 //!   … health down` (so that a new server takes traffic only once `rise`
 //!   checks pass; see [`HaproxyBalancerBuilder::start_down`]). A target
-//!   already present at the same address is made active again (`set server
-//!   … state ready` from drain; the enable sequence from maintenance); at
-//!   another address the call fails with
+//!   already present at the same address is made active again, whatever
+//!   mix a detach that stopped part-way or an operator left it in: its
+//!   weight back from 0, `set server … state ready` from drain, the
+//!   enable sequence from maintenance. Maintenance HAProxy keeps from its
+//!   configuration, a tracked server or DNS cannot be lifted this way, and
+//!   fails the call. At another address the call fails with
 //!   [`HaproxyError::EndpointConflict`] carrying HAProxy's refusal.
 //! - **Detach**: `set server … state drain` for every server, then one
 //!   `show stat` per polling round for the whole batch (the first look is
@@ -144,12 +150,25 @@ pub struct HaproxyBalancer {
 }
 
 /// What `attach` does to one server after the `add server` round trip.
-enum Enable {
-    /// Added now, or found in maintenance: the whole enable sequence.
-    Full { enable_health: bool },
-    /// Found draining or at weight 0.
-    Reactivate { ready: bool, reweight: bool },
+/// A server found present may be in any mix of maintenance, drain and
+/// weight 0 (a detach that stopped part-way, an operator): each is undone.
+struct Enable {
+    /// Added now, or found in maintenance: leave maintenance (and hold it
+    /// down until its checks pass, with `start_down`).
+    from_maint: bool,
+    /// Its health checks must be turned on.
+    enable_health: bool,
+    /// Found draining: `set server … state ready`.
+    ready: bool,
+    /// Found at weight 0: the configured weight again.
+    reweight: bool,
 }
+
+/// `srv_admin_state` bits this client can clear over the runtime API:
+/// forced maintenance and forced drain. The others come from the
+/// configuration, a tracked server or DNS, and a `set server` does not
+/// lift them.
+const CLEARABLE: u32 = parse::admin::FMAINT | parse::admin::FDRAIN;
 
 impl HaproxyBalancer {
     /// A builder with the defaults described on [`HaproxyBalancerBuilder`].
@@ -243,10 +262,18 @@ impl HaproxyBalancer {
                 continue;
             };
             let Some(endpoint) = s.endpoint else {
-                // Phoenix adds servers by IP address; without one it is
-                // not one of ours in a usable state.
-                tracing::warn!(name = %s.name, "HAProxy reports no address for a Phoenix-named server; skipping it");
-                continue;
+                // Phoenix adds servers by IP address, so one without an
+                // address was added or changed by someone else, and may
+                // still take traffic wherever its name resolves. Leaving it
+                // out would tell the guards that server is not serving.
+                return Err(HaproxyError::Unparsable {
+                    command: cmd::servers_state(&self.settings.backend),
+                    reason: format!(
+                        "Phoenix server {server} ({}) has no address: where it sends traffic is unknown",
+                        s.name
+                    ),
+                    excerpt: s.name.clone(),
+                });
             };
             members.push(Member {
                 server,
@@ -301,8 +328,11 @@ impl HaproxyBalancer {
             match expect(line, answer, Expect::Line(ADDED)) {
                 Ok(()) => plan.push((
                     name,
-                    Enable::Full {
+                    Enable {
+                        from_maint: true,
                         enable_health: self.settings.checked,
+                        ready: false,
+                        reweight: false,
                     },
                 )),
                 Err(refused) if answer.trim().starts_with(ALREADY_EXISTS) => {
@@ -331,21 +361,28 @@ impl HaproxyBalancer {
                             continue;
                         }
                     }
-                    if current.in_maintenance() {
-                        plan.push((
-                            name,
-                            Enable::Full {
-                                enable_health: self.settings.checked && !current.check_enabled(),
-                            },
-                        ));
-                    } else if current.draining() || current.weight == 0 {
-                        plan.push((
-                            name,
-                            Enable::Reactivate {
-                                ready: current.draining(),
-                                reweight: current.weight == 0,
-                            },
-                        ));
+                    if current.admin_state & !CLEARABLE != 0 {
+                        // Reporting success would leave a member the caller
+                        // believes serves out of rotation.
+                        failures.push(HaproxyError::Command {
+                            command: cmd::set_state(be, name, "ready"),
+                            message: format!(
+                                "server {name} is in maintenance or drain that HAProxy keeps from its configuration, a tracked server or DNS (srv_admin_state {:#x}); the runtime API cannot make it active",
+                                current.admin_state
+                            ),
+                        });
+                        continue;
+                    }
+                    let enable = Enable {
+                        from_maint: current.in_maintenance(),
+                        enable_health: current.in_maintenance()
+                            && self.settings.checked
+                            && !current.check_enabled(),
+                        ready: current.draining(),
+                        reweight: current.weight == 0,
+                    };
+                    if enable.from_maint || enable.ready || enable.reweight {
+                        plan.push((name, enable));
                     }
                 }
                 Err(refused) => failures.push(refused),
@@ -355,29 +392,27 @@ impl HaproxyBalancer {
         // Round trip 2: enable.
         let mut commands: Vec<(String, Expect)> = Vec::new();
         for (name, enable) in &plan {
-            match enable {
-                Enable::Full { enable_health } => {
-                    if *enable_health {
-                        commands.push((cmd::enable_health(be, name), Expect::Empty));
-                    }
-                    commands.push((cmd::enable_server(be, name), Expect::Empty));
-                    // Leaving maintenance makes a checked server "up" before
-                    // any check: hold it down until `rise` checks pass.
-                    if self.settings.start_down {
-                        commands.push((cmd::health_down(be, name), Expect::Empty));
-                    }
-                }
-                Enable::Reactivate { ready, reweight } => {
-                    if *ready {
-                        commands.push((cmd::set_state(be, name, "ready"), Expect::Empty));
-                    }
-                    if *reweight {
-                        commands.push((
-                            cmd::set_weight(be, name, self.settings.weight),
-                            Expect::Empty,
-                        ));
-                    }
-                }
+            if enable.enable_health {
+                commands.push((cmd::enable_health(be, name), Expect::Empty));
+            }
+            // The weight first, so that the server never takes traffic at
+            // weight 0 once it is ready.
+            if enable.reweight {
+                commands.push((
+                    cmd::set_weight(be, name, self.settings.weight),
+                    Expect::Empty,
+                ));
+            }
+            if enable.ready {
+                // Lifts forced maintenance too.
+                commands.push((cmd::set_state(be, name, "ready"), Expect::Empty));
+            } else if enable.from_maint {
+                commands.push((cmd::enable_server(be, name), Expect::Empty));
+            }
+            // Leaving maintenance makes a checked server "up" before any
+            // check: hold it down until `rise` checks pass.
+            if enable.from_maint && self.settings.start_down {
+                commands.push((cmd::health_down(be, name), Expect::Empty));
             }
         }
         for result in self.api.run_checked(&commands).await? {
