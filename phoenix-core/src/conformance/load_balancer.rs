@@ -534,6 +534,9 @@ pub async fn attribution(lb: &dyn LoadBalancer, f: &LbFixture, x: &LbExtras<'_>)
         .chain(others.iter().copied())
         .collect();
     let mut prev = a.clone();
+    // Who attached `prev`: the one instance sure to know it, so the one
+    // that detaches it (another may only know a stand-in id).
+    let mut owner: &dyn LoadBalancer = lb;
     for (n, (attacher, name)) in attachers.iter().enumerate() {
         let next = x.reuse(a, n);
         assert_eq!(next.endpoint, a.endpoint, "a reused target is at {a:?}");
@@ -541,9 +544,11 @@ pub async fn attribution(lb: &dyn LoadBalancer, f: &LbFixture, x: &LbExtras<'_>)
             next.server, prev.server,
             "a reused target is another server"
         );
-        lb.detach(std::slice::from_ref(&prev.server), f.drain)
+        owner
+            .detach(std::slice::from_ref(&prev.server), f.drain)
             .await
             .unwrap();
+        wait_gone(owner, f, &prev.server, "the previous server has left").await;
         wait_gone(lb, f, &prev.server, "the previous server has left").await;
         for (other, _) in &others {
             wait_gone(*other, f, &prev.server, "the previous server has left").await;
@@ -570,6 +575,7 @@ pub async fn attribution(lb: &dyn LoadBalancer, f: &LbFixture, x: &LbExtras<'_>)
             }
         }
         prev = next;
+        owner = *attacher;
     }
 
     if let Some(oob) = x.out_of_band {
@@ -606,8 +612,11 @@ pub async fn attribution(lb: &dyn LoadBalancer, f: &LbFixture, x: &LbExtras<'_>)
         }
     }
 
-    lb.detach(std::slice::from_ref(&prev.server), f.drain)
+    owner
+        .detach(std::slice::from_ref(&prev.server), f.drain)
         .await
         .unwrap();
+    // The instance that detached it finishes the drain.
+    empty_again(owner, f).await;
     empty_again(lb, f).await;
 }
