@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use phoenix_core::conformance::{self, load_balancer::LbFixture};
+use phoenix_core::conformance::load_balancer::{
+    LbExtras, LbFixture, OutOfBand, Sidelined, Unparsable,
+};
+use phoenix_core::conformance::{self};
 use phoenix_core::events::Outcome;
 use phoenix_core::id::{DeploymentId, EnvironmentName, ReleaseLabel, RoleName, ServerId};
 use phoenix_core::labels::{keys, LabelSelector};
@@ -35,7 +38,7 @@ use phoenix_core::Phoenix;
 use phoenix_lb::rackspace_clb::RackspaceClb;
 use phoenix_providers::openstack::busy::Patience;
 use phoenix_providers::openstack::testing::Mimic;
-use phoenix_providers::openstack::{ImageApi, NovaCompute, OpenStackImages, Session};
+use phoenix_providers::openstack::{ApiRequest, ImageApi, NovaCompute, OpenStackImages, Session};
 use secrecy::SecretSlice;
 use serde_json::json;
 
@@ -74,6 +77,85 @@ fn target(i: u8) -> Target {
     }
 }
 
+/// Cloud Load Balancers calls made behind the balancer's back, as an
+/// operator or a detach that stopped part-way makes them.
+struct Behind {
+    session: Session,
+    lb: u64,
+}
+
+/// A node by host name: the API takes one, and the balancer cannot tell
+/// which address, let alone which server, it sends traffic to.
+const HOST_NAME: &str = "backend.example.invalid";
+
+impl Behind {
+    async fn node_at(&self, address: &str, port: u16) -> u64 {
+        let clb = RackspaceClb::builder(self.session.clone(), self.lb).build();
+        clb.nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|n| n.address == address && n.port == port)
+            .unwrap_or_else(|| panic!("no node at {address}:{port}"))
+            .id
+    }
+}
+
+#[async_trait]
+impl OutOfBand for Behind {
+    fn sidelines(&self) -> Vec<Sidelined> {
+        vec![Sidelined::Draining, Sidelined::Disabled]
+    }
+
+    async fn sideline(&self, member: &Target, how: Sidelined) {
+        let condition = match how {
+            Sidelined::Draining => "DRAINING",
+            Sidelined::Disabled => "DISABLED",
+            other => panic!("not offered: {other:?}"),
+        };
+        let (lb, ip) = (self.lb, member.endpoint.ip().to_string());
+        let node = self.node_at(&ip, member.endpoint.port()).await;
+        self.session
+            .send(ApiRequest::put(
+                "rax:load-balancer",
+                "/loadbalancers/{id}/nodes/{node}",
+                format!("/loadbalancers/{lb}/nodes/{node}"),
+                json!({"node": {"condition": condition}}),
+            ))
+            .await
+            .unwrap();
+    }
+
+    async fn add_unparsable(&self) -> Option<Unparsable> {
+        let lb = self.lb;
+        self.session
+            .send(ApiRequest::post(
+                "rax:load-balancer",
+                "/loadbalancers/{id}/nodes",
+                format!("/loadbalancers/{lb}/nodes"),
+                json!({"nodes": [{"address": HOST_NAME, "port": 80, "condition": "ENABLED"}]}),
+            ))
+            .await
+            .unwrap();
+        Some(Unparsable {
+            endpoint: None,
+            what: format!("a node at {HOST_NAME}:80"),
+        })
+    }
+
+    async fn remove_unparsable(&self) {
+        let (lb, node) = (self.lb, self.node_at(HOST_NAME, 80).await);
+        self.session
+            .send(ApiRequest::delete(
+                "rax:load-balancer",
+                "/loadbalancers/{id}/nodes/{node}",
+                format!("/loadbalancers/{lb}/nodes/{node}"),
+            ))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs mimic: run the full test script"]
 async fn clb_passes_the_load_balancer_conformance_suite() {
@@ -84,6 +166,11 @@ async fn clb_passes_the_load_balancer_conformance_suite() {
     let lb = RackspaceClb::builder(session.clone(), id)
         .patience(patience())
         .build();
+    // Another orchestrator process: it knows nothing of what `lb`
+    // attached.
+    let second = RackspaceClb::builder(session.clone(), id)
+        .patience(patience())
+        .build();
     let fixture = LbFixture {
         healthy: vec![target(1), target(2), target(3)],
         unhealthy: None,
@@ -91,7 +178,20 @@ async fn clb_passes_the_load_balancer_conformance_suite() {
         drain: Duration::from_millis(300),
         poll: Duration::from_millis(50),
     };
-    conformance::load_balancer::run(&lb, &fixture).await;
+    let behind = Behind {
+        session: session.clone(),
+        lb: id,
+    };
+    conformance::load_balancer::run_all(
+        &lb,
+        &fixture,
+        &LbExtras {
+            second: Some(&second),
+            out_of_band: Some(&behind),
+            ..LbExtras::default()
+        },
+    )
+    .await;
     RackspaceClb::delete_balancer(&session, id).await.unwrap();
 }
 

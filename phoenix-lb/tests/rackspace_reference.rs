@@ -2,19 +2,26 @@
 //! scripted balancer answering with the shapes of the Cloud Load Balancers
 //! v1.0 developer guide: its rate limit (413 `overLimit` with a
 //! Retry-After), a refusal while `PENDING_UPDATE` (422) waited out by
-//! polling the balancer's status, and bulk deletes of at most ten nodes.
+//! polling the balancer's status, and bulk deletes of at most ten nodes;
+//! and which server a node is, resolved through a compute back end the
+//! test scripts.
 
 // Helpers outside #[test] functions unwrap too: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use phoenix_core::id::ServerId;
-use phoenix_core::ports::{LoadBalancer, MemberState, Target};
+use phoenix_core::labels::{LabelSelector, Labels};
+use phoenix_core::model::{Server, ServerStatus};
+use phoenix_core::ports::{
+    Compute, ComputeCapabilities, LaunchRequest, LoadBalancer, MemberState, PortError, Target,
+};
 use phoenix_core::retry::RetryPolicy;
-use phoenix_lb::rackspace_clb::RackspaceClb;
+use phoenix_lb::rackspace_clb::{RackspaceClb, RackspaceClbBuilder};
 use phoenix_providers::openstack::busy::Patience;
 use phoenix_providers::openstack::testing::{MockApi, MockResponse};
 use phoenix_providers::openstack::Session;
@@ -134,6 +141,10 @@ fn serve(api: &MockApi) -> Arc<Mutex<Clb>> {
 }
 
 fn balancer(api: &MockApi) -> RackspaceClb {
+    builder(api).build()
+}
+
+fn builder(api: &MockApi) -> RackspaceClbBuilder {
     let config = api
         .serve_keystone_v3(&[("rax:load-balancer", BASE)])
         .unwrap();
@@ -146,12 +157,10 @@ fn balancer(api: &MockApi) -> RackspaceClb {
         })
         .build()
         .unwrap();
-    RackspaceClb::builder(session, LB)
-        .patience(Patience {
-            wait: Duration::from_secs(10),
-            poll: Duration::from_millis(20),
-        })
-        .build()
+    RackspaceClb::builder(session, LB).patience(Patience {
+        wait: Duration::from_secs(10),
+        poll: Duration::from_millis(20),
+    })
 }
 
 fn target(i: u8) -> Target {
@@ -235,4 +244,175 @@ async fn bulk_deletes_take_ten_nodes_at_most() {
     assert_eq!(deletes.len(), 2);
     assert!(state.lock().unwrap().nodes.is_empty());
     assert!(lb.members().await.unwrap().is_empty());
+}
+
+/// A compute back end whose servers the test sets; only `list` is used.
+#[derive(Default)]
+struct Servers(Mutex<Vec<Server>>);
+
+impl Servers {
+    /// Servers named by id, each with one address.
+    fn set(&self, servers: &[(&str, [u8; 4])]) {
+        *self.0.lock().unwrap() = servers
+            .iter()
+            .map(|(id, ip)| Server {
+                id: ServerId::new(*id).unwrap(),
+                name: (*id).to_owned(),
+                addresses: vec![IpAddr::from(*ip)],
+                service_port: None,
+                status: ServerStatus::Active,
+                launched_at: None,
+                image: None,
+                labels: Labels::default(),
+            })
+            .collect();
+    }
+}
+
+#[async_trait]
+impl Compute for Servers {
+    fn capabilities(&self) -> ComputeCapabilities {
+        unimplemented!("not used by the balancer")
+    }
+    async fn launch(&self, _: &[LaunchRequest]) -> Vec<Result<Server, PortError>> {
+        unimplemented!("not used by the balancer")
+    }
+    async fn describe(&self, _: &[ServerId]) -> Result<Vec<Server>, PortError> {
+        unimplemented!("not used by the balancer")
+    }
+    async fn list(&self, _: &LabelSelector) -> Result<Vec<Server>, PortError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+    async fn stop(&self, _: &ServerId) -> Result<(), PortError> {
+        unimplemented!("not used by the balancer")
+    }
+    async fn start(&self, _: &ServerId) -> Result<(), PortError> {
+        unimplemented!("not used by the balancer")
+    }
+    async fn terminate(&self, _: &ServerId) -> Result<(), PortError> {
+        unimplemented!("not used by the balancer")
+    }
+}
+
+fn ids(lb_members: &[phoenix_core::ports::Member]) -> Vec<&str> {
+    lb_members.iter().map(|m| m.server.as_str()).collect()
+}
+
+/// A node stays while the address behind it passes from one server to
+/// another (the first terminated, the second given its address): the
+/// balancer looks the node up again rather than keep reporting the server
+/// that has gone.
+#[tokio::test]
+async fn a_node_is_looked_up_again_once_its_address_may_have_passed_on() {
+    let api = MockApi::start().await.unwrap();
+    serve(&api);
+    let recheck = Duration::from_millis(200);
+    let servers = Arc::new(Servers::default());
+    let lb = builder(&api)
+        .servers(servers.clone())
+        .recheck(recheck)
+        .build();
+    // Attached by another process: this one knows only the address.
+    balancer(&api).attach(&[target(1)]).await.unwrap();
+    servers.set(&[("old", [10, 1, 1, 1])]);
+    assert_eq!(ids(&lb.members().await.unwrap()), ["old"]);
+
+    servers.set(&[("new", [10, 1, 1, 1])]);
+    assert_eq!(
+        ids(&lb.members().await.unwrap()),
+        ["old"],
+        "trusted until the recheck"
+    );
+    tokio::time::sleep(recheck).await;
+    assert_eq!(ids(&lb.members().await.unwrap()), ["new"]);
+
+    // Claimed by two servers, or by none: neither is a guess.
+    tokio::time::sleep(recheck).await;
+    servers.set(&[("new", [10, 1, 1, 1]), ("other", [10, 1, 1, 1])]);
+    let m = lb.members().await.unwrap();
+    assert!(m[0].server.as_str().starts_with("clb-node-"), "{m:?}");
+    servers.set(&[]);
+    tokio::time::sleep(recheck).await;
+    let m = lb.members().await.unwrap();
+    assert!(m[0].server.as_str().starts_with("clb-node-"), "{m:?}");
+    assert_eq!(m[0].endpoint, target(1).endpoint);
+
+    // What this process attaches it knows, whatever the compute back end
+    // says of the address.
+    servers.set(&[("someone-else", [10, 1, 1, 1])]);
+    lb.attach(&[target(1)]).await.unwrap();
+    tokio::time::sleep(recheck).await;
+    assert_eq!(ids(&lb.members().await.unwrap()), ["server-1"]);
+}
+
+/// A node removed and another added at the same address (a new server
+/// there, attached by another process): the old node's server is
+/// forgotten with it.
+#[tokio::test]
+async fn a_new_node_at_a_reused_address_is_not_the_old_server() {
+    let api = MockApi::start().await.unwrap();
+    let state = serve(&api);
+    let lb = balancer(&api);
+    lb.attach(&[target(1)]).await.unwrap();
+    assert_eq!(ids(&lb.members().await.unwrap()), ["server-1"]);
+    // Behind this process's back, without it seeing the address free.
+    {
+        let mut c = state.lock().unwrap();
+        c.nodes.clear();
+    }
+    let other = balancer(&api);
+    other
+        .attach(&[Target {
+            server: ServerId::new("server-9").unwrap(),
+            endpoint: target(1).endpoint,
+        }])
+        .await
+        .unwrap();
+    let m = lb.members().await.unwrap();
+    assert_eq!(m.len(), 1);
+    assert_ne!(m[0].server.as_str(), "server-1", "{m:?}");
+    assert!(m[0].server.as_str().starts_with("clb-node-"), "{m:?}");
+}
+
+#[tokio::test]
+async fn detaching_again_shortens_a_drain() {
+    let api = MockApi::start().await.unwrap();
+    serve(&api);
+    let lb = balancer(&api);
+    lb.attach(&[target(1)]).await.unwrap();
+    lb.detach(&[target(1).server], Duration::from_secs(3600))
+        .await
+        .unwrap();
+    lb.detach(&[target(1).server], Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = lb.members().await.unwrap();
+    assert!(m.is_empty(), "the shorter drain has passed: {m:?}");
+}
+
+#[tokio::test]
+async fn a_node_by_host_name_fails_the_read() {
+    let api = MockApi::start().await.unwrap();
+    let state = serve(&api);
+    let lb = balancer(&api);
+    lb.attach(&[target(1)]).await.unwrap();
+    state
+        .lock()
+        .unwrap()
+        .nodes
+        .push(json!({"address": "backend.example.com",
+        "id": 77, "port": 80, "status": "ONLINE", "condition": "ENABLED",
+        "weight": 1, "type": "PRIMARY"}));
+    let err = lb.members().await.unwrap_err();
+    assert!(
+        matches!(err.kind, phoenix_core::ports::ErrorKind::BadResponse(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("backend.example.com"), "{err}");
+    // Detaching what it knows still works.
+    lb.detach(&[target(1).server], Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(state.lock().unwrap().nodes.len(), 1);
 }

@@ -80,11 +80,14 @@ pub(super) async fn nodes(session: &Session, lb: u64) -> Result<Vec<Node>, PortE
     Ok(body.nodes)
 }
 
+/// Adds nodes; returns the new nodes the answer names (the API's answer
+/// lists them with their ids; an answer without them is not an error, as
+/// the nodes were added).
 pub(super) async fn add(
     session: &Session,
     lb: u64,
     nodes: &[(String, u16)],
-) -> Result<(), PortError> {
+) -> Result<Vec<Node>, PortError> {
     let body = json!({"nodes": nodes.iter().map(|(address, port)| json!({
         "address": address, "port": port, "condition": "ENABLED", "type": "PRIMARY",
     })).collect::<Vec<_>>()});
@@ -103,7 +106,7 @@ pub(super) async fn add(
             )),
         )
         .await
-        .map(|_| ())
+        .map(|answer| answer.json::<Nodes>().map(|b| b.nodes).unwrap_or_default())
 }
 
 pub(super) async fn set_condition(

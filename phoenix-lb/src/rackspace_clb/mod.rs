@@ -4,16 +4,29 @@
 //!
 //! - **Members** are the balancer's nodes (`GET …/nodes`): condition
 //!   `ENABLED` → active, `DRAINING` → draining, `DISABLED` → disabled;
-//!   status `ONLINE` → healthy, `OFFLINE` → unhealthy. Nodes carry an
-//!   address and a port, not a server: the balancer remembers whom it
-//!   attached, and resolves other addresses through the compute back end
-//!   (one list call) when one is given, so that a restarted orchestrator
-//!   still knows its members.
+//!   status `ONLINE` → healthy, `OFFLINE` → unhealthy. A node whose
+//!   address is not an IP address (the API takes host names) or whose
+//!   condition is unknown fails the read with `BadResponse`: leaving it
+//!   out could hide a serving server.
+//! - **Which server a node is.** Nodes carry an address and a port, not a
+//!   server. The balancer remembers, by *node id*, whom it attached to
+//!   each node (a node's address never changes, and a new server at a
+//!   reused address gets a new node once the old one is removed), and
+//!   forgets a node once a listing no longer has it. It resolves other
+//!   nodes through the compute back end (one list call) when one is
+//!   given, so that a restarted orchestrator still knows its members, and
+//!   looks them up again after [`RackspaceClbBuilder::recheck`], as the
+//!   address may pass to another server while the node stays. A node it
+//!   cannot resolve is reported as `clb-node-<id>`, never as a guess.
 //! - **Attach** adds the missing nodes in batches (`POST …/nodes`) and
-//!   re-enables a draining one; **detach** sets nodes `DRAINING` and
-//!   removes them (`DELETE …/nodes?id=…`, ten at a time, the API's limit)
-//!   once the drain period has passed, when `members` or a change next
-//!   runs; a zero drain removes them at once. There is no atomic swap.
+//!   re-enables one that is draining or disabled (a rollback re-attaches a
+//!   pool whose detach stopped part-way); the node at a target's endpoint
+//!   is that target's server from then on. **Detach** sets nodes
+//!   `DRAINING` and removes them (`DELETE …/nodes?id=…`, ten at a time,
+//!   the API's limit) once the drain period has passed, when `members` or
+//!   a change next runs; a zero drain removes them at once, and a second
+//!   detach may shorten a drain but not lengthen it. There is no atomic
+//!   swap.
 //! - While the balancer is `PENDING_UPDATE` it refuses changes with 422
 //!   ("considered immutable"): the change waits, polling the balancer's
 //!   status, and runs again (bounded by [`RackspaceClbBuilder::patience`]).
@@ -39,7 +52,7 @@
 
 mod api;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +80,7 @@ pub struct RackspaceClbBuilder {
     servers: Option<Arc<dyn Compute>>,
     add_batch: usize,
     patience: Patience,
+    recheck: Duration,
 }
 
 impl std::fmt::Debug for RackspaceClbBuilder {
@@ -99,6 +113,15 @@ impl RackspaceClbBuilder {
         self
     }
 
+    /// How long the server found through the compute back end for a
+    /// node (or the absence of one) is trusted before the node is looked
+    /// up again (default 60 s): the node's address may pass to another
+    /// server while the node stays.
+    pub fn recheck(mut self, after: Duration) -> Self {
+        self.recheck = after;
+        self
+    }
+
     /// Builds the balancer.
     pub fn build(self) -> RackspaceClb {
         RackspaceClb {
@@ -107,6 +130,7 @@ impl RackspaceClbBuilder {
             servers: self.servers,
             add_batch: self.add_batch,
             patience: self.patience,
+            recheck: self.recheck,
             known: Mutex::new(BTreeMap::new()),
             unresolved: Mutex::new(BTreeMap::new()),
             draining: Mutex::new(BTreeMap::new()),
@@ -121,11 +145,13 @@ pub struct RackspaceClb {
     servers: Option<Arc<dyn Compute>>,
     add_batch: usize,
     patience: Patience,
-    /// Which server an address belongs to.
-    known: Mutex<BTreeMap<SocketAddr, ServerId>>,
-    /// Addresses the compute back end did not know, and when to ask again:
-    /// a node of someone else's must not cost a list call every round.
-    unresolved: Mutex<BTreeMap<SocketAddr, Instant>>,
+    recheck: Duration,
+    /// Which server each node (by id) serves.
+    known: Mutex<BTreeMap<u64, Owner>>,
+    /// Nodes the compute back end had no server for, and when to ask
+    /// again: a node of someone else's must not cost a list call every
+    /// round.
+    unresolved: Mutex<BTreeMap<u64, Instant>>,
     /// Draining nodes and when they may go.
     draining: Mutex<BTreeMap<u64, Instant>>,
 }
@@ -136,6 +162,18 @@ impl std::fmt::Debug for RackspaceClb {
             .field("lb", &self.lb)
             .finish_non_exhaustive()
     }
+}
+
+/// The server behind a node, as this process learnt it.
+#[derive(Debug, Clone)]
+struct Owner {
+    server: ServerId,
+    /// When it was learnt: a listing taken before then may not have the
+    /// node yet, and does not prove it gone.
+    learnt: Instant,
+    /// `None`: this process attached the server to the node. Otherwise
+    /// found through the compute back end, and looked up again from then.
+    recheck: Option<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,6 +196,7 @@ impl RackspaceClb {
             servers: None,
             add_batch: 10,
             patience: Patience::default(),
+            recheck: Duration::from_secs(60),
         }
     }
 
@@ -196,6 +235,24 @@ impl RackspaceClb {
     /// The raw nodes.
     pub async fn nodes(&self) -> Result<Vec<Node>, PortError> {
         api::nodes(&self.session, self.lb).await
+    }
+
+    fn op(&self, what: &str) -> String {
+        format!("cloud load balancers: {what} of {}", self.lb)
+    }
+
+    /// Records that `server` is behind node `node` (this process attached
+    /// it there): whatever was known of the node before is stale.
+    fn attached(&self, node: u64, server: &ServerId) {
+        lock(&self.unresolved).remove(&node);
+        lock(&self.known).insert(
+            node,
+            Owner {
+                server: server.clone(),
+                learnt: Instant::now(),
+                recheck: None,
+            },
+        );
     }
 
     /// True once the balancer takes changes again; an error for states it
@@ -240,52 +297,81 @@ impl RackspaceClb {
     }
 
     /// The server behind each node: remembered, or resolved through the
-    /// compute back end, or a stand-in id naming the node.
-    async fn resolve(&self, nodes: &[Node]) -> Result<Vec<Option<ServerId>>, PortError> {
+    /// compute back end, or a stand-in id naming the node. `listed` is
+    /// when the listing of `nodes` was asked for: what was learnt of nodes
+    /// missing from it before then is forgotten.
+    async fn resolve(&self, nodes: &[Node], listed: Instant) -> Result<Vec<ServerId>, PortError> {
+        let present: BTreeSet<u64> = nodes.iter().map(|n| n.id).collect();
+        lock(&self.known).retain(|id, o| present.contains(id) || o.learnt > listed);
+        lock(&self.unresolved).retain(|id, _| present.contains(id));
         let now = Instant::now();
-        let unknown = {
+        let lookup: Vec<(u64, IpAddr)> = {
             let known = lock(&self.known);
             let unresolved = lock(&self.unresolved);
-            nodes.iter().filter_map(endpoint).any(|e| {
-                !known.contains_key(&e) && unresolved.get(&e).is_none_or(|again| *again <= now)
-            })
+            nodes
+                .iter()
+                .filter_map(|n| Some((n.id, endpoint(n)?.ip())))
+                .filter(|(id, _)| match known.get(id) {
+                    Some(o) => o.recheck.is_some_and(|at| at <= now),
+                    None => unresolved.get(id).is_none_or(|at| *at <= now),
+                })
+                .collect()
         };
-        if unknown {
-            if let Some(compute) = &self.servers {
-                let servers = compute.list(&LabelSelector::new()).await?;
-                let by_ip: BTreeMap<IpAddr, ServerId> = servers
-                    .into_iter()
-                    .flat_map(|s| {
-                        let id = s.id.clone();
-                        s.addresses.into_iter().map(move |ip| (ip, id.clone()))
-                    })
-                    .collect();
-                let mut known = lock(&self.known);
-                let mut unresolved = lock(&self.unresolved);
-                for n in nodes {
-                    if let Some(e) = endpoint(n) {
-                        match by_ip.get(&e.ip()) {
-                            Some(id) => {
-                                known.entry(e).or_insert_with(|| id.clone());
-                                unresolved.remove(&e);
+        if let (false, Some(compute)) = (lookup.is_empty(), &self.servers) {
+            let servers = compute.list(&LabelSelector::new()).await?;
+            // An address two servers claim names neither.
+            let mut by_ip: BTreeMap<IpAddr, Option<ServerId>> = BTreeMap::new();
+            for s in servers {
+                for ip in s.addresses {
+                    by_ip
+                        .entry(ip)
+                        .and_modify(|held| {
+                            if held.as_ref() != Some(&s.id) {
+                                *held = None;
                             }
-                            None => {
-                                unresolved.insert(e, now + Duration::from_secs(60));
-                            }
-                        }
+                        })
+                        .or_insert_with(|| Some(s.id.clone()));
+                }
+            }
+            let mut known = lock(&self.known);
+            let mut unresolved = lock(&self.unresolved);
+            for (node, ip) in lookup {
+                // A node attached since the lookup started keeps its owner.
+                if known.get(&node).is_some_and(|o| o.recheck.is_none()) {
+                    continue;
+                }
+                match by_ip.get(&ip) {
+                    Some(Some(id)) => {
+                        known.insert(
+                            node,
+                            Owner {
+                                server: id.clone(),
+                                learnt: now,
+                                recheck: Some(now + self.recheck),
+                            },
+                        );
+                        unresolved.remove(&node);
+                    }
+                    _ => {
+                        known.remove(&node);
+                        unresolved.insert(node, now + self.recheck);
                     }
                 }
             }
         }
         let known = lock(&self.known);
-        Ok(nodes
+        nodes
             .iter()
-            .map(|n| {
-                endpoint(n)
-                    .and_then(|e| known.get(&e).cloned())
-                    .or_else(|| ServerId::new(format!("clb-node-{}", n.id)).ok())
+            .map(|n| match known.get(&n.id) {
+                Some(o) => Ok(o.server.clone()),
+                None => ServerId::new(format!("clb-node-{}", n.id)).map_err(|e| {
+                    PortError::new(
+                        self.op("naming node"),
+                        ErrorKind::BadResponse(format!("node id {}: {e}", n.id)),
+                    )
+                }),
             })
-            .collect())
+            .collect()
     }
 
     /// Removes draining nodes whose drain period has passed; returns the
@@ -356,56 +442,115 @@ impl LoadBalancer for RackspaceClb {
     }
 
     async fn members(&self) -> Result<Vec<Member>, PortError> {
+        let listed = Instant::now();
         let nodes = self.finish_drains(self.nodes().await?).await?;
-        let ids = self.resolve(&nodes).await?;
+        // A node left out would be a server the guards believe is not
+        // serving: one that cannot be read fails the whole read, before
+        // any lookup.
+        let bad = |n: &Node, what: String| {
+            PortError::new(
+                self.op("listing nodes"),
+                ErrorKind::BadResponse(format!("node {} {what}", n.id)),
+            )
+        };
+        let mut read = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let endpoint = endpoint(n).ok_or_else(|| {
+                bad(
+                    n,
+                    format!(
+                        "is at {:?}, not an IP address: which server it sends traffic to is unknown",
+                        n.address
+                    ),
+                )
+            })?;
+            let state = match n.condition.as_str() {
+                "ENABLED" => MemberState::Active,
+                "DRAINING" => MemberState::Draining,
+                "DISABLED" => MemberState::Disabled,
+                other => return Err(bad(n, format!("has an unknown condition {other:?}"))),
+            };
+            read.push((endpoint, state));
+        }
+        let ids = self.resolve(&nodes, listed).await?;
         Ok(nodes
             .iter()
+            .zip(read)
             .zip(ids)
-            .filter_map(|(n, server)| {
-                Some(Member {
-                    server: server?,
-                    endpoint: endpoint(n)?,
-                    health: match n.status.as_str() {
-                        "ONLINE" => MemberHealth::Healthy,
-                        "OFFLINE" => MemberHealth::Unhealthy,
-                        _ => MemberHealth::Unknown,
-                    },
-                    state: match n.condition.as_str() {
-                        "DRAINING" => MemberState::Draining,
-                        "DISABLED" => MemberState::Disabled,
-                        _ => MemberState::Active,
-                    },
-                    connections: None,
-                })
+            .map(|((n, (endpoint, state)), server)| Member {
+                server,
+                endpoint,
+                health: match n.status.as_str() {
+                    "ONLINE" => MemberHealth::Healthy,
+                    "OFFLINE" => MemberHealth::Unhealthy,
+                    _ => MemberHealth::Unknown,
+                },
+                state,
+                connections: None,
             })
             .collect())
     }
 
     async fn attach(&self, targets: &[Target]) -> Result<(), PortError> {
-        {
-            let mut known = lock(&self.known);
-            for t in targets {
-                known.insert(t.endpoint, t.server.clone());
+        // One node per address and port: two servers at one endpoint
+        // cannot both be attached, and the node would name only one.
+        for (i, t) in targets.iter().enumerate() {
+            if let Some(other) = targets[..i]
+                .iter()
+                .find(|o| o.endpoint == t.endpoint && o.server != t.server)
+            {
+                return Err(PortError::new(
+                    self.op("adding nodes"),
+                    ErrorKind::Invalid(format!(
+                        "{} and {} are both at {}",
+                        other.server, t.server, t.endpoint
+                    )),
+                ));
             }
         }
+        let owner = |n: &Node| {
+            let at = endpoint(n)?;
+            targets.iter().find(|t| t.endpoint == at)
+        };
         self.change(|| async {
             let nodes = api::nodes(&self.session, self.lb).await?;
-            // Back from draining: a rollback re-attaches a pool that is
-            // still leaving.
             for n in &nodes {
-                let wanted = targets.iter().any(|t| Some(t.endpoint) == endpoint(n));
-                if wanted && n.condition != "ENABLED" {
+                let Some(t) = owner(n) else { continue };
+                // Back from draining or disabled: a rollback re-attaches a
+                // pool whose detach stopped part-way.
+                if n.condition != "ENABLED" {
                     api::set_condition(&self.session, self.lb, n.id, "ENABLED").await?;
                     lock(&self.draining).remove(&n.id);
                 }
+                // The node at the endpoint is this server's now, whoever
+                // it served before.
+                self.attached(n.id, &t.server);
             }
-            let missing: Vec<(String, u16)> = targets
+            let missing: Vec<&Target> = targets
                 .iter()
                 .filter(|t| !nodes.iter().any(|n| endpoint(n) == Some(t.endpoint)))
-                .map(|t| (t.endpoint.ip().to_string(), t.endpoint.port()))
                 .collect();
+            let mut unseen = Vec::new();
             for chunk in missing.chunks(self.add_batch) {
-                api::add(&self.session, self.lb, chunk).await?;
+                let wanted: Vec<(String, u16)> = chunk
+                    .iter()
+                    .map(|t| (t.endpoint.ip().to_string(), t.endpoint.port()))
+                    .collect();
+                let added = api::add(&self.session, self.lb, &wanted).await?;
+                for t in chunk {
+                    match added.iter().find(|n| endpoint(n) == Some(t.endpoint)) {
+                        Some(n) => self.attached(n.id, &t.server),
+                        None => unseen.push(*t),
+                    }
+                }
+            }
+            // The answer did not name the new nodes: find them.
+            if !unseen.is_empty() {
+                for n in api::nodes(&self.session, self.lb).await? {
+                    if let Some(t) = unseen.iter().find(|t| endpoint(&n) == Some(t.endpoint)) {
+                        self.attached(n.id, &t.server);
+                    }
+                }
             }
             Ok(())
         })
@@ -413,12 +558,13 @@ impl LoadBalancer for RackspaceClb {
     }
 
     async fn detach(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
+        let listed = Instant::now();
         let nodes = self.finish_drains(self.nodes().await?).await?;
-        let ids = self.resolve(&nodes).await?;
+        let ids = self.resolve(&nodes, listed).await?;
         let leaving: Vec<&Node> = nodes
             .iter()
             .zip(&ids)
-            .filter(|(_, id)| id.as_ref().is_some_and(|id| servers.contains(id)))
+            .filter(|(_, id)| servers.contains(id))
             .map(|(n, _)| n)
             .collect();
         if leaving.is_empty() {
@@ -428,14 +574,21 @@ impl LoadBalancer for RackspaceClb {
             let ids: Vec<u64> = leaving.iter().map(|n| n.id).collect();
             return self.remove_nodes(&ids).await;
         }
-        let until = Instant::now() + drain;
+        let now = Instant::now();
+        let until = now
+            .checked_add(drain)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600));
         for node in leaving {
-            if node.condition == "DRAINING" {
-                continue;
+            if node.condition != "DRAINING" {
+                self.change(|| api::set_condition(&self.session, self.lb, node.id, "DRAINING"))
+                    .await?;
             }
-            self.change(|| api::set_condition(&self.session, self.lb, node.id, "DRAINING"))
-                .await?;
-            lock(&self.draining).insert(node.id, until);
+            // Detaching again may shorten a drain (a rollback in a hurry),
+            // never lengthen it.
+            lock(&self.draining)
+                .entry(node.id)
+                .and_modify(|at| *at = (*at).min(until))
+                .or_insert(until);
         }
         Ok(())
     }
