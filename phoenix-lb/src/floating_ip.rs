@@ -11,6 +11,13 @@
 //! IP `ACTIVE` (Phoenix has already health- and smoke-tested the server
 //! before it attaches it).
 //!
+//! The member is the port's device (the server Neutron says holds the
+//! address now) at the associated fixed address and the service port.
+//! A target is attached only at exactly that endpoint: one whose address
+//! is on none of the server's ports, or whose port is not the service
+//! port, is refused (`Invalid`) rather than associated with some other
+//! address and reported at an endpoint it was not attached with.
+//!
 //! ```no_run
 //! use phoenix_lb::floating_ip::FloatingIpBalancer;
 //! use phoenix_providers::openstack::{CloudConfig, Neutron, Session};
@@ -117,32 +124,53 @@ impl LoadBalancer for FloatingIpBalancer {
                 ))
             }
         };
+        // The member is reported at the fixed address and the service
+        // port, so any other target would be reported at an endpoint it
+        // was not attached with, and the guards, which match members by
+        // id and endpoint, would not recognise it.
+        if target.endpoint.port() != self.port {
+            return Err(PortError::new(
+                self.operation("attaching"),
+                ErrorKind::Invalid(format!(
+                    "{} is on port {}; this floating IP's service is on {}",
+                    target.server,
+                    target.endpoint.port(),
+                    self.port
+                )),
+            ));
+        }
         let fip = self.neutron.floating_ip(&self.floating_ip).await?;
         let ports = self.neutron.ports_of(target.server.as_str()).await?;
+        if ports.is_empty() {
+            return Err(PortError::not_found(
+                self.operation("attaching"),
+                format!("server {} has no port", target.server),
+            ));
+        }
         let wanted_ip = target.endpoint.ip().to_string();
-        let port = ports
+        let (port, fixed) = ports
             .iter()
-            .find(|p| p.fixed_ips.iter().any(|f| f.ip_address == wanted_ip))
-            .or_else(|| ports.first())
+            .find_map(|p| {
+                let f = p.fixed_ips.iter().find(|f| f.ip_address == wanted_ip)?;
+                Some((p, f.ip_address.as_str()))
+            })
             .ok_or_else(|| {
-                PortError::not_found(
+                PortError::new(
                     self.operation("attaching"),
-                    format!("server {} has no port", target.server),
+                    ErrorKind::Invalid(format!(
+                        "server {} has no port with address {wanted_ip}",
+                        target.server
+                    )),
                 )
             })?;
-        let fixed = port
-            .fixed_ips
-            .iter()
-            .find(|f| f.ip_address == wanted_ip)
-            .map(|f| f.ip_address.as_str());
         if fip.port_id.as_deref() == Some(port.id.as_str())
-            && (fixed.is_none() || fip.fixed_ip_address.as_deref() == fixed)
+            && fip.fixed_ip_address.as_deref() == Some(fixed)
         {
             return Ok(());
         }
         // One update moves the address from the old server to the new.
         self.neutron
-            .associate(&self.floating_ip, Some((port.id.as_str(), fixed)))
+            .associate(&self.floating_ip, Some((port.id.as_str(), Some(fixed))))
             .await
             .map(|_| ())
     }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use phoenix_core::conformance::load_balancer::{self, LbExtras, LbFixture};
 use phoenix_core::id::ServerId;
 use phoenix_core::ports::{ErrorKind, LoadBalancer, MemberHealth, Target};
 use phoenix_core::retry::RetryPolicy;
@@ -21,6 +22,13 @@ use serde_json::{json, Value};
 const FIP: &str = "2f245a7b-796b-4f26-9cf9-9e82d248fda7";
 const PORT_A: &str = "ce705c24-c1ef-408a-bda3-7bbd946164ab";
 const PORT_B: &str = "fc861431-0e6c-4842-a0ed-e2363f9bc3a8";
+const PORT_E: &str = "5e6f8b2a-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
+/// Later servers given server-a's address once it was gone.
+const PORT_A_NEXT: &str = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+const PORT_A_LAST: &str = "8b2c3d4e-5f6a-4b7c-9d8e-0f1a2b3c4d5e";
+/// A server with two ports.
+const PORT_F1: &str = "9c3d4e5f-6a7b-4c8d-8e9f-1a2b3c4d5e6f";
+const PORT_F2: &str = "0d4e5f6a-7b8c-4d9e-8f0a-2b3c4d5e6f7a";
 
 struct Association {
     port: Option<String>,
@@ -40,6 +48,11 @@ fn ports() -> Vec<(&'static str, &'static str, &'static str)> {
     vec![
         (PORT_A, "server-a", "10.0.0.3"),
         (PORT_B, "server-b", "10.0.0.4"),
+        (PORT_E, "server-e", "10.0.0.6"),
+        (PORT_A_NEXT, "server-a-next", "10.0.0.3"),
+        (PORT_A_LAST, "server-a-last", "10.0.0.3"),
+        (PORT_F1, "server-f", "10.0.0.7"),
+        (PORT_F2, "server-f", "10.0.1.7"),
     ]
 }
 
@@ -211,4 +224,72 @@ async fn one_address_holds_one_server() {
         .await
         .unwrap_err();
     assert!(err.is_not_found(), "a server without a port: {err}");
+}
+
+#[tokio::test]
+async fn the_floating_ip_passes_the_load_balancer_conformance_suite() {
+    let api = MockApi::start().await.unwrap();
+    serve(&api);
+    let lb = balancer(&api);
+    // Another orchestrator process on the same floating IP.
+    let second = balancer(&api);
+    let fixture = LbFixture {
+        healthy: vec![
+            target("server-a", [10, 0, 0, 3]),
+            target("server-b", [10, 0, 0, 4]),
+            target("server-e", [10, 0, 0, 6]),
+        ],
+        unhealthy: None,
+        settle: Duration::from_secs(5),
+        drain: Duration::from_millis(100),
+        poll: Duration::from_millis(20),
+    };
+    load_balancer::run_all(
+        &lb,
+        &fixture,
+        &LbExtras {
+            second: Some(&second),
+            reuse: vec![
+                target("server-a-next", [10, 0, 0, 3]),
+                target("server-a-last", [10, 0, 0, 3]),
+            ],
+            single: true,
+            ..LbExtras::default()
+        },
+    )
+    .await;
+}
+
+/// The member is reported at the fixed address the floating IP maps to
+/// and the service port, so an attach that would report another endpoint
+/// than the target's is refused rather than done.
+#[tokio::test]
+async fn a_target_the_floating_ip_cannot_reach_exactly_is_refused() {
+    let api = MockApi::start().await.unwrap();
+    let state = serve(&api);
+    let lb = balancer(&api);
+    // server-f has no port with this address.
+    let err = lb
+        .attach(&[target("server-f", [10, 0, 0, 99])])
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Invalid(_)), "{err}");
+    // Another service port than the floating IP's.
+    let err = lb
+        .attach(&[Target {
+            server: ServerId::new("server-f").unwrap(),
+            endpoint: SocketAddr::from(([10, 0, 0, 7], 8443)),
+        }])
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Invalid(_)), "{err}");
+    assert!(state.lock().unwrap().port.is_none(), "nothing moved");
+
+    // The second of its ports, by its address.
+    let second = target("server-f", [10, 0, 1, 7]);
+    lb.attach(std::slice::from_ref(&second)).await.unwrap();
+    let members = lb.members().await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].endpoint, second.endpoint);
+    assert_eq!(state.lock().unwrap().port.as_deref(), Some(PORT_F2));
 }
