@@ -21,7 +21,8 @@ use crate::ports::{ErrorKind, LoadBalancer, Member, MemberHealth, MemberState, T
 #[derive(Debug, Clone)]
 pub struct LbFixture {
     /// At least three healthy backends (real servers the balancer's checks
-    /// reach), not yet members.
+    /// reach), not yet members, for [`run`]; [`reactivation`] and
+    /// [`attribution`] need only one (a second serves as a bystander).
     pub healthy: Vec<Target>,
     /// A backend that fails health checks, if the balancer checks health.
     pub unhealthy: Option<Target>,
