@@ -77,17 +77,41 @@ async fn sim_balancer_conforms() {
             endpoint: s.endpoint(8080).unwrap(),
         })
         .collect();
-    load_balancer::run(
+    let fixture = load_balancer::LbFixture {
+        healthy: targets[..3].to_vec(),
+        unhealthy: Some(targets[3].clone()),
+        settle: Duration::from_secs(60),
+        drain: Duration::from_secs(10),
+        poll: Duration::from_secs(1),
+    };
+    // A second adapter instance on the same simulated balancer, and a hand
+    // that drains a member behind the adapter's back.
+    let second = cloud.balancer();
+    let hand = Hand(cloud.balancer());
+    load_balancer::run_all(
         cloud.balancer().as_ref(),
-        &load_balancer::LbFixture {
-            healthy: targets[..3].to_vec(),
-            unhealthy: Some(targets[3].clone()),
-            settle: Duration::from_secs(60),
-            drain: Duration::from_secs(10),
-            poll: Duration::from_secs(1),
+        &fixture,
+        &load_balancer::LbExtras {
+            second: Some(second.as_ref()),
+            out_of_band: Some(&hand),
+            ..load_balancer::LbExtras::default()
         },
     )
     .await;
+}
+
+/// Drains a member by hand (maintenance someone forgot).
+struct Hand(Arc<phoenix_core::sim::SimBalancer>);
+
+#[async_trait::async_trait]
+impl load_balancer::OutOfBand for Hand {
+    fn sidelines(&self) -> Vec<load_balancer::Sidelined> {
+        vec![load_balancer::Sidelined::Draining]
+    }
+
+    async fn sideline(&self, member: &Target, _how: load_balancer::Sidelined) {
+        self.0.sideline(&member.server, Duration::from_secs(3600));
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -380,6 +380,11 @@ async fn invariant_6_lost_launch_answers_make_no_duplicates() {
         5,
         "one server per slot, no duplicate: {servers:#?}"
     );
+    assert_eq!(
+        w.cloud.stats().servers_launched,
+        5,
+        "every lost answer was found by its token, none launched again"
+    );
     let tokens: std::collections::BTreeSet<_> =
         servers.iter().map(|s| s.labels.token().unwrap()).collect();
     assert_eq!(tokens.len(), 5);

@@ -63,7 +63,15 @@ pub(crate) fn compensation(plan: &Plan, snap: &Snapshot) -> (Vec<Step>, bool) {
 
     for pool in snap.pools_of(&plan.role) {
         let is_restore = restored.as_ref().is_some_and(|(id, _)| id == &pool.id);
-        if is_restore || !(created.contains(&pool.id) || touched.contains(&pool.id)) {
+        // Rolled back means the restored pool alone serves: any other
+        // pool of the role still behind the balancer (the target of a
+        // halted replacement this plan continued without touching it)
+        // leaves too, once the restored pool serves.
+        let serves = pool.slots.iter().any(|s| s.traffic != Traffic::Out);
+        let involved = created.contains(&pool.id)
+            || touched.contains(&pool.id)
+            || (restored.is_some() && serves);
+        if is_restore || !involved {
             continue;
         }
         // Only with a restored pool serving may this one leave the balancer.

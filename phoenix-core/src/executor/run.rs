@@ -240,6 +240,17 @@ impl Run {
             .await
     }
 
+    /// A fresh read of the role's balancer that an empty answer, while
+    /// members are recorded behind it, does not satisfy: it is read again,
+    /// as for a guard (a bake must not fail, nor a drain end, nor a release
+    /// be judged, on a balancer that answered nothing).
+    pub(crate) async fn members_trusted(&mut self) -> Result<Vec<Member>, StepError> {
+        let others = std::mem::take(&mut self.others);
+        let read = self.guard_read().await;
+        self.others = others;
+        Ok(read?.primary)
+    }
+
     /// A fresh read of every balancer the deployment knows, all at once,
     /// for a guard. An empty answer from the role's balancer while the
     /// records say servers of the role are behind it is not believed (a

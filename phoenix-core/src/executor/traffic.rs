@@ -189,7 +189,7 @@ impl Run {
         }
         let end = tokio::time::Instant::now() + duration;
         loop {
-            let members = self.members().await?;
+            let members = self.members_trusted().await?;
             let index = MemberIndex::new(&members);
             for s in &wanted {
                 if let Some(server) = &s.server {
@@ -351,7 +351,7 @@ impl Run {
         let policy = &self.plan.policy;
         let deadline = Deadline::after(policy.rollout.drain * 2 + policy.rollout.progress_deadline);
         loop {
-            let members = self.members().await?;
+            let members = self.members_trusted().await?;
             let still: Vec<String> = members
                 .iter()
                 .filter(|m| servers.iter().any(|s| s.is(m)) && m.carries_traffic())
@@ -405,7 +405,7 @@ impl Run {
                 self.plan.role
             )));
         }
-        let members = self.members().await?;
+        let members = self.members_trusted().await?;
         let roster = self.roster();
         // Members the records do not know: the cloud's labels tell a server
         // of another deployment sharing the balancer from one of ours that

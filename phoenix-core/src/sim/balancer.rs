@@ -69,6 +69,23 @@ impl SimBalancer {
         });
     }
 
+    /// A hand on the balancer puts a member in drain (maintenance someone
+    /// forgot): it takes no new connections, its open ones finish within
+    /// the drain time, and it stays listed, draining, for `linger`, unless
+    /// attached again. Phoenix's records still say it serves.
+    pub fn sideline(&self, server: &ServerId, linger: Duration) {
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        let drain = w.config.drain_time;
+        let b = w.balancers.entry(self.name.clone()).or_default();
+        if let Some(m) = b.members.get_mut(server) {
+            if m.draining.is_none() {
+                m.draining = Some((now, now + drain));
+                m.leaves_at = Some(now + drain + linger);
+            }
+        }
+    }
+
     /// Ground truth: the members now, under their true server ids.
     pub fn members_now(&self) -> Vec<Member> {
         let w = lock(&self.world);
@@ -198,9 +215,10 @@ impl LoadBalancer for SimBalancer {
                 leaves_at: None,
                 stand_in,
             });
-            if m.draining.take().is_some() {
+            if m.draining.take().is_some() || m.endpoint != t.endpoint {
                 m.attached_at = now;
                 m.leaves_at = None;
+                m.endpoint = t.endpoint;
             }
         }
         if reach.is_some() {
@@ -237,10 +255,19 @@ impl LoadBalancer for SimBalancer {
             };
             let b = w.balancers.entry(self.name.clone()).or_default();
             if let Some(m) = b.members.get_mut(s) {
-                if m.draining.is_none() {
-                    let drained = now + drain_time;
-                    m.draining = Some((now, drained));
-                    m.leaves_at = Some(drained + linger);
+                let drained = now + drain_time;
+                match m.draining {
+                    None => {
+                        m.draining = Some((now, drained));
+                        m.leaves_at = Some(drained + linger);
+                    }
+                    // A second detach with a shorter drain shortens it.
+                    Some((since, until)) if drained < until => {
+                        m.draining = Some((since, drained));
+                        m.leaves_at =
+                            Some(m.leaves_at.map_or(drained, |l| l.min(drained + linger)));
+                    }
+                    Some(_) => {}
                 }
             }
         }

@@ -384,6 +384,28 @@ impl Sim {
     /// the deployment, or takes it away.
     async fn operator(&mut self, rng: &mut ChaCha8Rng) {
         let fip = self.cloud.balancer_named("fip");
+        if rng.random_bool(0.3) {
+            // Someone drains a member for maintenance and forgets it.
+            let members: Vec<_> = self
+                .cloud
+                .balancer()
+                .members_now()
+                .into_iter()
+                .filter(|m| m.state == phoenix_core::ports::MemberState::Active)
+                .filter(|m| {
+                    self.cloud.truth().iter().any(|t| {
+                        t.server.id == m.server
+                            && t.server.labels.get("phoenix-deployment") == Some("shop")
+                    })
+                })
+                .collect();
+            if !members.is_empty() {
+                let m = &members[rng.random_range(0..members.len())];
+                let linger = Duration::from_secs(rng.random_range(3600..6 * 3600));
+                self.cloud.balancer().sideline(&m.server, linger);
+            }
+            return;
+        }
         if rng.random_bool(0.5) {
             let members: Vec<_> = fip.members_now().into_iter().map(|m| m.server).collect();
             let _ = fip.detach(&members, Duration::ZERO).await;

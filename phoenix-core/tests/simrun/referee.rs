@@ -22,6 +22,8 @@ use super::{events_since, is_emergency_start, Op, Sim, CANARY, EMERGENCY_BOUND};
 
 /// What an operation's referees need from before it ran.
 pub struct Before {
+    pub restore: Option<PoolId>,
+    pub rolls_back: bool,
     pub kind: OperationKind,
     pub id: OperationId,
     pub steps: usize,
@@ -35,6 +37,8 @@ pub struct Before {
 impl Before {
     pub fn capture(sim: &Sim, plan: &Plan, snap: &Snapshot) -> Self {
         Self {
+            restore: plan.restore.clone(),
+            rolls_back: plan.on_failure == phoenix_core::policy::FailurePolicy::Rollback,
             kind: plan.kind,
             id: plan.id.clone(),
             steps: plan.steps.len(),
@@ -221,6 +225,9 @@ pub async fn after_operation(sim: &mut Sim, ctx: &Before, outcome: Option<Outcom
         _ => {}
     }
     failed_steps_never_succeed(sim, since).await;
+    if outcome == Some(Outcome::Failed) {
+        restored_when_possible(sim, ctx, &snap, since).await;
+    }
     if snap.record.value.active_operation.is_none() {
         accounted(sim, &format!("after {} {}", ctx.kind, ctx.id)).await;
     }
@@ -254,6 +261,55 @@ async fn failed_steps_never_succeed(sim: &mut Sim, since: usize) {
     }
     for f in found {
         sim.violation(f);
+    }
+}
+
+/// Invariant 4: an operation that rolls back restores the previous pool
+/// whenever it can: a rollback that failed although every server of that
+/// pool is alive now (so nothing had died, nothing was out of budget, and
+/// its release passes its checks) did not restore what it could.
+async fn restored_when_possible(sim: &mut Sim, ctx: &Before, snap: &Snapshot, since: usize) {
+    let (Some(restore), true) = (&ctx.restore, ctx.rolls_back) else {
+        return;
+    };
+    let Some(pool) = snap.pool(restore) else {
+        return;
+    };
+    let events = events_since(&sim.cloud, since).await;
+    let Some(failure) = events.iter().find_map(|e| match &e.kind {
+        EventKind::StepFailed {
+            rollback: true,
+            error,
+            ..
+        } if e.operation.as_ref() == Some(&ctx.id) => Some(error.clone()),
+        _ => None,
+    }) else {
+        return;
+    };
+    // A release whose checks fail, flaky ones included, cannot be restored.
+    if failure.contains("Smoke") || sim.cloud.faults().bad_releases.contains(&pool.release) {
+        return;
+    }
+    let truth: BTreeMap<ServerId, ServerTruth> = sim
+        .cloud
+        .truth()
+        .into_iter()
+        .map(|t| (t.server.id.clone(), t))
+        .collect();
+    let alive = pool
+        .in_service()
+        .filter(|s| {
+            s.server
+                .as_ref()
+                .and_then(|id| truth.get(id))
+                .is_some_and(|t| t.alive)
+        })
+        .count();
+    if alive >= pool.size {
+        sim.violation(format!(
+            "invariant 4: {} did not restore pool {} although its {alive} servers are alive: {failure}",
+            ctx.kind, pool.id
+        ));
     }
 }
 
