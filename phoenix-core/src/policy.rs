@@ -221,12 +221,22 @@ pub struct CallPolicy {
     /// earlier of the two.
     #[serde(with = "duration_ms")]
     pub timeout: Duration,
+    /// The oldest a balancer read may be when a destructive call (detach,
+    /// stop, terminate) that relies on it goes out. A read that took longer
+    /// to gather, or that aged while earlier calls ran, is taken again.
+    #[serde(with = "duration_ms", default = "default_fresh_read")]
+    pub fresh_read: Duration,
+}
+
+fn default_fresh_read() -> Duration {
+    Duration::from_secs(5)
 }
 
 impl Default for CallPolicy {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(60),
+            fresh_read: default_fresh_read(),
         }
     }
 }

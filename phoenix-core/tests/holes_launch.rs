@@ -404,14 +404,33 @@ async fn hole_14_age_never_moves_forward() {
         .await
         .unwrap();
     w.apply(plan).await;
+    let snap = w.phoenix.snapshot(&w.shop).await.unwrap();
+    let v1 = snap.live_pool(&w.web).unwrap().clone();
+    assert_eq!(v1.release, r("v1"));
+    for s in v1.in_service() {
+        let id = s.server.clone().unwrap();
+        let reported = w
+            .cloud
+            .servers()
+            .into_iter()
+            .find(|x| x.id == id)
+            .and_then(|x| x.launched_at)
+            .unwrap();
+        let first = s.launched_at.unwrap();
+        assert!(
+            first < reported,
+            "slot {} keeps its first launch ({first}), not the start ({reported})",
+            s.index
+        );
+    }
     tokio::time::sleep(Duration::from_secs(3600 + 600)).await;
     // v1's servers are now over three hours old.
     let plan = w.phoenix.plan_refresh(&w.shop, &w.web).await.unwrap();
     assert!(
         plan.steps
             .iter()
-            .any(|s| matches!(s, Step::AddSlots { .. })),
-        "the refresh replaces them: {plan}"
+            .any(|s| matches!(s, Step::AddSlots { pool, .. } if *pool == v1.id)),
+        "the refresh replaces the serving v1 servers: {plan}"
     );
 }
 

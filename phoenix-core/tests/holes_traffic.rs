@@ -167,6 +167,97 @@ async fn hole_02_the_floor_is_checked_again_after_the_drain_hooks() {
     );
 }
 
+/// A balancer whose next reads answer late (a watched floating IP behind a
+/// congested API); everything else goes straight through.
+struct SlowReads {
+    inner: Arc<dyn LoadBalancer>,
+    slow_left: std::sync::atomic::AtomicUsize,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl LoadBalancer for SlowReads {
+    fn capabilities(&self) -> phoenix_core::ports::LbCapabilities {
+        self.inner.capabilities()
+    }
+
+    async fn members(&self) -> Result<Vec<phoenix_core::ports::Member>, PortError> {
+        use std::sync::atomic::Ordering;
+        let slow = self
+            .slow_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if slow {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.inner.members().await
+    }
+
+    async fn attach(&self, targets: &[Target]) -> Result<(), PortError> {
+        self.inner.attach(targets).await
+    }
+
+    async fn detach(
+        &self,
+        servers: &[phoenix_core::id::ServerId],
+        drain: Duration,
+    ) -> Result<(), PortError> {
+        self.inner.detach(servers, drain).await
+    }
+}
+
+/// Hole 2, the other way a read goes stale: the balancers are read at
+/// once, but one answers late, and the other's answer is old by the time
+/// the destructive call could go out. A read that took longer than
+/// `calls.fresh_read` to gather is taken again; so is one that aged while
+/// earlier calls ran.
+#[tokio::test(start_paused = true)]
+async fn hole_02_a_read_that_took_long_to_gather_is_taken_again() {
+    let cloud = SimCloud::new(SimConfig::default());
+    let fip = Arc::new(SlowReads {
+        inner: cloud.balancer_named("fip"),
+        slow_left: std::sync::atomic::AtomicUsize::new(0),
+        delay: Duration::from_secs(20),
+    });
+    let policy = {
+        let mut p = cloud.policy();
+        p.retention.keep = 0;
+        p
+    };
+    let phoenix = cloud
+        .phoenix()
+        .watch_balancer(fip.clone())
+        .policy(policy)
+        .build()
+        .unwrap();
+    let (shop, web) = cloud.demo_deployment(&phoenix, 2).await.unwrap();
+    let w = common::World {
+        cloud: cloud.clone(),
+        phoenix,
+        shop,
+        web,
+    };
+    cloud.strict();
+    w.deploy("v1").await;
+    w.deploy("v2").await;
+    // Reap terminates v1's servers; the first read of the floating IP
+    // takes 20 s, while the role's balancer answers at once.
+    let plan = w.phoenix.plan_reap(&w.shop, &w.web).await.unwrap();
+    fip.slow_left.store(1, std::sync::atomic::Ordering::SeqCst);
+    let report = w.phoenix.apply(plan).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded);
+    assert_eq!(
+        fip.slow_left.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the slow read happened"
+    );
+    assert!(
+        cloud.stats().terminate_calls >= 2,
+        "v1's servers were terminated"
+    );
+    w.assert_no_violations();
+}
+
 /// Hole 8: a server still serving behind another balancer the deployment
 /// knows (a floating IP pointed at it by hand) is never terminated.
 #[tokio::test(start_paused = true)]

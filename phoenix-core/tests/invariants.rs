@@ -259,20 +259,37 @@ async fn invariant_5_one_writer_and_fenced_stale_holders() {
     w.cloud.set_faults(f);
     let thief = w.cloud.phoenix_as("thief").build().unwrap();
     let thief_store = thief.records().store().clone();
-    let (result, stolen) = tokio::join!(slow.apply(plan), async {
-        let mut stolen = 0;
-        for _ in 0..60 {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            if thief_store
-                .acquire_lease("deployments/shop", "thief", Duration::from_secs(1))
-                .await
-                .is_ok()
-            {
-                stolen += 1;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (result, stolen) = tokio::join!(
+        async {
+            let r = slow.apply(plan).await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        },
+        async {
+            // The thief tries for as long as the slow holder runs (bounded, in
+            // case it never ends).
+            let mut stolen = 0;
+            for _ in 0..20_000 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                if thief_store
+                    .acquire_lease("deployments/shop", "thief", Duration::from_secs(1))
+                    .await
+                    .is_ok()
+                {
+                    stolen += 1;
+                }
             }
+            stolen
         }
-        stolen
-    });
+    );
+    assert!(
+        done.load(std::sync::atomic::Ordering::SeqCst),
+        "the slow holder ended"
+    );
     w.cloud.set_faults(Faults::none());
     let err = result.unwrap_err();
     assert!(err.to_string().contains("no answer within"), "{err}");

@@ -101,13 +101,28 @@ impl Calls {
         Fut: Future<Output = Result<T, PortError>>,
     {
         let deadline = self.deadline().await?;
-        Ok(match tokio::time::timeout(deadline, call).await {
-            Ok(r) => r,
-            Err(_) => Err(PortError::temporary(
-                context,
-                format!("no answer within {}", crate::time::human(deadline)),
-            )),
-        })
+        Ok(within(deadline, context, call).await)
+    }
+
+    /// One attempt of a destructive call that relies on a balancer read
+    /// taken at `read_at`: like [`Calls::once`], but nothing is sent
+    /// (`None`) when the read grew older than `limit` while the lease was
+    /// checked or earlier calls ran. The caller reads again.
+    pub(crate) async fn once_fresh<T, Fut>(
+        &self,
+        context: &str,
+        read_at: tokio::time::Instant,
+        limit: Duration,
+        call: Fut,
+    ) -> Result<Option<Result<T, PortError>>, Interruption>
+    where
+        Fut: Future<Output = Result<T, PortError>>,
+    {
+        let deadline = self.deadline().await?;
+        if read_at.elapsed() > limit {
+            return Ok(None);
+        }
+        Ok(Some(within(deadline, context, call).await))
     }
 
     /// A call retried under the policy. A lost lease stops it at once.
@@ -193,5 +208,20 @@ impl Calls {
             Err(StoreAttempt::Store(e)) => Err(e.into()),
             Err(StoreAttempt::Stop(i)) => Err(i),
         }
+    }
+}
+
+/// A call within its deadline; past it, a temporary failure (its effect,
+/// if any, is unknown).
+async fn within<T, Fut>(deadline: Duration, context: &str, call: Fut) -> Result<T, PortError>
+where
+    Fut: Future<Output = Result<T, PortError>>,
+{
+    match tokio::time::timeout(deadline, call).await {
+        Ok(r) => r,
+        Err(_) => Err(PortError::temporary(
+            context,
+            format!("no answer within {}", crate::time::human(deadline)),
+        )),
     }
 }

@@ -195,13 +195,16 @@ pub enum ExecError {
         report: Box<OperationReport>,
     },
     /// The deployment is reserved for an emergency that pre-empts other
-    /// operations; try again once it ran.
-    #[error("deployment is reserved for an emergency asked by {by}: {reason}")]
+    /// operations; try again once it ran (or once the reservation lapses,
+    /// at `until`, if the emergency gave up and could not withdraw it).
+    #[error("deployment is reserved until {until} for an emergency asked by {by}: {reason}")]
     Reserved {
         /// Who asked.
         by: String,
         /// Why.
         reason: String,
+        /// When the reservation lapses by itself.
+        until: crate::time::Timestamp,
     },
     /// No plan could be made (for an emergency, which plans under its
     /// lease).

@@ -345,6 +345,7 @@ impl Executor {
                     return Err(ExecError::Reserved {
                         by: r.by,
                         reason: r.reason,
+                        until: r.until,
                     });
                 }
             }
@@ -585,7 +586,12 @@ impl Executor {
             at: now,
             until: now + chrono::TimeDelta::from_std(wait * 2).unwrap_or(chrono::TimeDelta::MAX),
         };
-        preempt::request(store.as_ref(), deployment, &request).await?;
+        if let Err(e) = preempt::request(store.as_ref(), deployment, &request).await {
+            // The write may have landed although the store answered an
+            // error: take it back rather than hold others off until it lapses.
+            self.withdraw(deployment).await;
+            return Err(e.into());
+        }
         let mut events = Vec::new();
         let stream = key::events(deployment);
         events.push(crate::ports::EventAppend {
@@ -649,7 +655,10 @@ impl Executor {
             writes: vec![preempt::withdraw(deployment)],
             events: vec![],
         };
-        if let Err(e) = store.commit(commit).await {
+        // Retried: a request left behind holds off every other operation
+        // until it lapses.
+        let retry = crate::retry::RetryPolicy::default();
+        if let Err(e) = retry.run(|| store.commit(commit.clone())).await {
             // It lapses by itself.
             tracing::warn!(error = %crate::error_chain(&e), "withdrawing a pre-emption request failed");
         }

@@ -22,6 +22,10 @@ use super::error::StepError;
 use super::guards::{self, Refusal, Subject};
 use super::run::{Deadline, Run};
 
+/// One removal call: not sent (its read aged first), or its answer; or
+/// the run had to stop.
+type Attempted = Result<Option<Result<(), PortError>>, super::error::Interruption>;
+
 /// What to do to a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Removal {
@@ -64,7 +68,9 @@ impl Run {
         let mut attempts: BTreeMap<ServerId, usize> = BTreeMap::new();
         let mut pending: Vec<Subject> = targets.to_vec();
         while !pending.is_empty() {
-            let read = self.guard_read().await?.all();
+            let guard_read = self.guard_read().await?;
+            let (read, read_at) = (guard_read.all(), guard_read.taken_at);
+            let fresh = policy.calls.fresh_read;
             let mut ready = Vec::new();
             let mut waiting = Vec::new();
             for s in pending.drain(..) {
@@ -81,7 +87,7 @@ impl Run {
             }
             let compute = self.env.ports.compute.clone();
             let calls = self.calls.clone();
-            let results: Vec<(Subject, Result<Result<(), PortError>, _>)> = stream::iter(ready)
+            let results: Vec<(Subject, Attempted)> = stream::iter(ready)
                 .map(|s| {
                     let compute = compute.clone();
                     let calls = calls.clone();
@@ -93,7 +99,7 @@ impl Run {
                                 Removal::Terminate => compute.terminate(&s.server).await,
                             }
                         };
-                        let r = calls.once(&context, call).await;
+                        let r = calls.once_fresh(&context, read_at, fresh, call).await;
                         (s, r)
                     }
                 })
@@ -107,8 +113,11 @@ impl Run {
             };
             for (s, r) in results {
                 match r? {
-                    Ok(()) => out.done.push(s.server),
-                    Err(e) => {
+                    // The read aged before this call could go out: it waits
+                    // for the next read, which comes at once.
+                    None => waiting.push(s),
+                    Some(Ok(())) => out.done.push(s.server),
+                    Some(Err(e)) => {
                         let n = attempts.entry(s.server.clone()).or_default();
                         if e.is_retryable() && *n < policy.retry.max_retries {
                             *n += 1;

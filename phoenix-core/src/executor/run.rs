@@ -53,6 +53,8 @@ pub(crate) struct Run {
 enum GuardReadError {
     /// Empty while members are recorded: not believed.
     Empty,
+    /// Gathering the reads took longer than a fresh read may be old.
+    Stale,
     Port(PortError),
     Stop(Interruption),
 }
@@ -60,7 +62,7 @@ enum GuardReadError {
 impl crate::retry::Classify for GuardReadError {
     fn retry_class(&self) -> crate::ports::RetryClass {
         match self {
-            Self::Empty => crate::ports::RetryClass::Temporary,
+            Self::Empty | Self::Stale => crate::ports::RetryClass::Temporary,
             Self::Port(e) => e.retry_class(),
             Self::Stop(_) => crate::ports::RetryClass::Permanent,
         }
@@ -73,6 +75,9 @@ pub(crate) struct GuardRead {
     pub(crate) primary: Vec<Member>,
     /// The others.
     pub(crate) others: Vec<Vec<Member>>,
+    /// When the reads were sent: the age of the oldest answer is at most
+    /// the time since.
+    pub(crate) taken_at: tokio::time::Instant,
 }
 
 impl GuardRead {
@@ -266,6 +271,7 @@ impl Run {
         let primary = self.lb.clone();
         let others = self.others.clone();
         let backoff = calls.clone();
+        let fresh = self.plan.policy.calls.fresh_read;
         // Every balancer is read at once, and read again together when one
         // read is not usable: the reads a guard acts on are of one moment.
         let read = calls
@@ -280,6 +286,7 @@ impl Run {
                     let primary = primary.clone();
                     let others = others.clone();
                     async move {
+                        let taken_at = tokio::time::Instant::now();
                         let read_primary =
                             calls.once("reading balancer members", primary.members());
                         let read_others = futures::future::join_all(others.iter().map(|lb| {
@@ -302,9 +309,13 @@ impl Run {
                                 Ok(Ok(m)) => rest.push(m),
                             }
                         }
+                        if taken_at.elapsed() > fresh {
+                            return Err(GuardReadError::Stale);
+                        }
                         Ok(GuardRead {
                             primary: p,
                             others: rest,
+                            taken_at,
                         })
                     }
                 },
@@ -323,6 +334,16 @@ impl Run {
                 };
                 Err(self.refused(refusal))
             }
+            Err(GuardReadError::Stale) => Err(StepError::port(
+                "reading balancer members",
+                PortError::temporary(
+                    "reading balancer members",
+                    format!(
+                        "the balancers' answers took longer than {} to gather, on every try",
+                        crate::time::human(self.plan.policy.calls.fresh_read)
+                    ),
+                ),
+            )),
             Err(GuardReadError::Port(e)) => Err(StepError::port("reading balancer members", e)),
             Err(GuardReadError::Stop(i)) => Err(StepError::Interrupted(i)),
         }

@@ -281,23 +281,35 @@ impl Run {
                 .map(|s| s.server.clone())
                 .collect();
             let mut failed = None;
+            let mut aged = false;
             for chunk in present.chunks(batch) {
                 let lb = self.lb.clone();
                 let call = lb.detach(chunk, drain);
                 match self
                     .calls
-                    .once(
+                    .once_fresh(
                         &format!("detaching {} member(s) of {pool_id}", chunk.len()),
+                        read.taken_at,
+                        self.plan.policy.calls.fresh_read,
                         call,
                     )
                     .await?
                 {
-                    Ok(()) => {}
-                    Err(e) => {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
                         failed = Some(e);
                         break;
                     }
+                    None => {
+                        aged = true;
+                        break;
+                    }
                 }
+            }
+            if aged {
+                // Earlier chunks took long: the floor is checked again on
+                // a new read before the rest leave.
+                continue;
             }
             match failed {
                 None => break present,

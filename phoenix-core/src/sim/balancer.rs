@@ -46,9 +46,10 @@ fn partial(w: &mut World, n: usize) -> Option<usize> {
 }
 
 impl SimBalancer {
-    async fn delay(&self) {
+    /// Waits out the call; returns when it was issued.
+    async fn delay(&self) -> Instant {
         let slow = lock(&self.world).faults.lb_slow;
-        call_delay(&self.world, slow).await;
+        call_delay(&self.world, slow).await
     }
 
     /// Records violations of the capacity floor: Phoenix promised to keep
@@ -231,7 +232,7 @@ impl LoadBalancer for SimBalancer {
     }
 
     async fn detach(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
-        self.delay().await;
+        let issued = self.delay().await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.lb_calls += 1;
@@ -239,7 +240,7 @@ impl LoadBalancer for SimBalancer {
         w.check_lease(self.holder.as_deref(), &what, now);
         lb_fault(&mut w, "sim: detach members")?;
         w.prune(&self.name, now);
-        w.check_fresh(self.holder.as_deref(), Some(&self.name), &what, now);
+        w.check_fresh(self.holder.as_deref(), Some(&self.name), &what, issued);
         // Phoenix promised the floor; a hand on the balancer did not.
         if self.holder.is_some() {
             Self::check_floor(&mut w, &self.name, servers, now);

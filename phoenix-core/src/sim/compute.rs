@@ -44,7 +44,11 @@ pub(crate) fn api_fault(w: &mut World, operation: &str) -> Result<(), PortError>
 /// Waits as a call does before it takes effect: a hang (if this call
 /// hangs), then the API latency. A caller that gives up drops the call
 /// before it has any effect.
-pub(crate) async fn call_delay(world: &Mutex<World>, extra: Duration) {
+/// Waits out a call's latency and any injected hang; returns when the call
+/// was issued (what freshness is judged at: a slow answer is the
+/// provider's doing, not a stale decision).
+pub(crate) async fn call_delay(world: &Mutex<World>, extra: Duration) -> Instant {
+    let issued = Instant::now();
     let (hang, latency) = {
         let mut w = lock(world);
         (w.hang(), w.config.api_latency + extra)
@@ -55,6 +59,7 @@ pub(crate) async fn call_delay(world: &Mutex<World>, extra: Duration) {
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    issued
 }
 
 impl SimCompute {
@@ -73,6 +78,16 @@ impl SimCompute {
                     .get(&existing)
                     .is_some_and(|s| s.payload == payload);
                 if !same {
+                    // Sending a token again with other parameters is the
+                    // executor's mistake: EC2 refuses it and the first
+                    // server is left without a slot.
+                    if w.strict.is_some() {
+                        let t = w.elapsed_ms(now);
+                        w.violations.push(format!(
+                            "invariant 6: token {} was sent again with a different payload (t={t}ms)",
+                            r.token
+                        ));
+                    }
                     // EC2's IdempotentParameterMismatch.
                     return Err(PortError::new(
                         op,
@@ -279,7 +294,7 @@ impl Compute for SimCompute {
     }
 
     async fn stop(&self, id: &ServerId) -> Result<(), PortError> {
-        call_delay(&self.world, Duration::ZERO).await;
+        let issued = call_delay(&self.world, Duration::ZERO).await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.stop_calls += 1;
@@ -294,7 +309,12 @@ impl Compute for SimCompute {
         if w.servers.get(id).is_none_or(|s| s.status(now).is_none()) {
             return Err(PortError::not_found("sim: stop server", id.to_string()));
         }
-        w.check_fresh(self.holder.as_deref(), None, &format!("stopped {id}"), now);
+        w.check_fresh(
+            self.holder.as_deref(),
+            None,
+            &format!("stopped {id}"),
+            issued,
+        );
         w.check_not_serving(id, "stopped", now);
         if let Some(s) = w.servers.get_mut(id) {
             s.stopped_at.get_or_insert(now);
@@ -329,7 +349,7 @@ impl Compute for SimCompute {
     }
 
     async fn terminate(&self, id: &ServerId) -> Result<(), PortError> {
-        call_delay(&self.world, Duration::ZERO).await;
+        let issued = call_delay(&self.world, Duration::ZERO).await;
         let now = Instant::now();
         let mut w = lock(&self.world);
         w.stats.terminate_calls += 1;
@@ -350,7 +370,7 @@ impl Compute for SimCompute {
                 self.holder.as_deref(),
                 None,
                 &format!("terminated {id}"),
-                now,
+                issued,
             );
             w.check_not_serving(id, "terminated", now);
             // Gone for good, as in a cloud: nothing keeps its memory.

@@ -52,6 +52,12 @@ pub struct Faults {
     pub hang: f64,
     /// How long a hung call hangs.
     pub hang_time: Duration,
+    /// A call (compute, balancer or probe) is slow: it takes effect after
+    /// a delay between one second and `slow_time`, longer than what is
+    /// left of a lease now and then.
+    pub slow: f64,
+    /// Longest delay of a slow call.
+    pub slow_time: Duration,
     /// A server dies some time after it boots.
     pub member_death: f64,
     /// A started server reports its start as its launch time (as EC2 does).
@@ -77,6 +83,7 @@ impl Faults {
     pub fn none() -> Self {
         Self {
             hang_time: Duration::from_secs(2 * 3600),
+            slow_time: Duration::from_secs(90),
             store_outage: Duration::from_secs(5 * 60),
             ..Self::default()
         }

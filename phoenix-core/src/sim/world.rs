@@ -264,8 +264,15 @@ impl World {
 
     /// How long a call hangs, if this one does.
     pub(crate) fn hang(&mut self) -> Option<Duration> {
-        let p = self.faults.hang;
-        self.chance(p).then_some(self.faults.hang_time)
+        let (hang, slow) = (self.faults.hang, self.faults.slow);
+        if self.chance(hang) {
+            return Some(self.faults.hang_time);
+        }
+        if self.chance(slow) {
+            let longest = self.faults.slow_time.max(Duration::from_secs(1));
+            return Some(self.between(Duration::from_secs(1), longest));
+        }
+        None
     }
 
     /// What the balancer's checks say about a member at `at`.
@@ -373,15 +380,16 @@ impl World {
     }
 
     /// A destructive call must act on a fresh read: the balancers it
-    /// depends on were read (truthfully) no longer ago than the call's own
-    /// latency. `which` is one balancer (detach) or all of them (stop,
+    /// depends on were read (truthfully) no longer before the call was
+    /// issued than a call's latency plus the policy's `fresh_read` (a call
+    /// that then hangs is the provider's delay, not a stale decision). `which` is one balancer (detach) or all of them (stop,
     /// terminate: serving means serving behind any balancer).
     pub(crate) fn check_fresh(
         &mut self,
         caller: Option<&str>,
         which: Option<&str>,
         action: &str,
-        now: Instant,
+        issued: Instant,
     ) {
         // Only orchestrators are held to it (an operator's hand is not).
         if self.strict.is_none() || caller.is_none() {
@@ -393,19 +401,22 @@ impl World {
             } else {
                 Duration::ZERO
             };
-        let tolerance = latency + Duration::from_millis(1);
+        // Orchestrators promise the default policy's bound on a read's age
+        // (an answer that took longer to gather is read again).
+        let tolerance =
+            latency + crate::policy::CallPolicy::default().fresh_read + Duration::from_millis(1);
         let stale: Vec<String> = self
             .balancers
             .iter()
             .filter(|(name, _)| which.is_none_or(|w| w == name.as_str()))
             .filter(|(_, b)| {
                 b.last_read
-                    .is_none_or(|t| now.saturating_duration_since(t) > tolerance)
+                    .is_none_or(|t| issued.saturating_duration_since(t) > tolerance)
             })
             .map(|(name, b)| match b.last_read {
                 Some(t) => format!(
                     "{name} read {} ago",
-                    crate::time::human(now.saturating_duration_since(t))
+                    crate::time::human(issued.saturating_duration_since(t))
                 ),
                 None => format!("{name} never read"),
             })
@@ -414,7 +425,7 @@ impl World {
             self.violations.push(format!(
                 "invariant 1/2: {action} on a stale balancer read ({}) (t={}ms)",
                 stale.join(", "),
-                self.elapsed_ms(now)
+                self.elapsed_ms(issued)
             ));
         }
     }

@@ -56,6 +56,7 @@ pub struct Tally {
     pub crashes: usize,
     pub emergencies: usize,
     pub interrupted: usize,
+    pub reserved: usize,
 }
 
 impl Tally {
@@ -67,6 +68,7 @@ impl Tally {
         self.crashes += o.crashes;
         self.emergencies += o.emergencies;
         self.interrupted += o.interrupted;
+        self.reserved += o.reserved;
     }
 }
 
@@ -123,6 +125,9 @@ pub struct Sim {
     pub violations: Vec<String>,
     pub tally: Tally,
     pub ops: usize,
+    /// An emergency failed on the store: its reservation may stand until
+    /// it lapses.
+    pub emergency_failed: bool,
 }
 
 impl Sim {
@@ -276,6 +281,12 @@ impl Sim {
                     ["step_failed", "rollback_started", "launch_requested"][rng.random_range(0..3)],
                 ),
             }),
+            // Right after a launch went out, before its answer is recorded.
+            (None, 3) => Some(CrashPoint {
+                commit: 1,
+                after_write: false,
+                on: CrashOn::After("launch_requested"),
+            }),
             _ => None,
         };
         if let Some(point) = crash {
@@ -312,6 +323,7 @@ impl Sim {
                     format!("invariant 11: an emergency rollback could not pre-empt: {e}"),
                 ),
                 Err(ExecError::Interrupted { .. }) | Err(ExecError::Store(_)) => {
+                    self.emergency_failed = true;
                     self.recover().await
                 }
                 Ok(_)
@@ -353,6 +365,17 @@ impl Sim {
             Err(ExecError::Busy { .. }) | Err(ExecError::Reserved { .. })
                 if incident_result.is_some() =>
             {
+                None
+            }
+            // An earlier emergency failed on the store, perhaps after its
+            // reservation landed: it holds others off until it lapses,
+            // within minutes.
+            Err(ExecError::Reserved { until, .. })
+                if self.emergency_failed
+                    && phoenix_core::time::elapsed_between(self.cloud.now(), *until)
+                        <= Duration::from_secs(3600) =>
+            {
+                self.tally.reserved += 1;
                 None
             }
             Err(e) => {

@@ -177,6 +177,7 @@ impl DefaultReport
 pub async fn after_operation(sim: &mut Sim, ctx: &Before, outcome: Option<Outcome>, since: usize) {
     let snap = sim.phoenix.snapshot(&sim.shop).await.unwrap();
     let serving = serving_releases(sim, &snap);
+    ages_never_younger(sim, &snap);
     match outcome {
         Some(Outcome::Succeeded) if ctx.steps > 0 => {
             if let (Some(t), true) = (
@@ -296,6 +297,7 @@ async fn restored_when_possible(sim: &mut Sim, ctx: &Before, snap: &Snapshot, si
         .into_iter()
         .map(|t| (t.server.id.clone(), t))
         .collect();
+    let in_service = pool.in_service().count();
     let alive = pool
         .in_service()
         .filter(|s| {
@@ -305,7 +307,7 @@ async fn restored_when_possible(sim: &mut Sim, ctx: &Before, snap: &Snapshot, si
                 .is_some_and(|t| t.alive)
         })
         .count();
-    if alive >= pool.size {
+    if alive == in_service && alive >= pool.size {
         sim.violation(format!(
             "invariant 4: {} did not restore pool {} although its {alive} servers are alive: {failure}",
             ctx.kind, pool.id
@@ -340,6 +342,38 @@ fn aged_after_refresh(sim: &mut Sim, ctx: &Before, snap: &Snapshot) {
             ctx.id,
             old.join(", ")
         ));
+    }
+}
+
+/// Max age rests on the records' launch times: a record may call a
+/// server older than it is, never younger (a provider that reports a start
+/// as a launch must not reset its age).
+fn ages_never_younger(sim: &mut Sim, snap: &Snapshot) {
+    let truth: BTreeMap<ServerId, ServerTruth> = sim
+        .cloud
+        .truth()
+        .into_iter()
+        .map(|t| (t.server.id.clone(), t))
+        .collect();
+    let mut young = Vec::new();
+    for pool in snap.pools_of(&sim.web) {
+        for s in &pool.slots {
+            let (Some(id), Some(recorded)) = (s.server.as_ref(), s.launched_at) else {
+                continue;
+            };
+            let Some(t) = truth.get(id) else {
+                continue;
+            };
+            if recorded > t.created_at {
+                young.push(format!(
+                    "{id} (slot {} of {}) recorded as launched at {recorded}, created at {}",
+                    s.index, pool.id, t.created_at
+                ));
+            }
+        }
+    }
+    if !young.is_empty() {
+        sim.violation(format!("max age: {}", young.join(", ")));
     }
 }
 

@@ -39,6 +39,7 @@ fn random_faults(rng: &mut ChaCha8Rng) -> Faults {
         stand_in_ids: p(0.3),
         lb_empty_read: p(0.05),
         hang: p(0.02),
+        slow: p(0.05),
         member_death: p(0.15),
         flaky_smoke: p(0.05),
         store_blip: p(0.01),
@@ -109,13 +110,24 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
         // Hooks finish within the policy's hook timeout (failing hooks are
         // tested on their own).
         hook_time: Duration::from_secs(45),
+        // Some providers lag for minutes: terminations of lost launches then
+        // fall inside the window.
+        consistency_window: if rng.random_bool(0.3) {
+            Duration::from_secs(300)
+        } else {
+            Duration::from_secs(30)
+        },
         faults: faults.clone(),
         ..SimConfig::default()
     };
     let mut boot =
         SimBootConfig::default().with_secret("prod".parse().unwrap(), "DB_PASSWORD", CANARY);
-    if rng.random_bool(0.3) {
-        boot = boot.rotating(Duration::from_secs(rng.random_range(60..3600)));
+    // Secrets rotate, often quickly enough to change between a crash and
+    // its resume.
+    match rng.random_range(0..10) {
+        0..=2 => boot = boot.rotating(Duration::from_secs(rng.random_range(20..300))),
+        3 => boot = boot.rotating(Duration::from_secs(rng.random_range(300..3600))),
+        _ => {}
     }
     let cloud = SimCloud::new(config).with_boot(boot);
     cloud.strict();
@@ -131,6 +143,9 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
     } else {
         Capacity::Absolute(size - 1)
     };
+    // A small launch budget fails steps while launches are in flight, so
+    // compensation meets lost launches inside the consistency window.
+    policy.provision.replace_budget = rng.random_range(0..=3);
     policy.rollout.auto_rollback = rng.random_bool(0.8);
     policy.rollout.keep_failed = rng.random_bool(0.5);
     policy.retention.keep = rng.random_range(0..=2);
@@ -153,6 +168,7 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
         violations: Vec::new(),
         tally: Tally::default(),
         ops: 0,
+        emergency_failed: false,
     };
     sim.phoenix = sim.orchestrator("orchestrator-0");
     // The set-up itself runs without faults.
