@@ -11,7 +11,7 @@
 //! implement ([`ports`]), plans ([`plan`]) built by planners ([`ops`]), the
 //! [`executor`] that applies them under the safety invariants of the
 //! design, typed [`events`], and with the `sim` feature a deterministic
-//! simulated cloud ([`sim`]) that runs under tokio's paused clock.
+//! simulated cloud (module `sim`) that runs under tokio's paused clock.
 //!
 //! Every operation is *plan, then apply*: a [`plan::Plan`] prints as a dry
 //! run, serialises, and is checked before any API call; the executor

@@ -503,8 +503,14 @@ impl Run {
             });
             for (lost, server) in late {
                 changed = true;
+                // Only a slot whose own token never went out takes it: a
+                // token sent may still bring its server, which would then
+                // belong to nobody.
                 let adoptable = pool.slot(lost.slot).is_some_and(|s| {
-                    s.state == SlotState::Pending && s.server.is_none() && s.traffic == Traffic::Out
+                    s.state == SlotState::Pending
+                        && s.server.is_none()
+                        && s.traffic == Traffic::Out
+                        && s.requested_at.is_none()
                 });
                 if adoptable && slots.contains(&lost.slot) {
                     if let Some(slot) = pool.slot_mut(lost.slot) {

@@ -103,13 +103,15 @@ impl OperationReport {
 /// assumptions below hold:
 ///
 /// 1. **No serving server is stopped or terminated.** Every stop and
-///    terminate call follows, with no sleep or hook in between, a fresh read
-///    of *every* balancer the deployment knows showing the server absent, or
-///    not active with no open connections; a retried call reads again. A
+///    terminate call follows, with no sleep or hook in between and within
+///    `calls.fresh_read` of sending the reads, a read of *every* balancer
+///    the deployment knows showing the server absent, or not active with no
+///    open connections; a read that took longer to gather, or aged while
+///    earlier calls ran, is taken again, and a retried call reads again. A
 ///    member reported under the server's id at another endpoint, or a read
 ///    that fails or comes back empty while members are recorded, refuses.
-/// 2. **The capacity floor holds.** A detach call follows a fresh read (after
-///    the drain hooks) in which every replacement is attached, smoke-tested,
+/// 2. **The capacity floor holds.** A detach call follows a fresh read
+///    (after the drain hooks, within `calls.fresh_read`) in which every replacement is attached, smoke-tested,
 ///    baked and healthy, and the role's own healthy members left behind are at
 ///    least `min_healthy`; members of other deployments sharing the balancer
 ///    are not counted; the last healthy members never leave.

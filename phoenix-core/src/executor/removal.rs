@@ -164,7 +164,7 @@ impl Run {
             let lost: Vec<(u32, String, Option<crate::time::Timestamp>)> = slots
                 .iter()
                 .filter_map(|i| pool.slot(*i))
-                .filter(|s| s.state == SlotState::Requested && s.server.is_none())
+                .filter(|s| s.server.is_none() && s.may_have_launched())
                 .filter(|s| !found.contains_key(&s.index))
                 .map(|s| (s.index, s.token.to_string(), s.requested_at))
                 .collect();
@@ -260,7 +260,7 @@ impl Run {
                 // Refused or failed: it stays recorded as it is.
                 Some(_) => continue,
                 None => {
-                    if s.state == SlotState::Requested {
+                    if s.may_have_launched() {
                         // Not found once the window passed: if the provider
                         // breaks its window, the server still has a token
                         // the pool remembers.

@@ -227,6 +227,14 @@ impl Slot {
         }
     }
 
+    /// True when a launch under the slot's token was sent (its answer
+    /// lost, or it waits to be sent again to a provider that
+    /// de-duplicates): a server may exist, or appear, under the token.
+    pub fn may_have_launched(&self) -> bool {
+        self.state == SlotState::Requested
+            || (self.state == SlotState::Pending && self.requested_at.is_some())
+    }
+
     /// Starts a new launch attempt after a failure. The caller records the
     /// old server (if any) for clean-up first.
     pub fn next_attempt(&mut self, operation: &OperationId, pool: &PoolId, failure: String) {

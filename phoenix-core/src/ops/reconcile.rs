@@ -222,7 +222,12 @@ pub fn reconcile(
             p.value.slots.iter().map(move |s| {
                 (
                     s.token.as_str(),
-                    (&p.value.id, s.index, s.state, s.server.is_none()),
+                    (
+                        &p.value.id,
+                        s.index,
+                        s.state,
+                        s.server.is_none() && s.may_have_launched(),
+                    ),
                 )
             })
         })
@@ -257,9 +262,7 @@ pub fn reconcile(
                 let pending = token
                     .as_ref()
                     .and_then(|t| tokens.get(t.as_str()).copied())
-                    .filter(|(_, _, state, no_server)| {
-                        *state == SlotState::Requested && *no_server
-                    });
+                    .filter(|(_, _, _, awaited)| *awaited);
                 let late = token
                     .as_ref()
                     .and_then(|t| snap.lost_launch(t.as_str()))

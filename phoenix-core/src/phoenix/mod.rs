@@ -245,6 +245,34 @@ fn default_holder() -> String {
 }
 
 /// Plans and applies Phoenix operations over a set of ports.
+///
+/// # Guarantees
+///
+/// Every operation runs through the [`Executor`], and what it promises
+/// holds here: no serving server is stopped or terminated, the capacity
+/// floor and the blast radius hold, the first failed step halts and rolls
+/// back, one orchestrator writes at a time (leases and fencing tokens), no
+/// launch leaves an orphan or a duplicate, every step ends in bounded
+/// time, "done" means a fresh read shows the release serving, retention
+/// keeps its rollback pools, and secrets never leave boot payloads. See
+/// [`Executor`]'s `# Guarantees` for each one precisely, and its
+/// `# Cancellation` for what dropping a future or an emergency does.
+///
+/// Planning adds its own: a release is made only of images with passing
+/// test evidence for their digest ([`Phoenix::create_release`]), plans are
+/// made against the records' generation and refused if they changed, and
+/// a refresh counts ages from when a server was first seen, never from a
+/// provider's restart.
+///
+/// # Assumptions
+///
+/// The guarantees rest on the ports keeping their contracts: balancers
+/// report every member at its true endpoint and re-activate on attach,
+/// compute lists a launch by its labels within its consistency window, and
+/// the state store grants one lease at a time and refuses stale fencing
+/// tokens (see [`Executor`]'s `# Assumptions`). The conformance suites
+/// (module `conformance`, feature `conformance`) check each adapter
+/// against them.
 pub struct Phoenix {
     ports: Ports,
     clock: SharedClock,

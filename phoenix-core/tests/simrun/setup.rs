@@ -96,10 +96,19 @@ async fn neighbours(cloud: &SimCloud, n: usize) {
 pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
     let size = rng.random_range(2..=6usize);
     let batch = rng.random_range(1..=3usize);
-    let faults = random_faults(rng);
+    let mut faults = random_faults(rng);
+    // A bad day at the provider: launch answers get lost, servers are
+    // listed minutes after they exist, boots fail, secrets rotate fast.
+    // Steps then fail while launches are in flight, and resumes meet them.
+    let storm = rng.random_bool(0.15);
+    if storm {
+        faults.lost_response = 0.4;
+        faults.not_found_after_launch = 0.8;
+        faults.boot_error = 0.3;
+    }
     let config = SimConfig {
         seed,
-        idempotent_launch: rng.random_bool(0.3),
+        idempotent_launch: rng.random_bool(if storm { 0.5 } else { 0.3 }),
         stop_start: rng.random_bool(0.7),
         death_horizon: Duration::from_secs(4 * 3600),
         max_describe_batch: if rng.random_bool(0.3) {
@@ -112,7 +121,7 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
         hook_time: Duration::from_secs(45),
         // Some providers lag for minutes: terminations of lost launches then
         // fall inside the window.
-        consistency_window: if rng.random_bool(0.3) {
+        consistency_window: if storm || rng.random_bool(0.3) {
             Duration::from_secs(300)
         } else {
             Duration::from_secs(30)
@@ -124,7 +133,7 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
         SimBootConfig::default().with_secret("prod".parse().unwrap(), "DB_PASSWORD", CANARY);
     // Secrets rotate, often quickly enough to change between a crash and
     // its resume.
-    match rng.random_range(0..10) {
+    match if storm { 0 } else { rng.random_range(0..10) } {
         0..=2 => boot = boot.rotating(Duration::from_secs(rng.random_range(20..300))),
         3 => boot = boot.rotating(Duration::from_secs(rng.random_range(300..3600))),
         _ => {}
@@ -145,7 +154,7 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
     };
     // A small launch budget fails steps while launches are in flight, so
     // compensation meets lost launches inside the consistency window.
-    policy.provision.replace_budget = rng.random_range(0..=3);
+    policy.provision.replace_budget = rng.random_range(0..=if storm { 1 } else { 3 });
     policy.rollout.auto_rollback = rng.random_bool(0.8);
     policy.rollout.keep_failed = rng.random_bool(0.5);
     policy.retention.keep = rng.random_range(0..=2);
