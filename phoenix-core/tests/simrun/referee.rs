@@ -516,9 +516,10 @@ pub async fn converged(sim: &mut Sim) {
         sim.violation("invariant 6: two servers share a launch token".into());
     }
     match snap.live_pool(&sim.web) {
-        // Known gap (in issue 11's closing note): a first switch cut short by an emergency, with
-        // nothing to roll back to, whose servers then die, is not healed:
-        // heal needs a live pool and a deploy reuses the dead one.
+        // Known gap (in issue 11's closing note): a first switch cut short
+        // by an emergency, with nothing to roll back to, whose servers then
+        // die, is not healed: heal needs a live pool and a deploy reuses
+        // the dead one.
         None if !ever_live(sim).await => {}
         None => sim.violation("convergence: nothing is live".into()),
         Some(live) => {
