@@ -140,6 +140,12 @@ pub fn rolling_replace(
         p.in_service().filter(|s| s.traffic != Traffic::Out).count()
     });
     let surplus = (live_old + new_running).saturating_sub(role.desired);
+    // Servers of live pools leave first: they are terminated, so each batch
+    // launched frees as many. A standby that served by mistake keeps its
+    // servers running for rollback; detaching them frees no surge, so they
+    // leave last.
+    let mut old_slots = old_slots;
+    old_slots.sort_by_key(|r| states_now.get(&r.pool) != Some(&PoolState::Live));
     let (surplus_slots, old_slots): (Vec<SlotRef>, Vec<SlotRef>) = {
         let mut taken = 0;
         old_slots.into_iter().partition(|r| {

@@ -262,6 +262,15 @@ impl Compute for SimCompute {
         let at = w.elapsed_ms(now);
         *w.stats.describe_rounds.entry(at).or_default() += 1;
         if ids.len() > w.config.max_describe_batch {
+            // The provider declared its limit: a caller that exceeds it
+            // breaks the contract (and a real API answers 400 or 414).
+            if w.strict.is_some() {
+                let limit = w.config.max_describe_batch;
+                w.violations.push(format!(
+                    "capabilities: described {} servers in one call, above the declared {limit} (t={at}ms)",
+                    ids.len()
+                ));
+            }
             return Err(PortError::new(
                 "sim: describe servers",
                 ErrorKind::Invalid(format!(

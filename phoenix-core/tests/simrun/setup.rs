@@ -48,7 +48,8 @@ fn random_faults(rng: &mut ChaCha8Rng) -> Faults {
         smoke_fails_after: BTreeMap::new(),
         ..Faults::none()
     };
-    f.start_resets_launch_time = rng.random_bool(0.5);
+    // EC2 reports a start as a launch: most clouds of the mix do.
+    f.start_resets_launch_time = rng.random_bool(0.7);
     f
 }
 
@@ -158,7 +159,8 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
     policy.rollout.auto_rollback = rng.random_bool(0.8);
     policy.rollout.keep_failed = rng.random_bool(0.5);
     policy.retention.keep = rng.random_range(0..=2);
-    policy.retention.hot = rng.random_range(0..=1);
+    // Mostly cold standbys: rollbacks and reuses start stopped servers.
+    policy.retention.hot = usize::from(rng.random_bool(0.3));
     policy.refresh.max_age = Duration::from_secs(3 * 3600);
     policy.refresh.max_replacements = 4;
     policy.refresh.window = Duration::from_secs(1800);
