@@ -472,6 +472,67 @@ async fn hole_13_max_surge_caps_every_running_server() {
     }
 }
 
+/// Hole 13, found by the simulation: a hot standby that serves by mistake
+/// is detached by a rolling replacement but kept running for rollback, so
+/// pairing the new batches with its servers freed no surge while every
+/// server of the live pool still ran. The live pool's servers leave first.
+#[tokio::test(start_paused = true)]
+async fn hole_13_a_standby_serving_by_mistake_does_not_use_up_the_surge() {
+    let w = world_with(SimConfig::default(), 4, |mut p| {
+        p.rollout.batch_size = 2;
+        p.rollout.max_surge = 2;
+        p.retention.keep = 1;
+        p.retention.hot = 1;
+        p
+    })
+    .await;
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    w.deploy("v2").await;
+    let v2 = live(&w).await;
+    // Someone puts v1's standby servers back behind the balancer.
+    let mut targets = Vec::new();
+    for i in 0..4 {
+        let s = server_of(&w, &v1, i).await;
+        targets.push(Target {
+            server: s.server.clone().unwrap(),
+            endpoint: s.endpoint.unwrap(),
+        });
+    }
+    w.cloud.balancer().attach(&targets).await.unwrap();
+    // ... as a halted operation would have, with the records saying so.
+    common::edit_pool(&w, &v1, |p| {
+        for s in &mut p.slots {
+            s.traffic = phoenix_core::model::Traffic::Attached;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let plan = w
+        .phoenix
+        .plan_rolling_replace(&w.shop, &w.web, &r("v3"))
+        .await
+        .unwrap();
+    let new = plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::CreatePool { pool, .. } => Some(pool.clone()),
+            _ => None,
+        })
+        .unwrap();
+    w.cloud.strict();
+    w.cloud.watch_surge(vec![SurgeWatch {
+        pools: [v2, new].into_iter().collect(),
+        limit: 4 + 2,
+        what: "the rolling replacement beside a serving standby".into(),
+        journal: None,
+    }]);
+    w.apply(plan).await;
+    assert_eq!(w.serving().await.get("v3"), Some(&4));
+    w.assert_no_violations();
+}
+
 /// Hole 15: heal planned on an empty balancer read (a balancer that
 /// restarted empty) and would replace the whole fleet. Planning fails
 /// closed; a member the balancer merely lost is re-attached by reconcile,
