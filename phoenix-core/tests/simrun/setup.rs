@@ -37,7 +37,7 @@ fn random_faults(rng: &mut ChaCha8Rng) -> Faults {
         lb_partial: p(0.2),
         stuck_draining: p(0.3),
         stand_in_ids: p(0.3),
-        lb_empty_read: p(0.05),
+        lb_empty_read: p(0.15),
         hang: p(0.02),
         slow: p(0.05),
         member_death: p(0.15),
