@@ -78,5 +78,13 @@
 #[cfg(feature = "local")]
 pub mod local;
 
+#[cfg(any(feature = "openstack", feature = "aws"))]
+pub mod api_stats;
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "openstack")]
 pub mod openstack;
+#[cfg(any(feature = "openstack", feature = "aws"))]
+pub(crate) mod redact;
+#[cfg(any(feature = "openstack", feature = "aws"))]
+pub(crate) mod retry_after;

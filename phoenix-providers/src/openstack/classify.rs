@@ -5,67 +5,13 @@
 //! shape, and the scrubbing of secrets from every text taken from an
 //! answer.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use phoenix_core::ports::{ErrorKind, PortError};
 use reqwest::header::HeaderMap;
 
 use super::auth;
-
-/// Scrubs known secrets (credentials, tokens) from text.
-#[derive(Debug, Default)]
-pub(crate) struct Redactor {
-    secrets: Mutex<Vec<String>>,
-}
-
-impl Redactor {
-    /// Never again shows `secret`.
-    pub(crate) fn add(&self, secret: &str) {
-        // Very short values would redact ordinary words.
-        if secret.len() < 4 {
-            return;
-        }
-        let mut s = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
-        if !s.iter().any(|x| x == secret) {
-            s.push(secret.to_owned());
-            // Old tokens are kept for a while; a long-lived session does
-            // not grow without bound.
-            if s.len() > 64 {
-                s.remove(1);
-            }
-        }
-    }
-
-    /// `text` with every secret replaced.
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let s = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = text.to_owned();
-        for secret in s.iter() {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "[REDACTED]");
-            }
-        }
-        out
-    }
-}
-
-/// The first 300 characters of a body, printable and scrubbed.
-pub(crate) fn excerpt(body: &[u8], redactor: &Redactor) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text
-        .chars()
-        .take(300)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > 300 {
-        out.push('…');
-    }
-    if out.trim().is_empty() {
-        return "(empty body)".into();
-    }
-    redactor.scrub(&out)
-}
+use crate::redact::{excerpt, Redactor};
 
 /// The message an OpenStack error body carries: Nova's
 /// `{"badRequest": {"message": …}}`, Keystone's `{"error": {"message": …}}`,
@@ -100,22 +46,14 @@ fn api_message(body: &[u8]) -> Option<String> {
 /// The delay a throttled answer asks for: the Retry-After header (seconds
 /// or an HTTP date), else Rackspace's `overLimit.retryAfter` in the body.
 pub(crate) fn retry_after(headers: &HeaderMap, body: &[u8]) -> Option<Duration> {
-    let now = chrono::Utc::now();
     let parse = |text: &str| -> Option<Duration> {
-        let text = text.trim();
-        if let Ok(secs) = text.parse::<u64>() {
-            return Some(Duration::from_secs(secs));
-        }
-        let at = chrono::DateTime::parse_from_rfc2822(text)
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .or_else(|| auth::parse_expiry(text))?;
-        Some((at - now).to_std().unwrap_or(Duration::ZERO))
+        crate::retry_after::parse(text).or_else(|| {
+            let at = auth::parse_expiry(text.trim())?;
+            Some((at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
+        })
     };
-    if let Some(h) = headers.get("retry-after").and_then(|v| v.to_str().ok()) {
-        if let Some(d) = parse(h) {
-            return Some(d);
-        }
+    if let Some(d) = crate::retry_after::header_delay(headers) {
+        return Some(d);
     }
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let found = v

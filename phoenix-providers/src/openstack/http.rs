@@ -28,9 +28,8 @@
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use phoenix_core::ports::{ErrorKind, PortError, RetryClass};
@@ -41,52 +40,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use super::auth::{self, Token, TokenCache};
-use super::classify::excerpt;
+pub(crate) use super::classify::classify;
 pub use super::classify::http_status;
-pub(crate) use super::classify::{classify, Redactor};
 use super::config::CloudConfig;
 use super::error::ConfigError;
-
-/// Counts of API calls by service, method and path template, such as
-/// `compute GET /servers/detail`. Every HTTP request is counted, retries
-/// and authentication included.
-#[derive(Debug, Clone, Default)]
-pub struct ApiStats {
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-}
-
-impl ApiStats {
-    fn record(&self, key: String) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        *c.entry(key).or_default() += 1;
-    }
-
-    /// The counts so far.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The count of one key (`compute GET /servers/detail`).
-    pub fn count(&self, key: &str) -> u64 {
-        self.snapshot().get(key).copied().unwrap_or(0)
-    }
-
-    /// Every call so far.
-    pub fn total(&self) -> u64 {
-        self.snapshot().values().sum()
-    }
-
-    /// Starts counting from zero.
-    pub fn reset(&self) {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-}
+pub use crate::api_stats::ApiStats;
+use crate::redact::excerpt;
+pub(crate) use crate::redact::Redactor;
 
 /// Which failures the session retries for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
