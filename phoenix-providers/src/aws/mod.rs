@@ -27,6 +27,8 @@ pub mod credentials;
 pub mod ec2;
 pub mod error;
 pub mod query;
+#[cfg(feature = "aws-testing")]
+pub mod testing;
 pub mod throttle;
 mod xml;
 

@@ -11,9 +11,12 @@
 //!   `instance-id` filter, so unknown ids are absent rather than failing
 //!   the call) or per label selector (`tag:` filters), all pages.
 //! - Stop, start and terminate are idempotent; terminating an id EC2 does
-//!   not know succeeds.
+//!   not know succeeds, unless this adapter launched it within the
+//!   consistency window: then it is "not visible yet", a temporary error,
+//!   so that the caller tries again instead of recording a leak as gone.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +27,7 @@ use phoenix_core::ports::{
     BootFormat, BootPayload, Compute, ComputeCapabilities, ErrorKind, LaunchRequest, PortError,
 };
 use secrecy::ExposeSecret;
+use tokio::time::Instant;
 
 use super::instance::{DescribeInstances, RunInstances};
 use crate::aws::config::Service;
@@ -55,6 +59,10 @@ pub struct Ec2Compute {
     client_token_honoured: bool,
     consistency_window: Duration,
     launch_batch: usize,
+    /// Instances this adapter launched, with when: EC2 may answer
+    /// `InvalidInstanceID.NotFound` for them during the consistency window,
+    /// and that is "not visible yet", never "gone".
+    recent: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 /// Builds an [`Ec2Compute`].
@@ -78,6 +86,7 @@ impl Ec2Compute {
                 client_token_honoured: true,
                 consistency_window: Duration::from_secs(120),
                 launch_batch: 20,
+                recent: Arc::default(),
             },
         }
     }
@@ -198,6 +207,13 @@ impl Ec2Compute {
                     ErrorKind::BadResponse("RunInstances answered no instance".into()),
                 )
             })?;
+        let now = Instant::now();
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let window = self.consistency_window;
+            recent.retain(|_, at| now.duration_since(*at) <= window);
+            recent.insert(instance.instance_id.clone(), now);
+        }
         instance.to_server().ok_or_else(|| {
             PortError::new(
                 q.operation(),
@@ -210,9 +226,26 @@ impl Ec2Compute {
         let q = QueryRequest::new(Service::Ec2, action).param("InstanceId.1", id.as_str());
         match self.client.call(&q).await {
             Ok(_) => Ok(()),
+            Err(e) if is_unknown_instance(&e) && self.launched_within_window(id) => {
+                Err(PortError::temporary(
+                    q.operation(),
+                    format!(
+                        "{id} is not visible yet (launched within EC2's consistency window of {}s)",
+                        self.consistency_window.as_secs()
+                    ),
+                )
+                .with_source(e))
+            }
             Err(e) if action == "TerminateInstances" && is_unknown_instance(&e) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    fn launched_within_window(&self, id: &ServerId) -> bool {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .get(id.as_str())
+            .is_some_and(|at| at.elapsed() <= self.consistency_window)
     }
 }
 

@@ -1,0 +1,152 @@
+//! Edits of EC2 answers that make moto look like EC2 in its first
+//! minutes: instances that are not visible yet are left out, and
+//! instances that are still booting read `pending`.
+
+use quick_xml::events::{BytesText, Event};
+use quick_xml::{Reader, Writer};
+
+/// What to do with one instance of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Edit {
+    Keep,
+    Hide,
+    Pending,
+}
+
+/// Rewrites every `instancesSet/item` of `xml` by `edit(instance id)`.
+/// An answer that is not well-formed XML is returned unchanged.
+pub(crate) fn instances(xml: &str, edit: impl Fn(&str) -> Edit) -> String {
+    rewrite(xml, &edit).unwrap_or_else(|| xml.to_owned())
+}
+
+fn rewrite(xml: &str, edit: &dyn Fn(&str) -> Edit) -> Option<String> {
+    let mut reader = Reader::from_str(xml);
+    let mut writer = Writer::new(Vec::new());
+    let mut path: Vec<String> = Vec::new();
+    // The events of the instance being read, and its id once seen.
+    let mut item: Option<(Vec<Event<'static>>, Option<String>, usize)> = None;
+    loop {
+        let ev = reader.read_event().ok()?;
+        if matches!(ev, Event::Eof) {
+            break;
+        }
+        let ev = ev.into_owned();
+        match &ev {
+            Event::Start(s) => {
+                let name = String::from_utf8_lossy(s.name().as_ref()).into_owned();
+                let starts_item = item.is_none()
+                    && name == "item"
+                    && path.last().is_some_and(|p| p == "instancesSet");
+                path.push(name);
+                if starts_item {
+                    item = Some((Vec::new(), None, path.len()));
+                }
+            }
+            Event::End(_) => {
+                path.pop();
+            }
+            Event::Text(t) => {
+                if let Some((_, id @ None, depth)) = item.as_mut() {
+                    if path.len() == *depth + 1 && path.last().is_some_and(|p| p == "instanceId") {
+                        *id = Some(t.decode().ok()?.into_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+        match item.as_mut() {
+            Some((events, _, _)) => events.push(ev.clone()),
+            None => writer.write_event(ev.clone()).ok()?,
+        }
+        let closes_item = matches!(ev, Event::End(_))
+            && item.as_ref().is_some_and(|(_, _, d)| path.len() + 1 == *d);
+        if closes_item {
+            let (events, id, depth) = item.take()?;
+            let what = id.as_deref().map_or(Edit::Keep, edit);
+            if what == Edit::Hide {
+                continue;
+            }
+            let mut at: Vec<String> = Vec::new();
+            for e in events {
+                let e = match (&e, what) {
+                    (Event::Start(s), _) => {
+                        at.push(String::from_utf8_lossy(s.name().as_ref()).into_owned());
+                        e
+                    }
+                    (Event::End(_), _) => {
+                        at.pop();
+                        e
+                    }
+                    (Event::Text(_), Edit::Pending)
+                        if at.len() == 3 && at[1] == "instanceState" =>
+                    {
+                        let value = if at[2] == "code" { "0" } else { "pending" };
+                        Event::Text(BytesText::new(value).into_owned())
+                    }
+                    _ => e,
+                };
+                writer.write_event(e).ok()?;
+            }
+            let _ = depth;
+        }
+    }
+    String::from_utf8(writer.into_inner()).ok()
+}
+
+/// Every `instanceId` in an answer, in order.
+pub(crate) fn instance_ids(xml: &str) -> Vec<String> {
+    let mut reader = Reader::from_str(xml);
+    let mut out = Vec::new();
+    let mut in_id = false;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(s)) => in_id = s.name().as_ref() == b"instanceId",
+            Ok(Event::Text(t)) if in_id => {
+                if let Ok(t) = t.decode() {
+                    out.push(t.into_owned());
+                }
+            }
+            Ok(Event::End(_)) => in_id = false,
+            Ok(Event::Eof) | Err(_) => return out,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANSWER: &str = "<DescribeInstancesResponse><reservationSet><item><instancesSet>\
+<item><instanceId>i-1</instanceId><instanceState><code>16</code><name>running</name></instanceState><tagSet><item><key>k</key><value>v</value></item></tagSet></item>\
+<item><instanceId>i-2</instanceId><instanceState><code>16</code><name>running</name></instanceState></item>\
+<item><instanceId>i-3</instanceId><instanceState><code>16</code><name>running</name></instanceState></item>\
+</instancesSet></item></reservationSet></DescribeInstancesResponse>";
+
+    #[test]
+    fn hides_and_delays_instances() {
+        let out = instances(ANSWER, |id| match id {
+            "i-1" => Edit::Pending,
+            "i-2" => Edit::Hide,
+            _ => Edit::Keep,
+        });
+        assert_eq!(instance_ids(&out), ["i-1", "i-3"]);
+        assert!(
+            out.contains(
+                "<instanceId>i-1</instanceId><instanceState><code>0</code><name>pending</name>"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "<instanceId>i-3</instanceId><instanceState><code>16</code><name>running</name>"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("<key>k</key><value>v</value>"),
+            "tags survive: {out}"
+        );
+        assert_eq!(instances("not xml <", |_| Edit::Hide), "not xml <");
+    }
+}
