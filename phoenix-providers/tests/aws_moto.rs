@@ -198,3 +198,101 @@ async fn bad_input_is_a_classified_error_with_the_aws_code_and_no_secret() {
         .unwrap_err();
     assert!(matches!(e.kind, ErrorKind::Invalid(_)), "{e:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn images_conformance_on_moto_bakes_from_a_builder_instance() {
+    use phoenix_core::conformance::images::ImagesFixture;
+    use phoenix_core::ports::{BakeSource, Images};
+    use phoenix_providers::aws::Ec2Images;
+
+    let client = client();
+    let image = an_ami(&client).await;
+    let compute = compute(&client);
+    let pool = PoolId::new(conformance::unique("builder")).unwrap();
+    let op = OperationId::new(conformance::unique("op")).unwrap();
+    let builder = compute.launch(&[request(&image, &pool, &op, 0)]).await;
+    let builder = builder.into_iter().next().unwrap().unwrap();
+    let images = Ec2Images::builder(client.clone())
+        .poll(Duration::from_millis(100))
+        .build();
+    conformance::images::run(
+        &images,
+        &ImagesFixture {
+            bake_from: Some(BakeSource::Server(builder.id.clone())),
+            existing: None,
+        },
+    )
+    .await;
+    let e = images
+        .bake(&phoenix_core::ports::BakeRequest {
+            source: BakeSource::Artifact("/tmp/x.tar".into()),
+            name: "web".into(),
+            version: "1".into(),
+            base: None,
+            properties: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Unsupported(_)), "{e:?}");
+    compute.terminate(&builder.id).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn deleting_an_ami_deletes_its_snapshots() {
+    use phoenix_core::ports::{BakeRequest, BakeSource, Images};
+    use phoenix_providers::aws::Ec2Images;
+
+    let client = client();
+    let image = an_ami(&client).await;
+    let compute = compute(&client);
+    let pool = PoolId::new(conformance::unique("builder")).unwrap();
+    let op = OperationId::new(conformance::unique("op")).unwrap();
+    let builder = compute.launch(&[request(&image, &pool, &op, 0)]).await;
+    let builder = builder.into_iter().next().unwrap().unwrap();
+    let images = Ec2Images::builder(client.clone())
+        .poll(Duration::from_millis(100))
+        .build();
+    let baked = images
+        .bake(&BakeRequest {
+            source: BakeSource::Server(builder.id.clone()),
+            name: "web".into(),
+            version: conformance::unique("v"),
+            base: Some(image.to_string()),
+            properties: Default::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(baked.state, phoenix_core::model::ImageState::Built);
+    assert_eq!(baked.base.as_deref(), Some(image.as_str()));
+    let snapshots = |body: String| -> Vec<String> {
+        body.split("<snapshotId>")
+            .skip(1)
+            .filter_map(|s| s.split('<').next().map(str::to_owned))
+            .collect()
+    };
+    let body = client
+        .call(
+            &QueryRequest::new(Service::Ec2, "DescribeImages")
+                .param("ImageId.1", baked.id.as_str()),
+        )
+        .await
+        .unwrap();
+    let snaps = snapshots(body);
+    assert!(!snaps.is_empty(), "the AMI has snapshots");
+    images.delete(&baked.id).await.unwrap();
+    for snap in snaps {
+        let e = client
+            .call(
+                &QueryRequest::new(Service::Ec2, "DescribeSnapshots").param("SnapshotId.1", &snap),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            aws_error_code(&e).is_some_and(|c| c.starts_with("InvalidSnapshot")),
+            "{e:?}"
+        );
+    }
+    compute.terminate(&builder.id).await.unwrap();
+}

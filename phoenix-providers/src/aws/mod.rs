@@ -7,7 +7,8 @@
 //! - [`AwsClient`] signs, sends, retries with the shared retry policy,
 //!   paces calls through the region's [`RequestBucket`], classifies errors
 //!   (keeping the AWS error code: [`aws_error_code`]) and counts calls.
-//! - [`Ec2Compute`] implements `Compute` on EC2 instances.
+//! - [`Ec2Compute`] implements `Compute` on EC2 instances, [`Ec2Images`]
+//!   implements `Images` on AMIs.
 //!
 //! ```no_run
 //! use phoenix_core::ports::Compute;
@@ -33,7 +34,7 @@ pub mod throttle;
 mod xml;
 
 pub use config::{AwsConfig, AwsConfigBuilder, Service};
-pub use ec2::{Ec2Compute, Ec2ComputeBuilder};
+pub use ec2::{Ec2Compute, Ec2ComputeBuilder, Ec2Images, Ec2ImagesBuilder};
 pub use error::{aws_error_code, AwsApiError, AwsConfigError};
 pub use query::{AwsClient, QueryRequest};
 pub use throttle::RequestBucket;
