@@ -92,6 +92,10 @@ pub mod loadgen;
 #[cfg(feature = "remote")]
 pub mod remote;
 
+#[cfg(feature = "elastic-ip")]
+pub mod elastic_ip;
+#[cfg(feature = "elbv2")]
+pub mod elbv2;
 #[cfg(feature = "floating-ip")]
 pub mod floating_ip;
 #[cfg(feature = "octavia")]

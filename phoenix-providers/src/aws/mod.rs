@@ -31,7 +31,7 @@ pub mod query;
 #[cfg(feature = "aws-testing")]
 pub mod testing;
 pub mod throttle;
-mod xml;
+pub mod xml;
 
 pub use config::{AwsConfig, AwsConfigBuilder, Service};
 pub use ec2::{Ec2Compute, Ec2ComputeBuilder, Ec2Images, Ec2ImagesBuilder};

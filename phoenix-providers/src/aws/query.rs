@@ -263,7 +263,9 @@ impl AwsClient {
         self.parse(request, &body)
     }
 
-    fn parse<T: DeserializeOwned>(
+    /// Reads an answer `body` of `request` as `T`, or says why not
+    /// (`BadResponse` with an excerpt, scrubbed of secrets).
+    pub fn parse<T: DeserializeOwned>(
         &self,
         request: &QueryRequest,
         body: &str,

@@ -1,5 +1,6 @@
 //! Reading the Query APIs' XML answers with `quick-xml`'s serde support:
-//! EC2's `<xSet><item>…</item></xSet>` lists and the two shapes of error bodies (EC2's
+//! EC2's `<xSet><item>…</item></xSet>` lists, the other services'
+//! `<member>` lists, and the two shapes of error bodies (EC2's
 //! `<Response><Errors><Error>` and the others' `<ErrorResponse><Error>`).
 
 use serde::de::DeserializeOwned;
@@ -9,14 +10,33 @@ use serde::Deserialize;
 /// read as empty.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(bound(deserialize = "T: Deserialize<'de>"))]
-pub(crate) struct Items<T> {
+pub struct Items<T> {
+    /// The entries.
     #[serde(rename = "item", default = "Vec::new")]
-    pub(crate) items: Vec<T>,
+    pub items: Vec<T>,
 }
 
 impl<T> Default for Items<T> {
     fn default() -> Self {
         Self { items: Vec::new() }
+    }
+}
+
+/// An ELBv2, Auto Scaling or STS list: `<Foos><member>…</member></Foos>`.
+/// Absent or empty lists read as empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+pub struct Members<T> {
+    /// The entries.
+    #[serde(rename = "member", default = "Vec::new")]
+    pub members: Vec<T>,
+}
+
+impl<T> Default for Members<T> {
+    fn default() -> Self {
+        Self {
+            members: Vec::new(),
+        }
     }
 }
 
@@ -67,7 +87,7 @@ pub(crate) fn error_body(body: &str) -> Option<ErrorBody> {
 }
 
 /// Reads a success body into `T`; the error says where it failed.
-pub(crate) fn parse<T: DeserializeOwned>(body: &str) -> Result<T, quick_xml::DeError> {
+pub fn parse<T: DeserializeOwned>(body: &str) -> Result<T, quick_xml::DeError> {
     quick_xml::de::from_str(body)
 }
 

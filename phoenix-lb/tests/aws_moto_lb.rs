@@ -1,0 +1,399 @@
+//! The ELBv2 and Elastic IP balancers against moto, started by the test
+//! script (`scripts/peers/moto.sh`, which exports `PHOENIX_MOTO_URL`). Each
+//! test builds its own VPC, load balancer, target groups and instances.
+
+// Helpers outside #[test] functions unwrap too: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use phoenix_core::conformance::{self, load_balancer::LbExtras, load_balancer::LbFixture};
+use phoenix_core::id::{
+    DeploymentId, EnvironmentName, IdempotencyToken, ImageId, OperationId, PoolId, ReleaseLabel,
+    RoleName,
+};
+use phoenix_core::labels::Labels;
+use phoenix_core::ports::{BootPayload, Compute, LaunchRequest, LoadBalancer, MemberState, Target};
+use phoenix_core::retry::RetryPolicy;
+use phoenix_lb::elastic_ip::ElasticIpBalancer;
+use phoenix_lb::elbv2::{Elbv2BlueGreen, Elbv2TargetGroup};
+use phoenix_providers::aws::credentials::static_credentials;
+use phoenix_providers::aws::{AwsClient, AwsConfig, Ec2Compute, QueryRequest, Service};
+use secrecy::SecretString;
+
+const NEEDS_MOTO: &str = "PHOENIX_MOTO_URL is set by scripts/test (scripts/peers/moto.sh)";
+
+fn client() -> AwsClient {
+    let url = std::env::var("PHOENIX_MOTO_URL").expect(NEEDS_MOTO);
+    AwsClient::new(
+        AwsConfig::builder()
+            .region("eu-west-1")
+            .endpoint_url(url)
+            .credentials(static_credentials("AKIDMOTO", "moto-secret-key", None))
+            .retry(RetryPolicy {
+                initial_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(200),
+                max_retries: 3,
+                jitter_seed: Some(7),
+            })
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The text of the first `<tag>` in an answer.
+fn first(body: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = body
+        .find(&open)
+        .unwrap_or_else(|| panic!("no {tag} in {body}"))
+        + open.len();
+    let end = start + body[start..].find('<').unwrap();
+    body[start..end].to_owned()
+}
+
+async fn call(client: &AwsClient, q: QueryRequest) -> String {
+    client.call(&q).await.unwrap()
+}
+
+/// A VPC with two subnets, a load balancer with a listener forwarding to
+/// two target groups (all weight on the first), and `n` instances.
+struct Site {
+    client: AwsClient,
+    compute: Ec2Compute,
+    listener: String,
+    groups: [String; 2],
+    targets: Vec<Target>,
+    /// Two more instances at the first target's address (an address
+    /// reused; moto does not refuse the duplicate).
+    reuse: Vec<Target>,
+}
+
+async fn site(n: u32) -> Site {
+    let client = client();
+    let name = conformance::unique("lb");
+    let vpc = first(
+        &call(
+            &client,
+            QueryRequest::new(Service::Ec2, "CreateVpc").param("CidrBlock", "10.0.0.0/16"),
+        )
+        .await,
+        "vpcId",
+    );
+    let mut subnets = Vec::new();
+    for (i, zone) in ["eu-west-1a", "eu-west-1b"].iter().enumerate() {
+        let body = call(
+            &client,
+            QueryRequest::new(Service::Ec2, "CreateSubnet")
+                .param("VpcId", &vpc)
+                .param("CidrBlock", format!("10.0.{}.0/24", i + 1))
+                .param("AvailabilityZone", *zone),
+        )
+        .await;
+        subnets.push(first(&body, "subnetId"));
+    }
+    let lb = first(
+        &call(
+            &client,
+            QueryRequest::new(Service::Elbv2, "CreateLoadBalancer")
+                .param("Name", &name)
+                .list("Subnets.member", subnets.clone()),
+        )
+        .await,
+        "LoadBalancerArn",
+    );
+    let mut groups = Vec::new();
+    for colour in ["b", "g"] {
+        let body = call(
+            &client,
+            QueryRequest::new(Service::Elbv2, "CreateTargetGroup")
+                .param("Name", format!("{name}-{colour}"))
+                .param("Protocol", "HTTP")
+                .param("Port", "8080")
+                .param("VpcId", &vpc),
+        )
+        .await;
+        groups.push(first(&body, "TargetGroupArn"));
+    }
+    let p = "DefaultActions.member.1.ForwardConfig.TargetGroups.member";
+    let listener = first(
+        &call(
+            &client,
+            QueryRequest::new(Service::Elbv2, "CreateListener")
+                .param("LoadBalancerArn", &lb)
+                .param("Protocol", "HTTP")
+                .param("Port", "80")
+                .param("DefaultActions.member.1.Type", "forward")
+                .param(format!("{p}.1.TargetGroupArn"), &groups[0])
+                .param(format!("{p}.1.Weight"), "100")
+                .param(format!("{p}.2.TargetGroupArn"), &groups[1])
+                .param(format!("{p}.2.Weight"), "0"),
+        )
+        .await,
+        "ListenerArn",
+    );
+    let ami_body = call(
+        &client,
+        QueryRequest::new(Service::Ec2, "DescribeImages").param("Owner.1", "amazon"),
+    )
+    .await;
+    let image = ImageId::new(first(&ami_body, "imageId")).unwrap();
+    let first_subnet = subnets[0].clone();
+    let compute = Ec2Compute::builder(client.clone())
+        .subnets(vec![first_subnet.clone()])
+        .client_token_honoured(false)
+        .build();
+    let pool = PoolId::new(conformance::unique("pool")).unwrap();
+    let op = OperationId::new(conformance::unique("op")).unwrap();
+    let requests: Vec<LaunchRequest> = (0..n)
+        .map(|slot| {
+            let token = IdempotencyToken::derive(&op, &pool, slot, 0);
+            use base64::Engine;
+            LaunchRequest {
+                name: format!("{pool}-{slot}"),
+                image: image.clone(),
+                flavor: None,
+                boot: BootPayload::AwsUserData {
+                    base64: SecretString::from(
+                        base64::engine::general_purpose::STANDARD.encode("#cloud-config\n"),
+                    ),
+                },
+                labels: Labels::for_server(
+                    &DeploymentId::new(conformance::unique("dep")).unwrap(),
+                    &EnvironmentName::new("test").unwrap(),
+                    &RoleName::new("web").unwrap(),
+                    &ReleaseLabel::new("v1").unwrap(),
+                    &pool,
+                    slot,
+                    &token,
+                ),
+                token,
+            }
+        })
+        .collect();
+    let targets: Vec<Target> = compute
+        .launch(&requests)
+        .await
+        .into_iter()
+        .map(|r| {
+            let s = r.unwrap();
+            Target {
+                endpoint: SocketAddr::new(s.addresses[0], 8080),
+                server: s.id,
+            }
+        })
+        .collect();
+    // moto gives an address once per subnet: each server that reuses the
+    // first target's address lives in a twin VPC with the same ranges.
+    let mut reuse = Vec::new();
+    for _ in 0..2 {
+        let twin = first(
+            &call(
+                &client,
+                QueryRequest::new(Service::Ec2, "CreateVpc").param("CidrBlock", "10.0.0.0/16"),
+            )
+            .await,
+            "vpcId",
+        );
+        let twin_subnet = first(
+            &call(
+                &client,
+                QueryRequest::new(Service::Ec2, "CreateSubnet")
+                    .param("VpcId", &twin)
+                    .param("CidrBlock", "10.0.1.0/24")
+                    .param("AvailabilityZone", "eu-west-1a"),
+            )
+            .await,
+            "subnetId",
+        );
+        let at = targets[0].endpoint;
+        let body = call(
+            &client,
+            QueryRequest::new(Service::Ec2, "RunInstances")
+                .param("ImageId", image.as_str())
+                .param("MinCount", "1")
+                .param("MaxCount", "1")
+                .param("SubnetId", &twin_subnet)
+                .param("PrivateIpAddress", at.ip().to_string()),
+        )
+        .await;
+        reuse.push(Target {
+            server: phoenix_core::id::ServerId::new(first(&body, "instanceId")).unwrap(),
+            endpoint: at,
+        });
+    }
+    Site {
+        client,
+        compute,
+        listener,
+        groups: [groups[0].clone(), groups[1].clone()],
+        targets,
+        reuse,
+    }
+}
+
+fn fixture(site: &Site) -> LbFixture {
+    LbFixture {
+        healthy: site.targets.clone(),
+        unhealthy: None,
+        settle: Duration::from_secs(10),
+        drain: Duration::from_secs(1),
+        poll: Duration::from_millis(100),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn target_group_conformance_on_moto() {
+    let site = site(3).await;
+    let lb = Elbv2TargetGroup::new(site.client.clone(), &site.groups[0]);
+    let second = Elbv2TargetGroup::new(site.client.clone(), &site.groups[0]);
+    conformance::load_balancer::run_all(
+        &lb,
+        &fixture(&site),
+        &LbExtras {
+            second: Some(&second),
+            reuse: site.reuse.clone(),
+            ..LbExtras::default()
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn blue_green_conformance_on_moto() {
+    let site = site(3).await;
+    let lb = Elbv2BlueGreen::new(
+        site.client.clone(),
+        &site.listener,
+        &site.groups[0],
+        &site.groups[1],
+    )
+    .healthy_within(Duration::from_secs(10), Duration::from_millis(100));
+    let second = Elbv2BlueGreen::new(
+        site.client.clone(),
+        &site.listener,
+        &site.groups[0],
+        &site.groups[1],
+    );
+    conformance::load_balancer::run_all(
+        &lb,
+        &fixture(&site),
+        &LbExtras {
+            second: Some(&second),
+            reuse: site.reuse.clone(),
+            ..LbExtras::default()
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn a_blue_green_switch_is_one_listener_call_whatever_the_pool_size() {
+    let mut totals = Vec::new();
+    for n in [2u32, 10] {
+        let site = site(2 * n).await;
+        let lb = Elbv2BlueGreen::new(
+            site.client.clone(),
+            &site.listener,
+            &site.groups[0],
+            &site.groups[1],
+        )
+        .healthy_within(Duration::from_secs(10), Duration::from_millis(100));
+        let (blue, green) = site.targets.split_at(n as usize);
+        lb.attach(blue).await.unwrap();
+        let blue_ids: Vec<_> = blue.iter().map(|t| t.server.clone()).collect();
+        site.client.stats().reset();
+        lb.swap(green, &blue_ids, Duration::from_secs(0))
+            .await
+            .unwrap();
+        let stats = site.client.stats();
+        assert_eq!(
+            stats.count("elasticloadbalancing ModifyListener"),
+            1,
+            "n={n}"
+        );
+        assert_eq!(
+            stats.count("elasticloadbalancing RegisterTargets"),
+            1,
+            "n={n}"
+        );
+        assert_eq!(
+            stats.count("elasticloadbalancing DeregisterTargets"),
+            1,
+            "n={n}"
+        );
+        totals.push(stats.total());
+        eprintln!("blue-green switch of {n} servers: {:?}", stats.snapshot());
+        let members = lb.members().await.unwrap();
+        assert_eq!(members.len(), n as usize);
+        for t in green {
+            let m = members.iter().find(|m| m.server == t.server).unwrap();
+            assert_eq!((m.endpoint, m.state), (t.endpoint, MemberState::Active));
+        }
+        // The switch moved the weight to the other group.
+        let listener = call(
+            &site.client,
+            QueryRequest::new(Service::Elbv2, "DescribeListeners")
+                .param("ListenerArns.member.1", &site.listener),
+        )
+        .await;
+        let green_at = listener.find(&site.groups[1]).unwrap();
+        assert!(
+            listener[green_at..]
+                .starts_with(&format!("{}</TargetGroupArn><Weight>100", site.groups[1])),
+            "{listener}"
+        );
+        for t in site.targets.iter().chain(&site.reuse) {
+            site.compute.terminate(&t.server).await.unwrap();
+        }
+    }
+    assert_eq!(
+        totals[0], totals[1],
+        "the same calls for 2 and for 10 servers"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn elastic_ip_conformance_on_moto() {
+    let site = site(3).await;
+    let body = call(
+        &site.client,
+        QueryRequest::new(Service::Ec2, "AllocateAddress").param("Domain", "vpc"),
+    )
+    .await;
+    let allocation = first(&body, "allocationId");
+    let lb = ElasticIpBalancer::new(site.client.clone(), &allocation, 8080);
+    let second = ElasticIpBalancer::new(site.client.clone(), &allocation, 8080);
+    conformance::load_balancer::run_all(
+        &lb,
+        &fixture(&site),
+        &LbExtras {
+            second: Some(&second),
+            reuse: site.reuse.clone(),
+            single: true,
+            ..LbExtras::default()
+        },
+    )
+    .await;
+    // Moving the address is one call.
+    lb.attach(&site.targets[..1]).await.unwrap();
+    site.client.stats().reset();
+    lb.swap(
+        &site.targets[1..2],
+        std::slice::from_ref(&site.targets[0].server),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!(site.client.stats().count("ec2 AssociateAddress"), 1);
+    let m = lb.members().await.unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].server, site.targets[1].server);
+    assert_eq!(m[0].endpoint, site.targets[1].endpoint);
+}
