@@ -14,7 +14,7 @@ use phoenix_core::model::{ImageState, PoolState, TestEvidence};
 use phoenix_core::ops::{PlanningError, ReconcileOptions};
 use phoenix_core::phoenix::CatalogError;
 use phoenix_core::plan::{OperationKind, Step};
-use phoenix_core::ports::StateStore;
+use phoenix_core::ports::{MemberState, StateStore};
 use phoenix_core::sim::{CrashOn, CrashPoint, SimConfig};
 
 async fn history(w: &common::World) -> Vec<Event> {
@@ -304,6 +304,60 @@ async fn hole_17_missing_servers_are_described_in_chunks() {
     )
     .await;
     w.apply(plan).await;
+}
+
+/// Found by the simulation once servers could vanish (spot reclaim, an
+/// operator's delete): reconcile recorded them missing but left their
+/// members behind the balancer, pointing at addresses no one answers on —
+/// or, once reused, someone else does. They leave the balancer first.
+#[tokio::test(start_paused = true)]
+async fn a_server_that_vanished_leaves_the_balancer_when_recorded_missing() {
+    let w = world_with(SimConfig::default(), 3, |p| p).await;
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    let snap = w.phoenix.snapshot(&w.shop).await.unwrap();
+    let gone = snap
+        .pool(&v1)
+        .unwrap()
+        .slot(1)
+        .unwrap()
+        .server
+        .clone()
+        .unwrap();
+    w.cloud.reclaim(&gone);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(
+        w.cloud.members().iter().any(|m| m.server == gone),
+        "the balancer keeps it"
+    );
+    let (report, plan) = w
+        .phoenix
+        .plan_reconcile(
+            &w.shop,
+            &w.web,
+            ReconcileOptions {
+                record_missing: true,
+                ..ReconcileOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.missing.len(), 1, "{report:?}");
+    w.apply(plan).await;
+    assert!(
+        !w.cloud
+            .members()
+            .iter()
+            .any(|m| m.server == gone && m.state == MemberState::Active),
+        "a vanished server's member takes no more traffic: {:?}",
+        w.cloud.members()
+    );
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(
+        !w.cloud.members().iter().any(|m| m.server == gone),
+        "and leaves: {:?}",
+        w.cloud.members()
+    );
 }
 
 /// Hole 17: plan_reconcile takes a policy like every other planner; its

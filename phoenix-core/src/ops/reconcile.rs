@@ -366,6 +366,26 @@ pub fn reconcile(
     let mut notes = Vec::new();
     if options.record_missing {
         for (pool, slots) in &missing_by_pool {
+            // A vanished server's member still points at its address: no
+            // one answers there, or, once the address is reused, someone
+            // else does. It leaves the balancer before the slot is
+            // recorded gone (the slot no longer names it afterwards).
+            let behind: Vec<u32> = slots
+                .iter()
+                .copied()
+                .filter(|i| {
+                    report.missing.iter().any(|(p, slot, server)| {
+                        p == pool && slot == i && members.iter().any(|m| &m.server == server)
+                    })
+                })
+                .collect();
+            if !behind.is_empty() {
+                steps.push(Step::Detach {
+                    pool: pool.clone(),
+                    slots: behind,
+                    replacements: Vec::new(),
+                });
+            }
             steps.push(Step::MarkMissing {
                 pool: pool.clone(),
                 slots: slots.clone(),

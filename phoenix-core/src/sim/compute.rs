@@ -150,10 +150,10 @@ impl SimCompute {
         let death_p = w.faults.member_death;
         let death = if fate == Fate::Boots && w.chance(death_p) {
             let after = w.between(Duration::ZERO, w.config.death_horizon);
-            let kind = if w.rng_bool() {
-                Death::Host
-            } else {
-                Death::App
+            let kind = match w.pick(5) {
+                0 | 1 => Death::Host,
+                2 | 3 => Death::App,
+                _ => Death::Reclaimed,
             };
             Some((now + boot + after, kind))
         } else {
@@ -201,9 +201,10 @@ fn building_view(s: &SimServer) -> Server {
 }
 
 impl World {
-    pub(crate) fn rng_bool(&mut self) -> bool {
+    /// A number below `n`, evenly.
+    pub(crate) fn pick(&mut self, n: u32) -> u32 {
         use rand::Rng;
-        self.rng.random_bool(0.5)
+        self.rng.random_range(0..n.max(1))
     }
 }
 

@@ -311,6 +311,16 @@ impl SimCloud {
         }
     }
 
+    /// The cloud takes a server back now (spot reclaim, an operator's
+    /// delete): it vanishes from every answer; a balancer keeps its member.
+    pub fn reclaim(&self, server: &crate::id::ServerId) {
+        let now = tokio::time::Instant::now();
+        let mut w = lock(&self.world);
+        if let Some(s) = w.servers.get_mut(server) {
+            s.death = Some((now, world::Death::Reclaimed));
+        }
+    }
+
     fn add_image(&self, name: &str, version: &str, state: ImageState, proven: bool) -> Image {
         let mut w = lock(&self.world);
         let id = ImageId::from_valid(format!("img-{:04}", w.next_image));

@@ -35,6 +35,9 @@ pub(crate) enum Death {
     Host,
     /// The application dies: the cloud still reports ACTIVE.
     App,
+    /// The cloud takes the server back (spot reclaim, an operator's
+    /// delete) and it vanishes from every answer, as if never launched.
+    Reclaimed,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +71,9 @@ pub(crate) struct SimServer {
 impl SimServer {
     pub(crate) fn status(&self, now: Instant) -> Option<ServerStatus> {
         if self.terminated_at.is_some_and(|t| now >= t) {
+            return None;
+        }
+        if matches!(self.death, Some((t, Death::Reclaimed)) if now >= t) {
             return None;
         }
         if self.stopped_at.is_some_and(|t| now >= t) {
