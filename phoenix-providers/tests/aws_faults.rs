@@ -263,7 +263,10 @@ async fn a_terminate_right_after_launch_is_not_taken_for_gone() {
     let s = ec2.launch(&[p.request(&image, 0, "#cloud-config\n")]).await;
     let s = s.into_iter().next().unwrap().unwrap();
     assert!(
-        ec2.describe(std::slice::from_ref(&s.id)).await.unwrap().is_empty(),
+        ec2.describe(std::slice::from_ref(&s.id))
+            .await
+            .unwrap()
+            .is_empty(),
         "not visible yet"
     );
     let e = ec2.terminate(&s.id).await.unwrap_err();
