@@ -155,7 +155,17 @@ impl SimCompute {
                 2 | 3 => Death::App,
                 _ => Death::Reclaimed,
             };
-            Some((now + boot + after, kind))
+            let mut at = now + boot + after;
+            if kind == Death::Reclaimed {
+                // Spot reclaims come in waves: every reclaim of a
+                // half-hour lands at its end, so several servers vanish at
+                // once.
+                let wave = Duration::from_secs(1800);
+                let since = at.saturating_duration_since(w.start).as_secs();
+                let waves = since.div_ceil(wave.as_secs());
+                at = w.start + wave * u32::try_from(waves).unwrap_or(u32::MAX);
+            }
+            Some((at, kind))
         } else {
             None
         };
