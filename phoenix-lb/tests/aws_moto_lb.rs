@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use phoenix_core::conformance::{self, load_balancer::LbExtras, load_balancer::LbFixture};
 use phoenix_core::id::{
-    DeploymentId, EnvironmentName, IdempotencyToken, ImageId, OperationId, PoolId, ReleaseLabel,
-    RoleName,
+    DeploymentId, EnvironmentName, IdempotencyToken, OperationId, PoolId, ReleaseLabel, RoleName,
 };
 use phoenix_core::labels::Labels;
 use phoenix_core::ports::{BootPayload, Compute, LaunchRequest, LoadBalancer, MemberState, Target};
@@ -19,6 +18,7 @@ use phoenix_core::retry::RetryPolicy;
 use phoenix_lb::elastic_ip::ElasticIpBalancer;
 use phoenix_lb::elbv2::{Elbv2BlueGreen, Elbv2TargetGroup};
 use phoenix_providers::aws::credentials::static_credentials;
+use phoenix_providers::aws::testing::{first_text, stock_ami, Site as MotoSite};
 use phoenix_providers::aws::{AwsClient, AwsConfig, Ec2Compute, QueryRequest, Service};
 use secrecy::SecretString;
 
@@ -45,13 +45,7 @@ fn client() -> AwsClient {
 
 /// The text of the first `<tag>` in an answer.
 fn first(body: &str, tag: &str) -> String {
-    let open = format!("<{tag}>");
-    let start = body
-        .find(&open)
-        .unwrap_or_else(|| panic!("no {tag} in {body}"))
-        + open.len();
-    let end = start + body[start..].find('<').unwrap();
-    body[start..end].to_owned()
+    first_text(body, tag).unwrap_or_else(|| panic!("no {tag} in {body}"))
 }
 
 async fn call(client: &AwsClient, q: QueryRequest) -> String {
@@ -74,72 +68,9 @@ struct Site {
 async fn site(n: u32) -> Site {
     let client = client();
     let name = conformance::unique("lb");
-    let vpc = first(
-        &call(
-            &client,
-            QueryRequest::new(Service::Ec2, "CreateVpc").param("CidrBlock", "10.0.0.0/16"),
-        )
-        .await,
-        "vpcId",
-    );
-    let mut subnets = Vec::new();
-    for (i, zone) in ["eu-west-1a", "eu-west-1b"].iter().enumerate() {
-        let body = call(
-            &client,
-            QueryRequest::new(Service::Ec2, "CreateSubnet")
-                .param("VpcId", &vpc)
-                .param("CidrBlock", format!("10.0.{}.0/24", i + 1))
-                .param("AvailabilityZone", *zone),
-        )
-        .await;
-        subnets.push(first(&body, "subnetId"));
-    }
-    let lb = first(
-        &call(
-            &client,
-            QueryRequest::new(Service::Elbv2, "CreateLoadBalancer")
-                .param("Name", &name)
-                .list("Subnets.member", subnets.clone()),
-        )
-        .await,
-        "LoadBalancerArn",
-    );
-    let mut groups = Vec::new();
-    for colour in ["b", "g"] {
-        let body = call(
-            &client,
-            QueryRequest::new(Service::Elbv2, "CreateTargetGroup")
-                .param("Name", format!("{name}-{colour}"))
-                .param("Protocol", "HTTP")
-                .param("Port", "8080")
-                .param("VpcId", &vpc),
-        )
-        .await;
-        groups.push(first(&body, "TargetGroupArn"));
-    }
-    let p = "DefaultActions.member.1.ForwardConfig.TargetGroups.member";
-    let listener = first(
-        &call(
-            &client,
-            QueryRequest::new(Service::Elbv2, "CreateListener")
-                .param("LoadBalancerArn", &lb)
-                .param("Protocol", "HTTP")
-                .param("Port", "80")
-                .param("DefaultActions.member.1.Type", "forward")
-                .param(format!("{p}.1.TargetGroupArn"), &groups[0])
-                .param(format!("{p}.1.Weight"), "100")
-                .param(format!("{p}.2.TargetGroupArn"), &groups[1])
-                .param(format!("{p}.2.Weight"), "0"),
-        )
-        .await,
-        "ListenerArn",
-    );
-    let ami_body = call(
-        &client,
-        QueryRequest::new(Service::Ec2, "DescribeImages").param("Owner.1", "amazon"),
-    )
-    .await;
-    let image = ImageId::new(first(&ami_body, "imageId")).unwrap();
+    let moto = MotoSite::create(&client, &name, 8080).await.unwrap();
+    let subnets = moto.subnets.clone();
+    let image = stock_ami(&client).await.unwrap();
     let first_subnet = subnets[0].clone();
     let compute = Ec2Compute::builder(client.clone())
         .subnets(vec![first_subnet.clone()])
@@ -227,8 +158,8 @@ async fn site(n: u32) -> Site {
     Site {
         client,
         compute,
-        listener,
-        groups: [groups[0].clone(), groups[1].clone()],
+        listener: moto.listener.clone(),
+        groups: moto.groups.clone(),
         targets,
         reuse,
     }

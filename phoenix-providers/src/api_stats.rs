@@ -45,3 +45,28 @@ impl ApiStats {
             .clear();
     }
 }
+
+/// Calls made by a `Compute::describe`: one per polling round of the
+/// executor, and it should cost the same for one server as for a thousand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DescribeStats {
+    /// `describe` calls (one per polling round of the executor).
+    pub calls: u64,
+    /// HTTP requests they made.
+    pub requests: u64,
+    /// The most HTTP requests one `describe` made.
+    pub max_requests_per_call: u64,
+    /// The most servers one `describe` asked about.
+    pub max_ids_per_call: u64,
+}
+
+impl DescribeStats {
+    /// Counts one `describe` of `ids` servers that took `requests` HTTP
+    /// requests.
+    pub fn record(&mut self, requests: u64, ids: usize) {
+        self.calls += 1;
+        self.requests += requests;
+        self.max_requests_per_call = self.max_requests_per_call.max(requests);
+        self.max_ids_per_call = self.max_ids_per_call.max(ids as u64);
+    }
+}

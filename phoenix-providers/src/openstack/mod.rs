@@ -52,6 +52,7 @@ pub mod pagination;
 #[cfg(feature = "openstack-testing")]
 pub mod testing;
 
+pub use crate::api_stats::DescribeStats;
 pub use config::{
     ApplicationCredentialRef, CloudConfig, CloudConfigBuilder, Credentials, DomainRef, Interface,
     ProjectRef, Scope, TenantRef, UserRef,
@@ -60,4 +61,4 @@ pub use error::{CatalogError, ConfigError};
 pub use glance::{ImageApi, OpenStackImages, OpenStackImagesBuilder};
 pub use http::{ApiRequest, ApiResponse, ApiStats, Retry, Session, SessionBuilder};
 pub use neutron::{FloatingIp, Neutron, Port};
-pub use nova::{DescribeStats, NovaCompute, NovaComputeBuilder};
+pub use nova::{NovaCompute, NovaComputeBuilder};

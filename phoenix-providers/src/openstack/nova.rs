@@ -61,6 +61,7 @@ use serde_json::{json, Value};
 use super::auth::parse_expiry;
 use super::http::{ApiRequest, Retry, Session};
 use super::pagination::{self, Page};
+use crate::api_stats::DescribeStats;
 
 /// Nova's limit on a metadata key or value, in characters.
 pub const METADATA_LENGTH: usize = 255;
@@ -69,20 +70,6 @@ pub const DEFAULT_METADATA_ITEMS: usize = 128;
 
 const SERVICE: &str = "compute";
 const LIST_SERVERS: &str = "nova: listing servers";
-
-/// Calls made by [`NovaCompute::describe`]: it should cost the same for
-/// one server as for a thousand.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DescribeStats {
-    /// `describe` calls (one per polling round of the executor).
-    pub calls: u64,
-    /// HTTP requests they made.
-    pub requests: u64,
-    /// The most HTTP requests one `describe` made.
-    pub max_requests_per_call: u64,
-    /// The most servers one `describe` asked about.
-    pub max_ids_per_call: u64,
-}
 
 /// Builds a [`NovaCompute`].
 #[derive(Debug)]
@@ -617,10 +604,7 @@ impl Compute for NovaCompute {
         let (all, requests) = self.list_all().await?;
         {
             let mut s = self.describe.lock().unwrap_or_else(|p| p.into_inner());
-            s.calls += 1;
-            s.requests += requests;
-            s.max_requests_per_call = s.max_requests_per_call.max(requests);
-            s.max_ids_per_call = s.max_ids_per_call.max(ids.len() as u64);
+            s.record(requests, ids.len());
         }
         let wanted: std::collections::BTreeSet<&ServerId> = ids.iter().collect();
         Ok(all.into_iter().filter(|s| wanted.contains(&s.id)).collect())

@@ -30,6 +30,7 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
 use super::instance::{DescribeInstances, RunInstances};
+use crate::api_stats::DescribeStats;
 use crate::aws::config::Service;
 use crate::aws::error::aws_error_code;
 use crate::aws::query::{AwsClient, QueryRequest};
@@ -63,6 +64,7 @@ pub struct Ec2Compute {
     /// `InvalidInstanceID.NotFound` for them during the consistency window,
     /// and that is "not visible yet", never "gone".
     recent: Arc<Mutex<HashMap<String, Instant>>>,
+    describe_stats: Arc<Mutex<DescribeStats>>,
 }
 
 /// Builds an [`Ec2Compute`].
@@ -87,6 +89,7 @@ impl Ec2Compute {
                 consistency_window: Duration::from_secs(120),
                 launch_batch: 20,
                 recent: Arc::default(),
+                describe_stats: Arc::default(),
             },
         }
     }
@@ -94,6 +97,22 @@ impl Ec2Compute {
     /// The shared client (its counts, bucket and configuration).
     pub fn client(&self) -> &AwsClient {
         &self.client
+    }
+
+    /// Calls made by `describe` so far.
+    pub fn describe_stats(&self) -> DescribeStats {
+        *self
+            .describe_stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts counting `describe` calls from zero.
+    pub fn reset_describe_stats(&self) {
+        *self
+            .describe_stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = DescribeStats::default();
     }
 
     fn run_request(&self, r: &LaunchRequest) -> Result<QueryRequest, PortError> {
@@ -162,6 +181,11 @@ impl Ec2Compute {
     }
 
     async fn describe_where(&self, q: QueryRequest) -> Result<Vec<Server>, PortError> {
+        Ok(self.describe_pages(q).await?.0)
+    }
+
+    /// The servers a describe finds, and how many pages it took.
+    async fn describe_pages(&self, q: QueryRequest) -> Result<(Vec<Server>, u64), PortError> {
         let q = q.param("MaxResults", "1000");
         let pages: Vec<DescribeInstances> = self
             .client
@@ -169,12 +193,13 @@ impl Ec2Compute {
                 p.next_token.clone()
             })
             .await?;
-        Ok(pages
+        let servers = pages
             .iter()
             .flat_map(|p| &p.reservation_set.items)
             .flat_map(|r| &r.instances_set.items)
             .filter_map(|i| i.to_server())
-            .collect())
+            .collect();
+        Ok((servers, pages.len() as u64))
     }
 
     /// Live instances carrying any of `tokens`, by token.
@@ -292,11 +317,18 @@ impl Compute for Ec2Compute {
 
     async fn describe(&self, ids: &[ServerId]) -> Result<Vec<Server>, PortError> {
         let mut out = Vec::with_capacity(ids.len());
+        let mut requests = 0;
         for chunk in ids.chunks(DESCRIBE_BATCH) {
             let q = QueryRequest::new(Service::Ec2, "DescribeInstances")
                 .filter("instance-id", chunk.iter().map(|i| i.as_str().to_owned()));
-            out.extend(self.describe_where(q).await?);
+            let (found, pages) = self.describe_pages(q).await?;
+            requests += pages;
+            out.extend(found);
         }
+        self.describe_stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(requests, ids.len());
         Ok(out)
     }
 

@@ -5,7 +5,8 @@
 //! `pending` states, and `ClientToken` honoured the way EC2 honours it
 //! (the same instance again; `IdempotentParameterMismatch` when the
 //! parameters differ). Faults are drawn from a seeded generator; the proxy
-//! counts what it injected.
+//! counts what it injected. [`Site`] builds the network and balancer a
+//! test needs on moto.
 //!
 //! ```no_run
 //! use phoenix_providers::aws::testing::{FaultProxy, Faults};
@@ -21,6 +22,9 @@
 //! ```
 
 mod rewrite;
+mod site;
+
+pub use site::{first_text, stock_ami, Site};
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
