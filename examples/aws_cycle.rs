@@ -215,7 +215,7 @@ fn env(name: &str) -> Result<String, Box<dyn Error>> {
 
 async fn place(a: &Args) -> Result<Place, Box<dyn Error>> {
     if a.real {
-        let client = AwsClient::new(AwsConfig::from_env()?)?;
+        let client = AwsClient::new(AwsConfig::from_env().await?)?;
         let groups: Vec<String> = env("PHOENIX_AWS_TARGET_GROUPS")?
             .split(',')
             .map(str::to_owned)

@@ -17,7 +17,7 @@
 //! use phoenix_providers::aws::{AwsClient, AwsConfig};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = AwsClient::new(AwsConfig::from_env()?)?;
+//! let client = AwsClient::new(AwsConfig::from_env().await?)?;
 //! let lb = ElasticIpBalancer::new(client, "eipalloc-64d5890a", 443);
 //! # let _ = lb;
 //! # Ok(())

@@ -11,7 +11,7 @@
 //! use phoenix_providers::aws::{AwsClient, AwsConfig};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = AwsClient::new(AwsConfig::from_env()?)?;
+//! let client = AwsClient::new(AwsConfig::from_env().await?)?;
 //! let lb = Elbv2BlueGreen::new(
 //!     client.clone(),
 //!     "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2",

@@ -122,17 +122,30 @@ impl AwsConfig {
         AwsConfigBuilder::default()
     }
 
-    /// Reads the configuration the way the AWS CLI and SDKs do: region
-    /// from `AWS_REGION` or `AWS_DEFAULT_REGION`; endpoints from
-    /// `AWS_ENDPOINT_URL_<SERVICE>`, then `AWS_ENDPOINT_URL` (unless
-    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` is true), then the public
-    /// ones; credentials from the default chain.
-    pub fn from_env() -> Result<Self, AwsConfigError> {
-        Self::from_vars(|name| std::env::var(name).ok())
+    /// Reads the configuration the way the AWS CLI and SDKs do: the
+    /// profile from `AWS_PROFILE` (default `default`); the region from
+    /// `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region` or IMDS;
+    /// endpoints from `AWS_ENDPOINT_URL_<SERVICE>`, then `AWS_ENDPOINT_URL`
+    /// (unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` is true), then the
+    /// public ones; credentials from AWS's default chain.
+    pub async fn from_env() -> Result<Self, AwsConfigError> {
+        let var = |name: &str| std::env::var(name).ok();
+        let profile = var("AWS_PROFILE")
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(|| "default".into());
+        let mut b = Self::from_vars(var);
+        if b.region.is_none() {
+            if let Some(region) = credentials::default_region(&profile).await {
+                b = b.region(region);
+            }
+        }
+        b.build_for_profile(&profile)
     }
 
-    /// [`Self::from_env`] over any source of variables.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, AwsConfigError> {
+    /// What [`Self::from_env`] reads from variables (region, endpoints,
+    /// the profile's credential chain), over any source of them, as a
+    /// builder to complete.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> AwsConfigBuilder {
         let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let profile = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
         let mut b = Self::builder().credentials(credentials::default_chain(&profile));
@@ -157,7 +170,7 @@ impl AwsConfig {
                 }
             }
         }
-        b.build_for_profile(&profile)
+        b
     }
 
     /// The region.
@@ -249,14 +262,9 @@ impl AwsConfigBuilder {
     }
 
     fn build_for_profile(self, profile: &str) -> Result<AwsConfig, AwsConfigError> {
-        let region = match self.region {
-            Some(r) => r,
-            None => {
-                credentials::profile_region(profile)?.ok_or_else(|| AwsConfigError::NoRegion {
-                    profile: profile.to_owned(),
-                })?
-            }
-        };
+        let region = self.region.ok_or_else(|| AwsConfigError::NoRegion {
+            profile: profile.to_owned(),
+        })?;
         if region.is_empty()
             || !region
                 .chars()
@@ -332,6 +340,7 @@ mod tests {
                 "http://127.0.0.1:7000",
             ),
         ]))
+        .build()
         .unwrap();
         assert_eq!(c.region(), "eu-west-1");
         assert_eq!(c.endpoint(Service::Ec2).as_str(), "http://127.0.0.1:6000/");
@@ -349,6 +358,7 @@ mod tests {
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
             ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
         ]))
+        .build()
         .unwrap();
         assert_eq!(
             c.endpoint(Service::Ec2).as_str(),
@@ -366,6 +376,7 @@ mod tests {
             ("AWS_REGION", "us-east-1"),
             ("AWS_ENDPOINT_URL_EC2", "not a url"),
         ]))
+        .build()
         .unwrap_err();
         assert!(e.to_string().contains("AWS_ENDPOINT_URL_EC2"), "{e}");
         let e = AwsConfig::builder().region("us east").build().unwrap_err();

@@ -43,7 +43,7 @@ pub fn aws_error_code(error: &PortError) -> Option<&str> {
 #[derive(Debug, thiserror::Error)]
 pub enum AwsConfigError {
     /// No region was configured anywhere.
-    #[error("no AWS region: set AWS_REGION, or `region` in the profile `{profile}`")]
+    #[error("no AWS region: set AWS_REGION, or `region` in the profile `{profile}` (read by `AwsConfig::from_env`), or call `region` on the builder")]
     NoRegion {
         /// The profile consulted.
         profile: String,

@@ -16,7 +16,7 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! // AWS_PROFILE / AWS_REGION, or AWS_ENDPOINT_URL=http://127.0.0.1:5000 for moto.
-//! let client = AwsClient::new(AwsConfig::from_env()?)?;
+//! let client = AwsClient::new(AwsConfig::from_env().await?)?;
 //! let compute = Ec2Compute::builder(client.clone()).instance_type("t3.small").build();
 //! println!("{:?}", compute.capabilities());
 //! # Ok(())

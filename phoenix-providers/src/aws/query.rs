@@ -16,7 +16,7 @@
 //! use phoenix_providers::aws::{AwsClient, AwsConfig, QueryRequest, Service};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = AwsClient::new(AwsConfig::from_env()?)?;
+//! let client = AwsClient::new(AwsConfig::from_env().await?)?;
 //! let body = client
 //!     .call(&QueryRequest::new(Service::Ec2, "DescribeRegions"))
 //!     .await?;
