@@ -30,7 +30,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use phoenix_config::ConfigSet;
 use phoenix_core::id::{
     DeploymentId, EnvironmentName, IdempotencyToken, ImageId, OperationId, PoolId, ReleaseLabel,
@@ -40,16 +39,13 @@ use phoenix_core::labels::{LabelSelector, Labels};
 use phoenix_core::memory_store::MemoryStore;
 use phoenix_core::model::{Deployment, Environment, ImageState, Role, ServerStatus, TestEvidence};
 use phoenix_core::policy::Policy;
-use phoenix_core::ports::{
-    BakeRequest, BakeSource, BootPayload, Check, Compute, Images, LaunchRequest, PortError, Probe,
-    ProbeOutcome, ProbeTarget,
-};
+use phoenix_core::ports::{BakeRequest, BakeSource, BootPayload, Compute, Images, LaunchRequest};
 use phoenix_core::retry::RetryPolicy;
 use phoenix_core::time::{Clock, SystemClock};
 use phoenix_core::Phoenix;
 use phoenix_lb::elbv2::Elbv2BlueGreen;
 use phoenix_providers::aws::credentials::static_credentials;
-use phoenix_providers::aws::testing::{stock_ami, FaultProxy, Faults, Site};
+use phoenix_providers::aws::testing::{stock_ami, FaultProxy, Faults, RunningProbe, Site};
 use phoenix_providers::aws::{AwsClient, AwsConfig, Ec2Compute, Ec2Images};
 use secrecy::SecretString;
 
@@ -117,25 +113,6 @@ fn args() -> Result<Args, String> {
         }
     }
     Ok(out)
-}
-
-/// moto's instances run nothing: there, healthy means running in EC2
-/// (the balancer's own checks are the evidence on a real account).
-struct Ec2Running(Arc<Ec2Compute>);
-
-#[async_trait]
-impl Probe for Ec2Running {
-    async fn check(&self, target: &ProbeTarget, _check: Check) -> Result<ProbeOutcome, PortError> {
-        let found = self
-            .0
-            .describe(std::slice::from_ref(&target.server))
-            .await?;
-        let status = found.first().map(|s| s.status.clone());
-        Ok(ProbeOutcome {
-            passed: status == Some(ServerStatus::Active),
-            detail: format!("{status:?}"),
-        })
-    }
 }
 
 /// What one operation cost.
@@ -343,7 +320,9 @@ async fn run(a: Args) -> Result<(), Box<dyn Error>> {
         .images(images.clone())
         .balancer(lb.clone())
         .boot_config(boot.clone())
-        .probe(Arc::new(Ec2Running(ec2.clone())))
+        // moto's instances run nothing: there, healthy means running in EC2
+        // (the balancer's own checks are the evidence on a real account).
+        .probe(Arc::new(RunningProbe(ec2.clone())))
         .store(Arc::new(MemoryStore::new(Arc::new(SystemClock))))
         .policy(policy)
         .holder("aws-cycle")
@@ -554,11 +533,12 @@ async fn cycle(
 async fn main() -> ExitCode {
     let a = match args() {
         Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("aws_cycle: {e}\n");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("aws_cycle: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };

@@ -21,9 +21,11 @@
 //! # }
 //! ```
 
+mod probe;
 mod rewrite;
 mod site;
 
+pub use probe::RunningProbe;
 pub use site::{first_text, stock_ami, Site};
 
 use std::collections::{BTreeMap, HashMap};
@@ -61,6 +63,10 @@ pub struct Faults {
     pub pending_for: Duration,
     /// Whether `RunInstances` honours `ClientToken` as EC2 does.
     pub honour_client_token: bool,
+    /// Chance that a launched instance fails at boot: once its pending
+    /// time is over, describes report it `terminated` (moto keeps it
+    /// running, so a caller that forgets it leaves an orphan behind).
+    pub boot_failure: f64,
     /// Seed of the fault generator.
     pub seed: u64,
 }
@@ -74,6 +80,7 @@ impl Default for Faults {
             invisible_for: Duration::ZERO,
             pending_for: Duration::ZERO,
             honour_client_token: false,
+            boot_failure: 0.0,
             seed: 1,
         }
     }
@@ -84,6 +91,8 @@ struct State {
     rng: rand::rngs::StdRng,
     /// Instance id → when it was launched or started.
     born: HashMap<String, (Instant, Instant)>,
+    /// Instances that fail at boot.
+    failing: std::collections::HashSet<String>,
     /// ClientToken → (parameters without the token, the answer).
     tokens: HashMap<String, (Vec<(String, String)>, String)>,
     injected: BTreeMap<String, u64>,
@@ -106,6 +115,7 @@ impl State {
             Some((_, started)) if now.duration_since(*started) < self.faults.pending_for => {
                 Edit::Pending
             }
+            _ if self.failing.contains(id) => Edit::Terminated,
             _ => Edit::Keep,
         }
     }
@@ -167,6 +177,7 @@ impl FaultProxy {
             rng: rand::rngs::StdRng::seed_from_u64(faults.seed),
             faults,
             born: HashMap::new(),
+            failing: std::collections::HashSet::new(),
             tokens: HashMap::new(),
             injected: BTreeMap::new(),
         }));
@@ -334,6 +345,11 @@ async fn handle(
         match action.as_str() {
             "RunInstances" => {
                 for id in rewrite::instance_ids(&text) {
+                    let fails = s.faults.boot_failure;
+                    if s.chance(fails) {
+                        s.count("boot failure RunInstances");
+                        s.failing.insert(id.clone());
+                    }
                     s.born.insert(id, (now, now));
                 }
                 if let Some(token) = param("ClientToken") {

@@ -11,6 +11,8 @@ pub(crate) enum Edit {
     Keep,
     Hide,
     Pending,
+    /// Failed at boot: EC2 reports it terminated.
+    Terminated,
 }
 
 /// Rewrites every `instancesSet/item` of `xml` by `edit(instance id)`.
@@ -77,10 +79,15 @@ fn rewrite(xml: &str, edit: &dyn Fn(&str) -> Edit) -> Option<String> {
                         at.pop();
                         e
                     }
-                    (Event::Text(_), Edit::Pending)
+                    (Event::Text(_), Edit::Pending | Edit::Terminated)
                         if at.len() == 3 && at[1] == "instanceState" =>
                     {
-                        let value = if at[2] == "code" { "0" } else { "pending" };
+                        let value = match (what, at[2].as_str()) {
+                            (Edit::Pending, "code") => "0",
+                            (Edit::Pending, _) => "pending",
+                            (_, "code") => "48",
+                            _ => "terminated",
+                        };
                         Event::Text(BytesText::new(value).into_owned())
                     }
                     _ => e,
