@@ -21,6 +21,7 @@ fn failing_or_empty(fail: bool) -> MockLoadBalancer {
         drain: true,
         reports_connections: true,
         max_batch: 100,
+        reactivates_draining: true,
     });
     lb.expect_members().returning(move || {
         if fail {

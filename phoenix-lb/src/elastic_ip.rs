@@ -100,6 +100,7 @@ impl LoadBalancer for ElasticIpBalancer {
             drain: false,
             reports_connections: false,
             max_batch: 1,
+            reactivates_draining: true,
         }
     }
 

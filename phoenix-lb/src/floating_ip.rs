@@ -77,6 +77,7 @@ impl LoadBalancer for FloatingIpBalancer {
             drain: false,
             reports_connections: false,
             max_batch: 1,
+            reactivates_draining: true,
         }
     }
 

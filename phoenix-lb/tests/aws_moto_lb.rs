@@ -18,14 +18,19 @@ use phoenix_core::retry::RetryPolicy;
 use phoenix_lb::elastic_ip::ElasticIpBalancer;
 use phoenix_lb::elbv2::{Elbv2BlueGreen, Elbv2TargetGroup};
 use phoenix_providers::aws::credentials::static_credentials;
-use phoenix_providers::aws::testing::{first_text, stock_ami, Site as MotoSite};
+use phoenix_providers::aws::testing::{
+    first_text, stock_ami, FaultProxy, Faults, Site as MotoSite,
+};
 use phoenix_providers::aws::{AwsClient, AwsConfig, Ec2Compute, QueryRequest, Service};
 use secrecy::SecretString;
 
 const NEEDS_MOTO: &str = "PHOENIX_MOTO_URL is set by scripts/test (scripts/peers/moto.sh)";
 
 fn client() -> AwsClient {
-    let url = std::env::var("PHOENIX_MOTO_URL").expect(NEEDS_MOTO);
+    client_at(&std::env::var("PHOENIX_MOTO_URL").expect(NEEDS_MOTO))
+}
+
+fn client_at(url: &str) -> AwsClient {
     AwsClient::new(
         AwsConfig::builder()
             .region("eu-west-1")
@@ -66,7 +71,25 @@ struct Site {
 }
 
 async fn site(n: u32) -> Site {
-    let client = client();
+    site_at(n, client()).await
+}
+
+/// ELBv2's timing through the fault layer: targets `initial` for half a
+/// second after registration, `draining` for the group's delay.
+async fn timed() -> FaultProxy {
+    FaultProxy::start(
+        &std::env::var("PHOENIX_MOTO_URL").expect(NEEDS_MOTO),
+        Faults {
+            health_delay: Duration::from_millis(500),
+            deregistration_delay: true,
+            ..Faults::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn site_at(n: u32, client: AwsClient) -> Site {
     let name = conformance::unique("lb");
     let moto = MotoSite::create(&client, &name, 8080).await.unwrap();
     let subnets = moto.subnets.clone();
@@ -327,4 +350,97 @@ async fn elastic_ip_conformance_on_moto() {
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].server, site.targets[1].server);
     assert_eq!(m[0].endpoint, site.targets[1].endpoint);
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn target_group_conformance_with_elbv2_timing() {
+    let proxy = timed().await;
+    let site = site_at(3, client_at(&proxy.url())).await;
+    let lb = Elbv2TargetGroup::new(site.client.clone(), &site.groups[0]);
+    let second = Elbv2TargetGroup::new(site.client.clone(), &site.groups[0]);
+    conformance::load_balancer::run_all(
+        &lb,
+        &fixture(&site),
+        &LbExtras {
+            second: Some(&second),
+            reuse: site.reuse.clone(),
+            ..LbExtras::default()
+        },
+    )
+    .await;
+    let injected = proxy.injected();
+    assert!(
+        injected
+            .get("draining DeregisterTargets")
+            .is_some_and(|n| *n > 0),
+        "targets drained: {injected:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn blue_green_conformance_with_elbv2_timing() {
+    let proxy = timed().await;
+    let site = site_at(3, client_at(&proxy.url())).await;
+    let lb = Elbv2BlueGreen::new(
+        site.client.clone(),
+        &site.listener,
+        &site.groups[0],
+        &site.groups[1],
+    )
+    .healthy_within(Duration::from_secs(10), Duration::from_millis(100));
+    let second = Elbv2BlueGreen::new(
+        site.client.clone(),
+        &site.listener,
+        &site.groups[0],
+        &site.groups[1],
+    );
+    conformance::load_balancer::run_all(
+        &lb,
+        &fixture(&site),
+        &LbExtras {
+            second: Some(&second),
+            reuse: site.reuse.clone(),
+            ..LbExtras::default()
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn a_blue_green_switch_waits_for_elbv2_to_find_the_new_pool_healthy() {
+    let proxy = timed().await;
+    let site = site_at(4, client_at(&proxy.url())).await;
+    let lb = Elbv2BlueGreen::new(
+        site.client.clone(),
+        &site.listener,
+        &site.groups[0],
+        &site.groups[1],
+    )
+    .healthy_within(Duration::from_secs(10), Duration::from_millis(50));
+    let (blue, green) = site.targets.split_at(2);
+    lb.attach(blue).await.unwrap();
+    let started = std::time::Instant::now();
+    let blue_ids: Vec<_> = blue.iter().map(|t| t.server.clone()).collect();
+    lb.swap(green, &blue_ids, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "the weight moved only once the new pool passed its checks"
+    );
+    let m = lb.members().await.unwrap();
+    for t in green {
+        let found = m.iter().find(|m| m.server == t.server).unwrap();
+        assert_eq!(found.state, MemberState::Active);
+    }
+    for id in &blue_ids {
+        let found = m.iter().find(|m| &m.server == id);
+        assert!(
+            found.is_none_or(|m| m.state != MemberState::Active),
+            "the old pool takes no new traffic: {m:?}"
+        );
+    }
 }

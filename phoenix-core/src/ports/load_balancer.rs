@@ -20,6 +20,10 @@ pub struct LbCapabilities {
     pub reports_connections: bool,
     /// Most members one attach or detach call accepts.
     pub max_batch: usize,
+    /// Whether `attach` makes a draining member active again at once.
+    /// ELBv2 cannot: a target it deregisters drains for the whole
+    /// deregistration delay, and `attach` fails (temporarily) until then.
+    pub reactivates_draining: bool,
 }
 
 /// A member's health as the balancer's own checks see it.

@@ -164,6 +164,7 @@ impl LoadBalancer for SimBalancer {
             drain: true,
             reports_connections: true,
             max_batch: usize::MAX,
+            reactivates_draining: true,
         }
     }
 

@@ -177,6 +177,7 @@ impl LoadBalancer for Elbv2BlueGreen {
             drain: true,
             reports_connections: false,
             max_batch: MAX_BATCH,
+            reactivates_draining: false,
         }
     }
 

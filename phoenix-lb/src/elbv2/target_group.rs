@@ -50,6 +50,7 @@ impl LoadBalancer for Elbv2TargetGroup {
             drain: true,
             reports_connections: false,
             max_batch: MAX_BATCH,
+            reactivates_draining: false,
         }
     }
 

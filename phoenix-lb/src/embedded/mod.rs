@@ -262,6 +262,7 @@ impl LoadBalancer for EmbeddedBalancer {
             drain: true,
             reports_connections: true,
             max_batch: usize::MAX,
+            reactivates_draining: true,
         }
     }
 

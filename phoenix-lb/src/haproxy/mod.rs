@@ -603,6 +603,7 @@ impl LoadBalancer for HaproxyBalancer {
             drain: true,
             reports_connections: true,
             max_batch: MAX_BATCH,
+            reactivates_draining: true,
         }
     }
 

@@ -329,6 +329,7 @@ impl LoadBalancer for OctaviaBalancer {
             drain: true,
             reports_connections: false,
             max_batch: 1000,
+            reactivates_draining: true,
         }
     }
 

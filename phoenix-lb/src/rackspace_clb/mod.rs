@@ -438,6 +438,7 @@ impl LoadBalancer for RackspaceClb {
             drain: true,
             reports_connections: false,
             max_batch: DELETE_BATCH,
+            reactivates_draining: true,
         }
     }
 

@@ -29,6 +29,7 @@ impl RemoteBalancer {
                 drain: true,
                 reports_connections: false,
                 max_batch: 1,
+                reactivates_draining: true,
             },
             timeout: Duration::from_secs(30),
         };

@@ -47,6 +47,13 @@ pub(crate) struct Capabilities {
     pub(crate) drain: bool,
     pub(crate) reports_connections: bool,
     pub(crate) max_batch: usize,
+    /// Missing from balancers served by an older version, which all did.
+    #[serde(default = "yes")]
+    pub(crate) reactivates_draining: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl From<LbCapabilities> for Capabilities {
@@ -56,6 +63,7 @@ impl From<LbCapabilities> for Capabilities {
             drain: c.drain,
             reports_connections: c.reports_connections,
             max_batch: c.max_batch,
+            reactivates_draining: c.reactivates_draining,
         }
     }
 }
@@ -67,6 +75,7 @@ impl From<Capabilities> for LbCapabilities {
             drain: c.drain,
             reports_connections: c.reports_connections,
             max_batch: c.max_batch.max(1),
+            reactivates_draining: c.reactivates_draining,
         }
     }
 }

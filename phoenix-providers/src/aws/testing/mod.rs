@@ -4,7 +4,8 @@
 //! after launch (`InvalidInstanceID.NotFound`, missing from describes),
 //! `pending` states, and `ClientToken` honoured the way EC2 honours it
 //! (the same instance again; `IdempotentParameterMismatch` when the
-//! parameters differ). Faults are drawn from a seeded generator; the proxy
+//! parameters differ), and ELBv2's timing (targets `initial` until their
+//! checks pass, `draining` for the deregistration delay). Faults are drawn from a seeded generator; the proxy
 //! counts what it injected. [`Site`] builds the network and balancer a
 //! test needs on moto.
 //!
@@ -24,6 +25,7 @@
 mod probe;
 mod rewrite;
 mod site;
+mod targets;
 
 pub use probe::RunningProbe;
 pub use site::{first_text, stock_ami, Site};
@@ -63,6 +65,12 @@ pub struct Faults {
     pub pending_for: Duration,
     /// Whether `RunInstances` honours `ClientToken` as EC2 does.
     pub honour_client_token: bool,
+    /// How long a registered target reads `initial` before moto's
+    /// `healthy`.
+    pub health_delay: Duration,
+    /// Whether a deregistered target reads `draining` for its group's
+    /// deregistration delay (300 s unless set) before it goes.
+    pub deregistration_delay: bool,
     /// Chance that a launched instance fails at boot: once its pending
     /// time is over, describes report it `terminated` (moto keeps it
     /// running, so a caller that forgets it leaves an orphan behind).
@@ -81,6 +89,8 @@ impl Default for Faults {
             pending_for: Duration::ZERO,
             honour_client_token: false,
             boot_failure: 0.0,
+            health_delay: Duration::ZERO,
+            deregistration_delay: false,
             seed: 1,
         }
     }
@@ -93,6 +103,8 @@ struct State {
     born: HashMap<String, (Instant, Instant)>,
     /// Instances that fail at boot.
     failing: std::collections::HashSet<String>,
+    /// Target groups' timing.
+    targets: targets::Targets,
     /// ClientToken → (parameters without the token, the answer).
     tokens: HashMap<String, (Vec<(String, String)>, String)>,
     injected: BTreeMap<String, u64>,
@@ -178,6 +190,7 @@ impl FaultProxy {
             faults,
             born: HashMap::new(),
             failing: std::collections::HashSet::new(),
+            targets: targets::Targets::default(),
             tokens: HashMap::new(),
             injected: BTreeMap::new(),
         }));
@@ -273,6 +286,20 @@ async fn handle(
         .collect();
     let now = Instant::now();
 
+    // Deregistrations held back for their delay go to moto once it passed.
+    let due = state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .targets
+        .due(now);
+    for held in due {
+        let mut r = http.post(format!("{upstream}/")).body(held.body);
+        for (k, v) in &held.headers {
+            r = r.header(k.as_str(), v.as_str());
+        }
+        let _ = r.send().await;
+    }
+
     // Faults decided before the call reaches moto.
     let lose_answer = {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -317,6 +344,20 @@ async fn handle(
                         "The client token you have provided is associated with a resource that is already deleted or has different parameters.",
                     );
                 }
+            }
+        }
+        if action == "DeregisterTargets" && s.faults.deregistration_delay {
+            let kept: Vec<(String, String)> = headers
+                .iter()
+                .filter(|(k, _)| *k != hyper::header::HOST && *k != hyper::header::CONTENT_LENGTH)
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+                .collect();
+            if s.targets.deregister(&params, kept, body.clone(), now) {
+                s.count("draining DeregisterTargets");
+                return Answer {
+                    status: 200,
+                    body: "<DeregisterTargetsResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><DeregisterTargetsResult/><ResponseMetadata><RequestId>fault-proxy</RequestId></ResponseMetadata></DeregisterTargetsResponse>".into(),
+                };
             }
         }
         let lose = MUTATING.contains(&action.as_str()) && s.chance(lost);
@@ -372,6 +413,19 @@ async fn handle(
                 text
             }
             "DescribeInstances" => rewrite::instances(&text, |id| s.edit(id, now)),
+            "RegisterTargets" => {
+                s.targets.registered(&params, now);
+                text
+            }
+            "ModifyTargetGroupAttributes" => {
+                s.targets.attributes(&params);
+                text
+            }
+            "DescribeTargetHealth" => {
+                let group = param("TargetGroupArn").unwrap_or_default();
+                let delay = s.faults.health_delay;
+                rewrite::target_health(&text, |id| s.targets.state(&group, id, delay, now))
+            }
             _ => text,
         }
     } else {

@@ -157,3 +157,107 @@ mod tests {
         assert_eq!(instances("not xml <", |_| Edit::Hide), "not xml <");
     }
 }
+
+/// Rewrites the `TargetHealth/State` of each `TargetHealthDescriptions`
+/// member of a `DescribeTargetHealth` answer by `edit(target id)` (`None`
+/// keeps it). An answer that is not well-formed XML is returned unchanged.
+pub(crate) fn target_health(xml: &str, edit: impl Fn(&str) -> Option<&'static str>) -> String {
+    health(xml, &edit).unwrap_or_else(|| xml.to_owned())
+}
+
+fn health(xml: &str, edit: &dyn Fn(&str) -> Option<&'static str>) -> Option<String> {
+    let mut reader = Reader::from_str(xml);
+    let mut writer = Writer::new(Vec::new());
+    let mut path: Vec<String> = Vec::new();
+    let mut member: Option<(Vec<Event<'static>>, Option<String>, usize)> = None;
+    loop {
+        let ev = reader.read_event().ok()?;
+        if matches!(ev, Event::Eof) {
+            break;
+        }
+        let ev = ev.into_owned();
+        match &ev {
+            Event::Start(s) => {
+                let name = String::from_utf8_lossy(s.name().as_ref()).into_owned();
+                let starts = member.is_none()
+                    && name == "member"
+                    && path.last().is_some_and(|p| p == "TargetHealthDescriptions");
+                path.push(name);
+                if starts {
+                    member = Some((Vec::new(), None, path.len()));
+                }
+            }
+            Event::End(_) => {
+                path.pop();
+            }
+            Event::Text(t) => {
+                if let Some((_, id @ None, depth)) = member.as_mut() {
+                    let n = path.len();
+                    if n == *depth + 2 && path[n - 2] == "Target" && path[n - 1] == "Id" {
+                        *id = Some(t.decode().ok()?.into_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+        match member.as_mut() {
+            Some((events, _, _)) => events.push(ev.clone()),
+            None => writer.write_event(ev.clone()).ok()?,
+        }
+        let closes = matches!(ev, Event::End(_))
+            && member
+                .as_ref()
+                .is_some_and(|(_, _, d)| path.len() + 1 == *d);
+        if closes {
+            let (events, id, _) = member.take()?;
+            let state = id.as_deref().and_then(edit);
+            let mut at: Vec<String> = Vec::new();
+            for e in events {
+                let e = match (&e, state) {
+                    (Event::Start(s), _) => {
+                        at.push(String::from_utf8_lossy(s.name().as_ref()).into_owned());
+                        e
+                    }
+                    (Event::End(_), _) => {
+                        at.pop();
+                        e
+                    }
+                    (Event::Text(_), Some(state))
+                        if at.len() == 3 && at[1] == "TargetHealth" && at[2] == "State" =>
+                    {
+                        Event::Text(BytesText::new(state).into_owned())
+                    }
+                    _ => e,
+                };
+                writer.write_event(e).ok()?;
+            }
+        }
+    }
+    String::from_utf8(writer.into_inner()).ok()
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_the_state_of_the_targets_named() {
+        let xml = "<R><DescribeTargetHealthResult><TargetHealthDescriptions>\
+<member><Target><Id>i-1</Id><Port>80</Port></Target><TargetHealth><State>healthy</State></TargetHealth></member>\
+<member><Target><Id>i-2</Id><Port>80</Port></Target><TargetHealth><State>healthy</State></TargetHealth></member>\
+</TargetHealthDescriptions></DescribeTargetHealthResult></R>";
+        let out = target_health(xml, |id| (id == "i-2").then_some("draining"));
+        assert!(
+            out.contains(
+                "<Id>i-1</Id><Port>80</Port></Target><TargetHealth><State>healthy</State>"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "<Id>i-2</Id><Port>80</Port></Target><TargetHealth><State>draining</State>"
+            ),
+            "{out}"
+        );
+    }
+}
