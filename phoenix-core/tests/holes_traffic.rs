@@ -84,6 +84,61 @@ async fn hole_01_a_restore_reactivates_members_left_draining() {
     w.assert_no_violations();
 }
 
+/// Hole 1 on a balancer that drains to the end (ELBv2: a deregistered
+/// target drains for its whole delay and cannot be re-activated before,
+/// `reactivates_draining: false`): the rollback still restores full
+/// capacity, attaching the member once its four-minute drain has ended.
+#[tokio::test(start_paused = true)]
+async fn hole_01_on_a_balancer_that_drains_to_the_end_the_restore_still_completes() {
+    let w = world_with(
+        SimConfig {
+            reactivates_draining: false,
+            // Long-lived connections: the member drains for four minutes.
+            drain_time: Duration::from_secs(240),
+            ..SimConfig::default()
+        },
+        3,
+        |mut p| {
+            p.rollout.drain = Duration::from_secs(300);
+            p
+        },
+    )
+    .await;
+    w.cloud.strict();
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    let slot0 = server_of(&w, &v1, 0).await;
+    // A detach that failed part-way left it draining; the records still
+    // say attached.
+    w.cloud
+        .balancer()
+        .detach(slot0.server.as_slice(), Duration::from_secs(300))
+        .await
+        .unwrap();
+    w.cloud.set_faults(Faults {
+        bad_releases: [r("v2")].into_iter().collect(),
+        ..Faults::none()
+    });
+    let plan = w
+        .phoenix
+        .plan_deploy(&w.shop, &w.web, &r("v2"))
+        .await
+        .unwrap();
+    let err = w.phoenix.apply(plan).await.unwrap_err();
+    assert_eq!(err.report().unwrap().outcome, Outcome::RolledBack, "{err}");
+    let active = w
+        .cloud
+        .members()
+        .iter()
+        .filter(|m| m.state == MemberState::Active && m.is_serving_healthy())
+        .count();
+    assert_eq!(
+        active, 3,
+        "every v1 member serves again, once its drain ended"
+    );
+    w.assert_no_violations();
+}
+
 /// Drain hooks that take minutes; during the first one, the replacement
 /// the detach relies on dies.
 struct SlowDrain {

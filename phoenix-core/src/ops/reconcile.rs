@@ -370,15 +370,25 @@ pub fn reconcile(
             // one answers there, or, once the address is reused, someone
             // else does. It leaves the balancer before the slot is
             // recorded gone (the slot no longer names it afterwards).
-            let behind: Vec<u32> = slots
-                .iter()
-                .copied()
-                .filter(|i| {
-                    report.missing.iter().any(|(p, slot, server)| {
-                        p == pool && slot == i && members.iter().any(|m| &m.server == server)
-                    })
+            // Matched by id or endpoint (a balancer may know the member
+            // under a stand-in id), or recorded behind it: a read that
+            // lists nothing may be wrong, and detaching a non-member
+            // changes nothing.
+            let index = MemberIndex::new(members);
+            let behind: Vec<u32> = snap
+                .pool(pool)
+                .map(|p| {
+                    slots
+                        .iter()
+                        .copied()
+                        .filter(|i| {
+                            p.slot(*i).is_some_and(|s| {
+                                s.traffic == Traffic::Attached || index.of_slot(s).is_some()
+                            })
+                        })
+                        .collect()
                 })
-                .collect();
+                .unwrap_or_default();
             if !behind.is_empty() {
                 steps.push(Step::Detach {
                     pool: pool.clone(),

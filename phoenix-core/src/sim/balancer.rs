@@ -78,6 +78,12 @@ impl SimBalancer {
         let now = Instant::now();
         let mut w = lock(&self.world);
         let drain = w.config.drain_time;
+        // A balancer that drains to the end (ELBv2) lets it go then.
+        let linger = if w.config.reactivates_draining {
+            linger
+        } else {
+            Duration::ZERO
+        };
         let b = w.balancers.entry(self.name.clone()).or_default();
         if let Some(m) = b.members.get_mut(server) {
             if m.draining.is_none() {
@@ -164,7 +170,7 @@ impl LoadBalancer for SimBalancer {
             drain: true,
             reports_connections: true,
             max_batch: usize::MAX,
-            reactivates_draining: true,
+            reactivates_draining: lock(&self.world).config.reactivates_draining,
         }
     }
 
@@ -197,6 +203,8 @@ impl LoadBalancer for SimBalancer {
         lb_fault(&mut w, "sim: attach members")?;
         w.prune(&self.name, now);
         let reach = partial(&mut w, targets.len());
+        let reactivates = w.config.reactivates_draining;
+        let mut still_draining = Vec::new();
         for t in targets.iter().take(reach.unwrap_or(targets.len())) {
             let p = w.faults.stand_in_ids;
             let stand_in = if w.chance(p) {
@@ -217,6 +225,11 @@ impl LoadBalancer for SimBalancer {
                 leaves_at: None,
                 stand_in,
             });
+            if !reactivates && m.draining.is_some() && m.endpoint == t.endpoint {
+                // Like ELBv2: it drains to the end, then may come back.
+                still_draining.push(t.server.to_string());
+                continue;
+            }
             if m.draining.take().is_some() || m.endpoint != t.endpoint {
                 m.attached_at = now;
                 m.leaves_at = None;
@@ -227,6 +240,12 @@ impl LoadBalancer for SimBalancer {
             return Err(PortError::temporary(
                 "sim: attach members",
                 "HTTP 500 after part of the change was applied",
+            ));
+        }
+        if !still_draining.is_empty() {
+            return Err(PortError::temporary(
+                "sim: attach members",
+                format!("still draining: {}", still_draining.join(", ")),
             ));
         }
         Ok(())
@@ -249,7 +268,13 @@ impl LoadBalancer for SimBalancer {
         let reach = partial(&mut w, servers.len());
         let drain_time = drain.min(w.config.drain_time);
         for s in servers.iter().take(reach.unwrap_or(servers.len())) {
-            let p = w.faults.stuck_draining;
+            // A balancer that drains to the end (ELBv2) lets members go
+            // when the drain ends: none lingers.
+            let p = if w.config.reactivates_draining {
+                w.faults.stuck_draining
+            } else {
+                0.0
+            };
             let linger = if w.chance(p) {
                 w.between(Duration::from_secs(60), Duration::from_secs(3600))
             } else {

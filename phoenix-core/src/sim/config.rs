@@ -113,6 +113,9 @@ pub struct SimConfig {
     pub max_launch_batch: usize,
     /// Ids per describe call (a longer call is refused, as real APIs do).
     pub max_describe_batch: usize,
+    /// Whether the balancer re-activates a draining member on attach
+    /// (false: like ELBv2, attach fails temporarily until it drained).
+    pub reactivates_draining: bool,
     /// Whether servers can be stopped and started.
     pub stop_start: bool,
     /// Whether the provider deduplicates launches by token (and refuses a
@@ -139,6 +142,7 @@ impl Default for SimConfig {
             death_horizon: Duration::from_secs(3600),
             max_launch_batch: 100,
             max_describe_batch: 1000,
+            reactivates_draining: true,
             stop_start: true,
             idempotent_launch: false,
             boot_format: BootFormat::Local,

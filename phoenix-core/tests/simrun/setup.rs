@@ -107,11 +107,22 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
         faults.not_found_after_launch = 0.8;
         faults.boot_error = 0.3;
     }
+    // Long-lived connections (websockets, long polls) in some seeds: a
+    // detached member drains for minutes, longer than any retry budget.
+    let long_drain = rng.random_bool(0.2);
     let config = SimConfig {
         seed,
+        drain_time: if long_drain {
+            Duration::from_secs(rng.random_range(60..=240))
+        } else {
+            SimConfig::default().drain_time
+        },
         idempotent_launch: rng.random_bool(if storm { 0.5 } else { 0.3 }),
         stop_start: rng.random_bool(0.7),
         death_horizon: Duration::from_secs(4 * 3600),
+        // Some balancers drain to the end (ELBv2): attach cannot bring a
+        // draining member back before.
+        reactivates_draining: !rng.random_bool(0.2),
         max_describe_batch: if rng.random_bool(0.3) {
             rng.random_range(1..=3)
         } else {
@@ -164,6 +175,9 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
     policy.refresh.max_age = Duration::from_secs(3 * 3600);
     policy.refresh.max_replacements = 4;
     policy.refresh.window = Duration::from_secs(1800);
+    if long_drain {
+        policy.rollout.drain = Duration::from_secs(300);
+    }
     let hooks = rng.random_bool(0.5);
     let shared = rng.random_bool(0.5);
     let mut sim = Sim {
