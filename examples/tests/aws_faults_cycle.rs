@@ -23,28 +23,13 @@ use phoenix_core::retry::RetryPolicy;
 use phoenix_core::time::{Clock, SystemClock};
 use phoenix_core::Phoenix;
 use phoenix_lb::elbv2::Elbv2TargetGroup;
-use phoenix_providers::aws::credentials::static_credentials;
 use phoenix_providers::aws::testing::{stock_ami, FaultProxy, Faults, RunningProbe, Site};
-use phoenix_providers::aws::{AwsClient, AwsConfig, Ec2Compute, Ec2Images};
+use phoenix_providers::aws::{AwsClient, Ec2Compute, Ec2Images};
 
 const NEEDS_MOTO: &str = "PHOENIX_MOTO_URL is set by scripts/test (scripts/peers/moto.sh)";
 
 fn client(url: &str) -> AwsClient {
-    AwsClient::new(
-        AwsConfig::builder()
-            .region("eu-west-1")
-            .endpoint_url(url)
-            .credentials(static_credentials("AKIDMOTO", "moto-secret-key", None))
-            .retry(RetryPolicy {
-                initial_delay: Duration::from_millis(10),
-                max_delay: Duration::from_millis(200),
-                max_retries: 8,
-                jitter_seed: Some(5),
-            })
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
+    phoenix_providers::aws::testing::moto_client(url, 8).unwrap()
 }
 
 /// One provisioning through the faults; returns whether it served.

@@ -14,14 +14,12 @@ use phoenix_core::id::{
 };
 use phoenix_core::labels::Labels;
 use phoenix_core::ports::{BootPayload, Compute, LaunchRequest, LoadBalancer, MemberState, Target};
-use phoenix_core::retry::RetryPolicy;
 use phoenix_lb::elastic_ip::ElasticIpBalancer;
 use phoenix_lb::elbv2::{Elbv2BlueGreen, Elbv2TargetGroup};
-use phoenix_providers::aws::credentials::static_credentials;
 use phoenix_providers::aws::testing::{
     first_text, stock_ami, FaultProxy, Faults, Site as MotoSite,
 };
-use phoenix_providers::aws::{AwsClient, AwsConfig, Ec2Compute, QueryRequest, Service};
+use phoenix_providers::aws::{AwsClient, Ec2Compute, QueryRequest, Service};
 use secrecy::SecretString;
 
 const NEEDS_MOTO: &str = "PHOENIX_MOTO_URL is set by scripts/test (scripts/peers/moto.sh)";
@@ -31,21 +29,7 @@ fn client() -> AwsClient {
 }
 
 fn client_at(url: &str) -> AwsClient {
-    AwsClient::new(
-        AwsConfig::builder()
-            .region("eu-west-1")
-            .endpoint_url(url)
-            .credentials(static_credentials("AKIDMOTO", "moto-secret-key", None))
-            .retry(RetryPolicy {
-                initial_delay: Duration::from_millis(20),
-                max_delay: Duration::from_millis(200),
-                max_retries: 3,
-                jitter_seed: Some(7),
-            })
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
+    phoenix_providers::aws::testing::moto_client(url, 3).unwrap()
 }
 
 /// The text of the first `<tag>` in an answer.

@@ -16,12 +16,8 @@ use phoenix_core::id::{
 use phoenix_core::labels::{keys, LabelSelector, Labels};
 use phoenix_core::model::ServerStatus;
 use phoenix_core::ports::{BootPayload, Compute, ErrorKind, LaunchRequest};
-use phoenix_core::retry::RetryPolicy;
-use phoenix_providers::aws::credentials::static_credentials;
 use phoenix_providers::aws::testing::{FaultProxy, Faults};
-use phoenix_providers::aws::{
-    aws_error_code, AwsClient, AwsConfig, Ec2Compute, QueryRequest, Service,
-};
+use phoenix_providers::aws::{aws_error_code, AwsClient, Ec2Compute, QueryRequest, Service};
 use secrecy::SecretString;
 
 const NEEDS_MOTO: &str = "PHOENIX_MOTO_URL is set by scripts/test (scripts/peers/moto.sh)";
@@ -31,21 +27,7 @@ fn moto() -> String {
 }
 
 fn client(url: &str) -> AwsClient {
-    AwsClient::new(
-        AwsConfig::builder()
-            .region("eu-west-1")
-            .endpoint_url(url)
-            .credentials(static_credentials("AKIDMOTO", "moto-secret-key", None))
-            .retry(RetryPolicy {
-                initial_delay: Duration::from_millis(10),
-                max_delay: Duration::from_millis(100),
-                max_retries: 6,
-                jitter_seed: Some(11),
-            })
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
+    phoenix_providers::aws::testing::moto_client(url, 6).unwrap()
 }
 
 fn compute(client: &AwsClient, honoured: bool, window: Duration) -> Ec2Compute {

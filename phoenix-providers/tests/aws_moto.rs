@@ -16,32 +16,14 @@ use phoenix_core::id::{
 use phoenix_core::labels::Labels;
 use phoenix_core::model::ServerStatus;
 use phoenix_core::ports::{BootPayload, Compute, ErrorKind, LaunchRequest};
-use phoenix_core::retry::RetryPolicy;
-use phoenix_providers::aws::credentials::static_credentials;
-use phoenix_providers::aws::{
-    aws_error_code, AwsClient, AwsConfig, Ec2Compute, QueryRequest, Service,
-};
+use phoenix_providers::aws::{aws_error_code, AwsClient, Ec2Compute, QueryRequest, Service};
 use secrecy::SecretString;
 
 const NEEDS_MOTO: &str = "PHOENIX_MOTO_URL is set by scripts/test (scripts/peers/moto.sh)";
 
 fn client() -> AwsClient {
     let url = std::env::var("PHOENIX_MOTO_URL").expect(NEEDS_MOTO);
-    AwsClient::new(
-        AwsConfig::builder()
-            .region("eu-west-1")
-            .endpoint_url(url)
-            .credentials(static_credentials("AKIDMOTO", "moto-secret-key", None))
-            .retry(RetryPolicy {
-                initial_delay: Duration::from_millis(20),
-                max_delay: Duration::from_millis(200),
-                max_retries: 3,
-                jitter_seed: Some(7),
-            })
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
+    phoenix_providers::aws::testing::moto_client(&url, 3).unwrap()
 }
 
 fn compute(client: &AwsClient) -> Ec2Compute {

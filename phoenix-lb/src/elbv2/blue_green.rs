@@ -210,28 +210,7 @@ impl LoadBalancer for Elbv2BlueGreen {
         }
         self.groups.check_endpoints(targets).await?;
         let view = self.view().await?;
-        self.groups.register(&view.live, targets).await?;
-        let after = self.groups.read(&[&view.live]).await?;
-        let draining: Vec<String> = after
-            .get(&view.live)
-            .into_iter()
-            .flatten()
-            .filter(|r| targets.iter().any(|t| t.server == r.server))
-            .filter(|r| r.state == MemberState::Draining)
-            .map(|r| r.server.to_string())
-            .collect();
-        if draining.is_empty() {
-            Ok(())
-        } else {
-            Err(PortError::temporary(
-                Self::op("registering targets"),
-                format!(
-                    "still draining in {}, registered again once their deregistration ends: {}",
-                    view.live,
-                    draining.join(", ")
-                ),
-            ))
-        }
+        self.groups.register_active(&view.live, targets).await
     }
 
     /// Deregisters the servers from both groups.

@@ -187,6 +187,36 @@ impl Groups {
         self.client.call(&q).await.map(drop)
     }
 
+    /// Registers `targets` in `group`, then checks that none is still
+    /// draining there: ELBv2 cannot make a draining target active again
+    /// before its deregistration ends, so that is a temporary failure.
+    pub(crate) async fn register_active(
+        &self,
+        group: &str,
+        targets: &[Target],
+    ) -> Result<(), PortError> {
+        self.register(group, targets).await?;
+        let after = self.read(&[group]).await?;
+        let draining: Vec<String> = after
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter(|r| targets.iter().any(|t| t.server == r.server))
+            .filter(|r| r.state == MemberState::Draining)
+            .map(|r| r.server.to_string())
+            .collect();
+        if draining.is_empty() {
+            return Ok(());
+        }
+        Err(PortError::temporary(
+            "elbv2 registering targets",
+            format!(
+                "still draining in {group}, registered again once their deregistration ends: {}",
+                draining.join(", ")
+            ),
+        ))
+    }
+
     pub(crate) async fn deregister(
         &self,
         group: &str,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use phoenix_core::id::ServerId;
-use phoenix_core::ports::{LbCapabilities, LoadBalancer, Member, MemberState, PortError, Target};
+use phoenix_core::ports::{LbCapabilities, LoadBalancer, Member, PortError, Target};
 use phoenix_providers::aws::AwsClient;
 
 use super::groups::{registered_ports, Groups};
@@ -68,27 +68,7 @@ impl LoadBalancer for Elbv2TargetGroup {
             return Ok(());
         }
         self.groups.check_endpoints(targets).await?;
-        self.groups.register(&self.arn, targets).await?;
-        let read = self.groups.read(&[&self.arn]).await?;
-        let draining: Vec<String> = read
-            .get(&self.arn)
-            .into_iter()
-            .flatten()
-            .filter(|r| targets.iter().any(|t| t.server == r.server))
-            .filter(|r| r.state == MemberState::Draining)
-            .map(|r| r.server.to_string())
-            .collect();
-        if !draining.is_empty() {
-            return Err(PortError::temporary(
-                "elbv2 registering targets",
-                format!(
-                    "still draining in {}, registered again once their deregistration ends: {}",
-                    self.arn,
-                    draining.join(", ")
-                ),
-            ));
-        }
-        Ok(())
+        self.groups.register_active(&self.arn, targets).await
     }
 
     async fn detach(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {

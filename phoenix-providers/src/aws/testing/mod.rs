@@ -28,7 +28,7 @@ mod site;
 mod targets;
 
 pub use probe::RunningProbe;
-pub use site::{first_text, stock_ami, Site};
+pub use site::{first_text, moto_client, stock_ami, Site};
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;

@@ -149,3 +149,26 @@ pub async fn stock_ami(client: &AwsClient) -> Result<ImageId, PortError> {
         )
     })
 }
+
+/// A client for moto (or the fault layer in front of it) in region
+/// `eu-west-1`, with any key (moto takes any) and quick retries: at most
+/// `retries` after the first attempt, 10 ms to 200 ms apart.
+pub fn moto_client(url: &str, retries: usize) -> Result<AwsClient, crate::aws::AwsConfigError> {
+    AwsClient::new(
+        crate::aws::AwsConfig::builder()
+            .region("eu-west-1")
+            .endpoint_url(url)
+            .credentials(crate::aws::credentials::static_credentials(
+                "AKIDMOTO",
+                "moto-secret-key",
+                None,
+            ))
+            .retry(phoenix_core::retry::RetryPolicy {
+                initial_delay: std::time::Duration::from_millis(10),
+                max_delay: std::time::Duration::from_millis(200),
+                max_retries: retries,
+                jitter_seed: Some(7),
+            })
+            .build()?,
+    )
+}
