@@ -61,6 +61,7 @@ async fn scenario(servers: usize, batch: usize, apply: bool) -> Result<Measure, 
         health_delay: HEALTH,
         max_launch_batch: 1000,
         max_describe_batch: 1000,
+        max_terminate_batch: 1,
         faults: Faults::none(),
         ..SimConfig::default()
     });

@@ -333,3 +333,75 @@ async fn reads_are_retried_through_5xx_and_launches_are_not() {
         "never repeated blindly"
     );
 }
+
+/// EC2 fails a whole `TerminateInstances` when one id is unknown: the
+/// adapter sets the ids the answer names aside and terminates the rest in
+/// the same batch; an id it launched moments ago is "not visible yet",
+/// never "gone".
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn a_batch_terminate_is_not_failed_by_one_unknown_id() {
+    let direct = client(&moto());
+    let image = an_ami(&direct).await;
+    let p = Pool::new();
+    let old = compute(&direct, false, Duration::from_secs(10));
+    let settled: Vec<_> = old
+        .launch(&[
+            p.request(&image, 0, "#cloud-config\n"),
+            p.request(&image, 1, "#cloud-config\n"),
+            p.request(&image, 2, "#cloud-config\n"),
+        ])
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    let hidden = Duration::from_millis(1500);
+    let proxy = FaultProxy::start(
+        &moto(),
+        Faults {
+            invisible_for: hidden,
+            ..Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = client(&proxy.url());
+    let ec2 = compute(&client, false, Duration::from_secs(10));
+    let fresh = ec2.launch(&[p.request(&image, 3, "#cloud-config\n")]).await;
+    let fresh = fresh.into_iter().next().unwrap().unwrap();
+    let never = phoenix_core::id::ServerId::new("i-0123456789abcdef0").unwrap();
+
+    let mut ids: Vec<_> = settled.iter().map(|s| s.id.clone()).collect();
+    ids.insert(1, never.clone());
+    ids.push(fresh.id.clone());
+    client.stats().reset();
+    let results = ec2.terminate_many(&ids).await;
+    assert_eq!(results.len(), ids.len(), "one result per id, in order");
+    for (id, r) in ids.iter().zip(&results) {
+        if id == &fresh.id {
+            let e = r.as_ref().unwrap_err();
+            assert!(
+                matches!(e.kind, ErrorKind::Temporary(_)),
+                "launched moments ago: not visible yet, not gone: {e:?}"
+            );
+        } else {
+            assert!(r.is_ok(), "{id}: {r:?}");
+        }
+    }
+    let calls = client.stats().count("ec2 TerminateInstances");
+    assert!(
+        calls <= 3,
+        "one call, again without each unknown id: {calls} calls"
+    );
+    let left: Vec<_> = p.in_moto().await.into_iter().map(|s| s.id).collect();
+    assert_eq!(
+        left,
+        vec![fresh.id.clone()],
+        "only the invisible one is left"
+    );
+    tokio::time::sleep(hidden).await;
+    let again = ec2.terminate_many(std::slice::from_ref(&fresh.id)).await;
+    assert!(again[0].is_ok(), "{again:?}");
+    assert!(p.in_moto().await.is_empty(), "terminated for real");
+}

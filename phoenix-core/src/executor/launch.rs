@@ -109,6 +109,9 @@ impl Run {
                     .is_some_and(|s| s.state == SlotState::Running && s.healthy)
             });
             if done {
+                // A token given up after it went out may still bring a
+                // server: the step ends once none can.
+                self.settle_lost(pool_id).await?;
                 break Ok(());
             }
             let now_score = progress_score(pool, slots);

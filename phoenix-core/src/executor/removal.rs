@@ -9,22 +9,52 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::events::{EventKind, HookKind, Invariant};
 use crate::id::{PoolId, ServerId};
 use crate::labels::{keys, LabelSelector};
-use crate::model::{LostLaunch, ServerStatus, SlotState, Traffic};
-use crate::ports::PortError;
+use crate::model::{DiscardedServer, LostLaunch, ServerStatus, SlotState, Traffic};
+use crate::ports::{ErrorKind, PortError};
 use crate::time::elapsed_between;
 
-use super::error::StepError;
+use super::error::{Interruption, StepError};
 use super::guards::{self, Refusal, Subject};
 use super::run::{Deadline, Run};
 
-/// One removal call: not sent (its read aged first), or its answer; or
-/// the run had to stop.
-type Attempted = Result<Option<Result<(), PortError>>, super::error::Interruption>;
+/// One server's removal: not sent (its read aged first), or its answer.
+type Attempted = Option<Result<(), PortError>>;
+
+/// Spreads the answer of one call over the servers it was for: a call
+/// that failed as a whole failed for each of them, and a server the
+/// answer leaves out is a bad answer, never a success.
+fn spread(
+    group: Vec<Subject>,
+    answer: Option<Result<Vec<Result<(), PortError>>, PortError>>,
+) -> Vec<(Subject, Attempted)> {
+    match answer {
+        None => group.into_iter().map(|s| (s, None)).collect(),
+        Some(Err(e)) => group
+            .into_iter()
+            .map(|s| (s, Some(Err(e.for_another()))))
+            .collect(),
+        Some(Ok(results)) => {
+            let mut results = results.into_iter();
+            group
+                .into_iter()
+                .map(|s| {
+                    let r = results.next().unwrap_or_else(|| {
+                        Err(PortError::new(
+                            format!("terminating {}", s.server),
+                            ErrorKind::BadResponse("the batch answer left this server out".into()),
+                        ))
+                    });
+                    (s, Some(r))
+                })
+                .collect()
+        }
+    }
+}
 
 /// What to do to a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,32 +117,53 @@ impl Run {
             }
             let compute = self.env.ports.compute.clone();
             let calls = self.calls.clone();
-            let results: Vec<(Subject, Attempted)> = stream::iter(ready)
-                .map(|s| {
+            // Terminations go out in batches where the provider takes them
+            // (one EC2 call for many instances); a batch is one call, so
+            // it goes out only while the read is fresh, like a single one.
+            let batch = match action {
+                Removal::Terminate => compute.capabilities().max_terminate_batch.max(1),
+                Removal::Stop => 1,
+            };
+            let groups: Vec<Vec<Subject>> = ready.chunks(batch).map(<[Subject]>::to_vec).collect();
+            let results: Vec<Vec<(Subject, Attempted)>> = stream::iter(groups)
+                .map(|group| {
                     let compute = compute.clone();
                     let calls = calls.clone();
                     async move {
-                        let context = format!("{} {}", action.verb(), s.server);
-                        let call = async {
-                            match action {
-                                Removal::Stop => compute.stop(&s.server).await,
-                                Removal::Terminate => compute.terminate(&s.server).await,
-                            }
+                        let ids: Vec<ServerId> = group.iter().map(|s| s.server.clone()).collect();
+                        let context = match ids.as_slice() {
+                            [one] => format!("{} {one}", action.verb()),
+                            many => format!("{} {} servers", action.verb(), many.len()),
                         };
-                        let r = calls.once_fresh(&context, read_at, fresh, call).await;
-                        (s, r)
+                        let call = async {
+                            Ok::<_, PortError>(match (action, ids.as_slice()) {
+                                (Removal::Stop, [one]) => vec![compute.stop(one).await],
+                                (Removal::Terminate, [one]) => vec![compute.terminate(one).await],
+                                (Removal::Stop, many) => {
+                                    let mut out = Vec::with_capacity(many.len());
+                                    for id in many {
+                                        out.push(compute.stop(id).await);
+                                    }
+                                    out
+                                }
+                                (Removal::Terminate, many) => compute.terminate_many(many).await,
+                            })
+                        };
+                        let r = calls.once_fresh(&context, read_at, fresh, call).await?;
+                        Ok::<_, Interruption>(spread(group, r))
                     }
                 })
                 .buffered(concurrency)
-                .collect()
-                .await;
+                .try_collect()
+                .await?;
+            let results = results.into_iter().flatten();
             let mut wait = if waiting.is_empty() {
                 Duration::ZERO
             } else {
                 policy.provision.poll_interval
             };
             for (s, r) in results {
-                match r? {
+                match r {
                     // The read aged before this call could go out: it waits
                     // for the next read, which comes at once.
                     None => waiting.push(s),
@@ -200,11 +251,70 @@ impl Run {
         }
     }
 
+    /// Waits out the consistency window of launches given up on after
+    /// their token may have gone out (a payload that changed since it was
+    /// sent): a server that shows up for one is discarded and terminated,
+    /// so that no step ends while a server nobody holds may still appear.
+    pub(crate) async fn settle_lost(&mut self, pool_id: &PoolId) -> Result<(), StepError> {
+        let window = self.env.ports.compute.capabilities().consistency_window;
+        loop {
+            let now = self.now();
+            let open = |l: &LostLaunch| {
+                l.requested_at
+                    .is_some_and(|t| elapsed_between(t, now) <= window)
+            };
+            if !self.pool(pool_id)?.lost.iter().any(open) {
+                return Ok(());
+            }
+            let selector =
+                LabelSelector::deployment(&self.plan.deployment).with(keys::POOL, pool_id.as_str());
+            let compute = self.env.ports.compute.clone();
+            let listed = self
+                .call(&format!("listing servers of pool {pool_id}"), || {
+                    compute.list(&selector)
+                })
+                .await?;
+            let by_token: BTreeMap<String, ServerId> = listed
+                .into_iter()
+                .filter(|s| s.status != ServerStatus::Deleted)
+                .filter_map(|s| Some((s.labels.token()?.to_string(), s.id)))
+                .collect();
+            let pool = self.pool_mut(pool_id)?;
+            let mut late = Vec::new();
+            pool.lost.retain(|l| match by_token.get(l.token.as_str()) {
+                Some(server) => {
+                    late.push((l.clone(), server.clone()));
+                    false
+                }
+                None => true,
+            });
+            let found = !late.is_empty();
+            for (lost, server) in late {
+                if !pool.owns(&server) {
+                    pool.discarded.push(DiscardedServer {
+                        server,
+                        slot: lost.slot,
+                        attempt: lost.attempt,
+                        reason: "appeared after its launch was given up".into(),
+                        terminated: false,
+                    });
+                }
+            }
+            if found {
+                self.save(&[pool_id]).await?;
+                self.terminate_discarded(pool_id).await?;
+                continue;
+            }
+            self.pause().await?;
+        }
+    }
+
     pub(crate) async fn terminate(
         &mut self,
         pool_id: &PoolId,
         slots: &[u32],
     ) -> Result<(), StepError> {
+        self.settle_lost(pool_id).await?;
         let by_slot = self.find_lost(pool_id, slots).await?;
         let pool = self.pool(pool_id)?;
         let mut targets: Vec<(u32, Subject)> = Vec::new();

@@ -14,6 +14,9 @@ pub struct ComputeCapabilities {
     pub max_launch_batch: usize,
     /// Most ids one describe call accepts.
     pub max_describe_batch: usize,
+    /// Most servers one [`Compute::terminate_many`] call removes (1: the
+    /// executor terminates one server per call).
+    pub max_terminate_batch: usize,
     /// Whether servers can be stopped and started (cold standby).
     pub stop_start: bool,
     /// Whether the provider itself deduplicates launches by token (EC2's
@@ -71,4 +74,17 @@ pub trait Compute: Send + Sync {
 
     /// Terminates a server. Terminating one that is already gone succeeds.
     async fn terminate(&self, id: &ServerId) -> Result<(), PortError>;
+
+    /// Terminates up to `max_terminate_batch` servers, in as few calls as
+    /// the provider allows. Returns one result per id, in order, with the
+    /// same meaning as [`Self::terminate`]'s: one id the provider does not
+    /// know must not fail the others. The default terminates them one by
+    /// one.
+    async fn terminate_many(&self, ids: &[ServerId]) -> Vec<Result<(), PortError>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.terminate(id).await);
+        }
+        out
+    }
 }

@@ -94,6 +94,16 @@ impl PortError {
         self
     }
 
+    /// The same failure for another subject of one call that failed as a
+    /// whole (a batch): same operation and kind, the cause kept as text.
+    pub fn for_another(&self) -> Self {
+        let copy = Self::new(self.operation.clone(), self.kind.clone());
+        match &self.source {
+            Some(s) => copy.with_source(s.to_string()),
+            None => copy,
+        }
+    }
+
     /// A transient failure.
     pub fn temporary(operation: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(operation, ErrorKind::Temporary(message.into()))

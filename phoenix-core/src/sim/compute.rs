@@ -225,6 +225,7 @@ impl Compute for SimCompute {
         ComputeCapabilities {
             max_launch_batch: w.config.max_launch_batch,
             max_describe_batch: w.config.max_describe_batch,
+            max_terminate_batch: w.config.max_terminate_batch,
             stop_start: w.config.stop_start,
             idempotent_launch: w.config.idempotent_launch,
             consistency_window: w.config.consistency_window,
@@ -375,6 +376,45 @@ impl Compute for SimCompute {
         w.stats.terminate_calls += 1;
         w.check_lease(self.holder.as_deref(), &format!("terminated {id}"), now);
         api_fault(&mut w, "sim: terminate server")?;
+        self.terminate_in(&mut w, id, issued, now);
+        Ok(())
+    }
+
+    /// One call for the whole batch, as EC2's `TerminateInstances`: a
+    /// throttled or failed call fails for every server in it.
+    async fn terminate_many(&self, ids: &[ServerId]) -> Vec<Result<(), PortError>> {
+        let issued = call_delay(&self.world, Duration::ZERO).await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.terminate_calls += 1;
+        w.check_lease(
+            self.holder.as_deref(),
+            &format!("terminated {} servers", ids.len()),
+            now,
+        );
+        if ids.len() > w.config.max_terminate_batch {
+            let e = PortError::new(
+                "sim: terminate servers",
+                ErrorKind::Invalid(format!(
+                    "{} ids in one call, at most {}",
+                    ids.len(),
+                    w.config.max_terminate_batch
+                )),
+            );
+            return ids.iter().map(|_| Err(e.for_another())).collect();
+        }
+        if let Err(e) = api_fault(&mut w, "sim: terminate servers") {
+            return ids.iter().map(|_| Err(e.for_another())).collect();
+        }
+        for id in ids {
+            self.terminate_in(&mut w, id, issued, now);
+        }
+        ids.iter().map(|_| Ok(())).collect()
+    }
+}
+
+impl SimCompute {
+    fn terminate_in(&self, w: &mut World, id: &ServerId, issued: Instant, now: Instant) {
         let unseen = w.servers.get(id).is_some_and(|s| now < s.visible_at);
         let p = w.faults.terminate_unseen_lost;
         if unseen && w.chance(p) {
@@ -383,7 +423,7 @@ impl Compute for SimCompute {
             if let Some(s) = w.servers.get_mut(id) {
                 s.misreported = true;
             }
-            return Ok(());
+            return;
         }
         if w.servers.contains_key(id) {
             w.check_fresh(
@@ -396,6 +436,5 @@ impl Compute for SimCompute {
             // Gone for good, as in a cloud: nothing keeps its memory.
             w.servers.remove(id);
         }
-        Ok(())
     }
 }

@@ -113,6 +113,8 @@ pub struct SimConfig {
     pub max_launch_batch: usize,
     /// Ids per describe call (a longer call is refused, as real APIs do).
     pub max_describe_batch: usize,
+    /// Servers per terminate call (1: one call per server).
+    pub max_terminate_batch: usize,
     /// Whether the balancer re-activates a draining member on attach
     /// (false: like ELBv2, attach fails temporarily until it drained).
     pub reactivates_draining: bool,
@@ -142,6 +144,7 @@ impl Default for SimConfig {
             death_horizon: Duration::from_secs(3600),
             max_launch_batch: 100,
             max_describe_batch: 1000,
+            max_terminate_batch: 1,
             reactivates_draining: true,
             stop_start: true,
             idempotent_launch: false,

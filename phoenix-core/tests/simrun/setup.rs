@@ -123,6 +123,12 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
         // Some balancers drain to the end (ELBv2): attach cannot bring a
         // draining member back before.
         reactivates_draining: !rng.random_bool(0.2),
+        // Some providers terminate many servers in one call (EC2).
+        max_terminate_batch: if rng.random_bool(0.3) {
+            rng.random_range(2..=50)
+        } else {
+            1
+        },
         max_describe_batch: if rng.random_bool(0.3) {
             rng.random_range(1..=3)
         } else {

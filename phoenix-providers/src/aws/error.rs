@@ -31,11 +31,12 @@ pub struct AwsApiError {
 
 /// The AWS error code behind a failed call, if an AWS answer caused it.
 pub fn aws_error_code(error: &PortError) -> Option<&str> {
-    error
-        .source
-        .as_ref()?
-        .downcast_ref::<AwsApiError>()
-        .map(|e| e.code.as_str())
+    aws_error(error).map(|e| e.code.as_str())
+}
+
+/// The AWS answer behind a failed call, if one caused it.
+pub fn aws_error(error: &PortError) -> Option<&AwsApiError> {
+    error.source.as_ref()?.downcast_ref::<AwsApiError>()
 }
 
 /// Problems with the AWS configuration: region, endpoints, profiles and

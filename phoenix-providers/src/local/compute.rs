@@ -255,6 +255,7 @@ impl Compute for LocalCompute {
         ComputeCapabilities {
             max_launch_batch: MAX_BATCH,
             max_describe_batch: MAX_BATCH,
+            max_terminate_batch: 1,
             stop_start: true,
             idempotent_launch: true,
             consistency_window: Duration::ZERO,

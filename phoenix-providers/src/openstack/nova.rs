@@ -586,6 +586,7 @@ impl Compute for NovaCompute {
             // Describe lists the project once per round whatever the
             // number of ids.
             max_describe_batch: 100_000,
+            max_terminate_batch: 1,
             stop_start: self.stop_start,
             idempotent_launch: false,
             consistency_window: self.consistency_window,

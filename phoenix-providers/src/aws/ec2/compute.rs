@@ -32,11 +32,14 @@ use tokio::time::Instant;
 use super::instance::{DescribeInstances, RunInstances};
 use crate::api_stats::DescribeStats;
 use crate::aws::config::Service;
-use crate::aws::error::aws_error_code;
+use crate::aws::error::{aws_error, aws_error_code};
 use crate::aws::query::{AwsClient, QueryRequest};
 
 /// Most ids one `DescribeInstances` filter takes.
 pub const DESCRIBE_BATCH: usize = 200;
+
+/// Most instances one `TerminateInstances` call removes.
+pub const TERMINATE_BATCH: usize = 200;
 
 /// How the instances are launched.
 #[derive(Debug, Clone, Default)]
@@ -115,20 +118,65 @@ impl Ec2Compute {
             .unwrap_or_else(|p| p.into_inner()) = DescribeStats::default();
     }
 
+    /// The request's user data, refusing payloads of other formats.
+    pub(crate) fn user_data(op: String, r: &LaunchRequest) -> Result<String, PortError> {
+        match &r.boot {
+            BootPayload::AwsUserData { base64 } => Ok(base64.expose_secret().to_owned()),
+            other => Err(PortError::new(
+                op,
+                ErrorKind::Invalid(format!(
+                    "EC2 takes EC2 user data, not a {} payload",
+                    payload_kind(other)
+                )),
+            )),
+        }
+    }
+
+    /// A launch template's data for `r` (the Auto Scaling mode's one
+    /// template per pool): image, type, user data, groups, key and
+    /// profile as `LaunchTemplateData.*`. Instance tags are readable from
+    /// the instance metadata, so that each instance can learn the slot
+    /// Phoenix binds it to.
+    pub(crate) fn template_data(
+        &self,
+        op: String,
+        r: &LaunchRequest,
+    ) -> Result<Vec<(String, String)>, PortError> {
+        let d = |k: &str| format!("LaunchTemplateData.{k}");
+        let mut out = vec![
+            (d("ImageId"), r.image.as_str().to_owned()),
+            (
+                d("InstanceType"),
+                r.flavor
+                    .clone()
+                    .unwrap_or_else(|| self.instance_type.clone()),
+            ),
+            (d("UserData"), Self::user_data(op, r)?),
+            (d("MetadataOptions.HttpTokens"), "required".into()),
+            (d("MetadataOptions.InstanceMetadataTags"), "enabled".into()),
+        ];
+        for (i, g) in self.security_groups.iter().enumerate() {
+            out.push((d(&format!("SecurityGroupId.{}", i + 1)), g.clone()));
+        }
+        if let Some(k) = &self.key_name {
+            out.push((d("KeyName"), k.clone()));
+        }
+        match &self.instance_profile {
+            Some(p) if p.starts_with("arn:") => out.push((d("IamInstanceProfile.Arn"), p.clone())),
+            Some(p) => out.push((d("IamInstanceProfile.Name"), p.clone())),
+            None => {}
+        }
+        Ok(out)
+    }
+
+    /// The subnets slots are spread across.
+    pub(crate) fn subnet_ids(&self) -> &[String] {
+        &self.subnets
+    }
+
     fn run_request(&self, r: &LaunchRequest) -> Result<QueryRequest, PortError> {
         let op = format!("ec2 RunInstances {}", r.name);
-        let user_data = match &r.boot {
-            BootPayload::AwsUserData { base64 } => base64.expose_secret().to_owned(),
-            other => {
-                return Err(PortError::new(
-                    op,
-                    ErrorKind::Invalid(format!(
-                        "EC2 takes EC2 user data, not a {} payload",
-                        payload_kind(other)
-                    )),
-                ))
-            }
-        };
+        let user_data = Self::user_data(op, r)?;
         let mut q = QueryRequest::new(Service::Ec2, "RunInstances")
             .not_idempotent()
             .param("ImageId", r.image.as_str())
@@ -203,7 +251,10 @@ impl Ec2Compute {
     }
 
     /// Live instances carrying any of `tokens`, by token.
-    async fn by_token(&self, tokens: &[&str]) -> Result<HashMap<String, Server>, PortError> {
+    pub(crate) async fn by_token(
+        &self,
+        tokens: &[&str],
+    ) -> Result<HashMap<String, Server>, PortError> {
         let q = QueryRequest::new(Service::Ec2, "DescribeInstances")
             .filter(format!("tag:{}", keys::TOKEN), tokens.iter().copied())
             .filter(
@@ -232,13 +283,7 @@ impl Ec2Compute {
                     ErrorKind::BadResponse("RunInstances answered no instance".into()),
                 )
             })?;
-        let now = Instant::now();
-        {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            let window = self.consistency_window;
-            recent.retain(|_, at| now.duration_since(*at) <= window);
-            recent.insert(instance.instance_id.clone(), now);
-        }
+        self.note_launched(&instance.instance_id);
         instance.to_server().ok_or_else(|| {
             PortError::new(
                 q.operation(),
@@ -247,23 +292,93 @@ impl Ec2Compute {
         })
     }
 
+    /// Remembers that this adapter brought `id` up just now (EC2 may not
+    /// know it for a while).
+    pub(crate) fn note_launched(&self, id: &str) {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let window = self.consistency_window;
+        recent.retain(|_, at| now.duration_since(*at) <= window);
+        recent.insert(id.to_owned(), now);
+    }
+
     async fn instances_call(&self, action: &'static str, id: &ServerId) -> Result<(), PortError> {
         let q = QueryRequest::new(Service::Ec2, action).param("InstanceId.1", id.as_str());
         match self.client.call(&q).await {
             Ok(_) => Ok(()),
             Err(e) if is_unknown_instance(&e) && self.launched_within_window(id) => {
-                Err(PortError::temporary(
-                    q.operation(),
-                    format!(
-                        "{id} is not visible yet (launched within EC2's consistency window of {}s)",
-                        self.consistency_window.as_secs()
-                    ),
-                )
-                .with_source(e))
+                Err(self.not_visible_yet(q.operation(), id).with_source(e))
             }
             Err(e) if action == "TerminateInstances" && is_unknown_instance(&e) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Terminates `ids` in one `TerminateInstances` call. EC2 fails the
+    /// whole call when one id is unknown and names the unknown ids in its
+    /// message: those are set aside (gone, or not visible yet when this
+    /// adapter launched them within the window) and the call is sent again
+    /// for the others, so one stale id never keeps the rest alive.
+    async fn terminate_batch(&self, ids: &[ServerId]) -> Vec<Result<(), PortError>> {
+        let mut results: Vec<Option<Result<(), PortError>>> = ids.iter().map(|_| None).collect();
+        let mut left: Vec<usize> = (0..ids.len()).collect();
+        while !left.is_empty() {
+            let q = QueryRequest::new(Service::Ec2, "TerminateInstances").list(
+                "InstanceId",
+                left.iter().map(|&i| ids[i].as_str().to_owned()),
+            );
+            let e = match self.client.call(&q).await {
+                Ok(_) => {
+                    for &i in &left {
+                        results[i] = Some(Ok(()));
+                    }
+                    break;
+                }
+                Err(e) => e,
+            };
+            let named = unknown_ids_named(&e);
+            let (unknown, known): (Vec<usize>, Vec<usize>) = left
+                .iter()
+                .partition(|&&i| named.iter().any(|n| n == ids[i].as_str()));
+            if !is_unknown_instance(&e) || unknown.is_empty() {
+                for &i in &left {
+                    results[i] = Some(Err(e.for_another()));
+                }
+                break;
+            }
+            for &i in &unknown {
+                let id = &ids[i];
+                results[i] = Some(if self.launched_within_window(id) {
+                    Err(self
+                        .not_visible_yet(q.operation(), id)
+                        .with_source(e.for_another()))
+                } else {
+                    Ok(())
+                });
+            }
+            left = known;
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(PortError::new(
+                        "ec2 TerminateInstances",
+                        ErrorKind::BadResponse("no answer for this instance".into()),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    fn not_visible_yet(&self, operation: String, id: &ServerId) -> PortError {
+        PortError::temporary(
+            operation,
+            format!(
+                "{id} is not visible yet (launched within EC2's consistency window of {}s)",
+                self.consistency_window.as_secs()
+            ),
+        )
     }
 
     fn launched_within_window(&self, id: &ServerId) -> bool {
@@ -276,6 +391,20 @@ impl Ec2Compute {
 
 fn is_unknown_instance(e: &PortError) -> bool {
     aws_error_code(e).is_some_and(|c| c == "InvalidInstanceID.NotFound")
+}
+
+/// The instance ids an `InvalidInstanceID.NotFound` message names (EC2:
+/// "The instance IDs 'i-1, i-2' do not exist"; one id: "The instance ID
+/// 'i-1' does not exist").
+fn unknown_ids_named(e: &PortError) -> Vec<String> {
+    let Some(api) = aws_error(e) else {
+        return Vec::new();
+    };
+    api.message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("i-") && w.len() > 2)
+        .map(str::to_owned)
+        .collect()
 }
 
 fn payload_kind(p: &BootPayload) -> &'static str {
@@ -294,6 +423,7 @@ impl Compute for Ec2Compute {
         ComputeCapabilities {
             max_launch_batch: self.launch_batch,
             max_describe_batch: DESCRIBE_BATCH,
+            max_terminate_batch: TERMINATE_BATCH,
             stop_start: true,
             idempotent_launch: self.client_token_honoured,
             consistency_window: self.consistency_window,
@@ -355,6 +485,14 @@ impl Compute for Ec2Compute {
 
     async fn terminate(&self, id: &ServerId) -> Result<(), PortError> {
         self.instances_call("TerminateInstances", id).await
+    }
+
+    async fn terminate_many(&self, ids: &[ServerId]) -> Vec<Result<(), PortError>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(TERMINATE_BATCH) {
+            out.extend(self.terminate_batch(chunk).await);
+        }
+        out
     }
 }
 
