@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use phoenix_config::ConfigSet;
 use phoenix_core::id::{
     DeploymentId, EnvironmentName, IdempotencyToken, ImageId, OperationId, PoolId, ReleaseLabel,
-    RoleName,
+    RoleName, ServerId,
 };
 use phoenix_core::labels::{LabelSelector, Labels};
 use phoenix_core::memory_store::MemoryStore;
@@ -46,7 +46,7 @@ use phoenix_core::Phoenix;
 use phoenix_lb::elbv2::Elbv2BlueGreen;
 use phoenix_providers::aws::credentials::static_credentials;
 use phoenix_providers::aws::testing::{stock_ami, FaultProxy, Faults, RunningProbe, Site};
-use phoenix_providers::aws::{AwsClient, AwsConfig, Ec2Compute, Ec2Images};
+use phoenix_providers::aws::{AsgCompute, AwsClient, AwsConfig, Ec2Compute, Ec2Images};
 use secrecy::SecretString;
 
 const BASE_TOML: &str = r#"
@@ -68,9 +68,11 @@ template = "{{ server_name }}: {{ role }} {{ release }} in {{ environment }}\n"
 argv = ["systemctl", "start", "shop-{{ role }}"]
 "#;
 
-const USAGE: &str = "usage: aws_cycle [--servers N] [--throttle P] [--real]
+const USAGE: &str = "usage: aws_cycle [--servers N] [--throttle P] [--groups] [--real]
 
   --servers N    servers in the role (default 3)
+  --groups       one Auto Scaling group per pool (default: Phoenix launches
+                 each instance)
   --throttle P   on moto: share of calls the fault layer throttles (default 0)
   --real         a real account instead of moto (see the example's docs)
 
@@ -81,6 +83,7 @@ or: python3 -m venv /tmp/moto && /tmp/moto/bin/pip install 'moto[server]' &&
 struct Args {
     servers: u32,
     throttle: f64,
+    groups: bool,
     real: bool,
 }
 
@@ -88,6 +91,7 @@ fn args() -> Result<Args, String> {
     let mut out = Args {
         servers: 3,
         throttle: 0.0,
+        groups: false,
         real: false,
     };
     let mut it = std::env::args().skip(1);
@@ -108,6 +112,7 @@ fn args() -> Result<Args, String> {
                     .ok_or("--throttle takes a share from 0 to below 1")?;
             }
             "--real" => out.real = true,
+            "--groups" => out.groups = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -258,7 +263,7 @@ async fn place(a: &Args) -> Result<Place, Box<dyn Error>> {
 async fn run(a: Args) -> Result<(), Box<dyn Error>> {
     let p = place(&a).await?;
     println!(
-        "cloud: {} (region {}, EC2 at {}), {} server(s)",
+        "cloud: {} (region {}, EC2 at {}), {} server(s), {}",
         if a.real {
             "AWS"
         } else {
@@ -268,7 +273,12 @@ async fn run(a: Args) -> Result<(), Box<dyn Error>> {
         p.client
             .config()
             .endpoint(phoenix_providers::aws::Service::Ec2),
-        a.servers
+        a.servers,
+        if a.groups {
+            "one Auto Scaling group per pool"
+        } else {
+            "instances launched one by one"
+        }
     );
     let ec2 = Arc::new(
         Ec2Compute::builder(p.client.clone())
@@ -279,6 +289,15 @@ async fn run(a: Args) -> Result<(), Box<dyn Error>> {
             .consistency_window(Duration::from_secs(if a.real { 120 } else { 5 }))
             .build(),
     );
+    let compute: Arc<dyn Compute> = if a.groups {
+        Arc::new(
+            AsgCompute::builder((*ec2).clone())
+                .poll(Duration::from_millis(if a.real { 5_000 } else { 300 }))
+                .build(),
+        )
+    } else {
+        ec2.clone()
+    };
     let images = Arc::new(
         Ec2Images::builder(p.client.clone())
             .poll(Duration::from_millis(if a.real { 15_000 } else { 200 }))
@@ -316,7 +335,7 @@ async fn run(a: Args) -> Result<(), Box<dyn Error>> {
         };
     }
     let phoenix = Phoenix::builder()
-        .compute(ec2.clone())
+        .compute(compute.clone())
         .images(images.clone())
         .balancer(lb.clone())
         .boot_config(boot.clone())
@@ -341,9 +360,14 @@ async fn run(a: Args) -> Result<(), Box<dyn Error>> {
     }
     let teardown = m
         .run("tear down (instances, AMIs, balancer)", async {
-            let left = ok(ec2.list(&LabelSelector::deployment(&shop)).await)?;
-            for s in left.iter().filter(|s| s.status != ServerStatus::Deleted) {
-                ok(ec2.terminate(&s.id).await)?;
+            let left: Vec<ServerId> = ok(compute.list(&LabelSelector::deployment(&shop)).await)?
+                .into_iter()
+                .filter(|s| s.status != ServerStatus::Deleted)
+                .map(|s| s.id)
+                .collect();
+            // In one call (with groups: their groups and templates too).
+            for r in compute.terminate_many(&left).await {
+                ok(r)?;
             }
             for img in ok(images.list().await)?
                 .iter()

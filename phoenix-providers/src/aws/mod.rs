@@ -7,8 +7,9 @@
 //! - [`AwsClient`] signs, sends, retries with the shared retry policy,
 //!   paces calls through the region's [`RequestBucket`], classifies errors
 //!   (keeping the AWS error code: [`aws_error_code`]) and counts calls.
-//! - [`Ec2Compute`] implements `Compute` on EC2 instances, [`Ec2Images`]
-//!   implements `Images` on AMIs.
+//! - [`Ec2Compute`] implements `Compute` on EC2 instances, [`AsgCompute`]
+//!   on one Auto Scaling group per pool, [`Ec2Images`] implements `Images`
+//!   on AMIs.
 //!
 //! ```no_run
 //! use phoenix_core::ports::Compute;
@@ -23,6 +24,7 @@
 //! # }
 //! ```
 
+pub mod autoscaling;
 pub mod config;
 pub mod credentials;
 pub mod ec2;
@@ -33,8 +35,9 @@ pub mod testing;
 pub mod throttle;
 pub mod xml;
 
+pub use autoscaling::{AsgCompute, AsgComputeBuilder};
 pub use config::{AwsConfig, AwsConfigBuilder, Service};
 pub use ec2::{Ec2Compute, Ec2ComputeBuilder, Ec2Images, Ec2ImagesBuilder};
-pub use error::{aws_error_code, AwsApiError, AwsConfigError};
+pub use error::{aws_error, aws_error_code, AwsApiError, AwsConfigError};
 pub use query::{AwsClient, QueryRequest};
 pub use throttle::RequestBucket;

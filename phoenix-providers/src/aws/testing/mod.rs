@@ -74,6 +74,9 @@ pub struct Faults {
     /// Chance that a launched instance fails at boot: once its pending
     /// time is over, describes report it `terminated` (moto keeps it
     /// running, so a caller that forgets it leaves an orphan behind).
+    /// Instances an Auto Scaling group launched count from the first
+    /// answer that shows them, and are pending and invisible like the
+    /// ones `RunInstances` made.
     pub boot_failure: f64,
     /// Seed of the fault generator.
     pub seed: u64,
@@ -409,6 +412,20 @@ async fn handle(
                 for id in &named {
                     let launched = s.born.get(id).map_or(now, |b| b.0);
                     s.born.insert(id.clone(), (launched, now));
+                }
+                text
+            }
+            "DescribeAutoScalingGroups" => {
+                for id in rewrite::group_instance_ids(&text) {
+                    if s.born.contains_key(&id) {
+                        continue;
+                    }
+                    let fails = s.faults.boot_failure;
+                    if s.chance(fails) {
+                        s.count("boot failure AutoScaling");
+                        s.failing.insert(id.clone());
+                    }
+                    s.born.insert(id, (now, now));
                 }
                 text
             }

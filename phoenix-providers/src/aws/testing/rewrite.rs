@@ -102,12 +102,21 @@ fn rewrite(xml: &str, edit: &dyn Fn(&str) -> Edit) -> Option<String> {
 
 /// Every `instanceId` in an answer, in order.
 pub(crate) fn instance_ids(xml: &str) -> Vec<String> {
+    element_texts(xml, b"instanceId")
+}
+
+/// Every `InstanceId` in an Auto Scaling answer, in order.
+pub(crate) fn group_instance_ids(xml: &str) -> Vec<String> {
+    element_texts(xml, b"InstanceId")
+}
+
+fn element_texts(xml: &str, name: &[u8]) -> Vec<String> {
     let mut reader = Reader::from_str(xml);
     let mut out = Vec::new();
     let mut in_id = false;
     loop {
         match reader.read_event() {
-            Ok(Event::Start(s)) => in_id = s.name().as_ref() == b"instanceId",
+            Ok(Event::Start(s)) => in_id = s.name().as_ref() == name,
             Ok(Event::Text(t)) if in_id => {
                 if let Ok(t) = t.decode() {
                     out.push(t.into_owned());
