@@ -330,3 +330,57 @@ async fn cold_standby_sets_the_group_to_zero_and_keeps_the_instances() {
         "and its launch template"
     );
 }
+
+/// A removal that stopped half-way (the group detached the instances, the
+/// answer was lost): terminating them again, though no group holds them
+/// now, still deletes their pool's emptied group and its template.
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn a_removal_whose_detach_answer_was_lost_still_deletes_the_group() {
+    let client = phoenix_providers::aws::testing::moto_client(&moto(), 3).unwrap();
+    let image = an_ami(&client).await;
+    let asg = groups(&client);
+    let p = Pool::new();
+    let servers: Vec<ServerId> = asg
+        .launch(&(0..2).map(|i| p.request(&image, i, 0)).collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    let name = format!("phoenix-{}-{}", p.deployment, p.pool);
+    client
+        .call(
+            &QueryRequest::new(Service::AutoScaling, "UpdateAutoScalingGroup")
+                .param("AutoScalingGroupName", &name)
+                .param("MinSize", "0"),
+        )
+        .await
+        .unwrap();
+    client
+        .call(
+            &QueryRequest::new(Service::AutoScaling, "DetachInstances")
+                .param("AutoScalingGroupName", &name)
+                .param("InstanceIds.member.1", servers[0].as_str())
+                .param("InstanceIds.member.2", servers[1].as_str())
+                .param("ShouldDecrementDesiredCapacity", "true"),
+        )
+        .await
+        .unwrap();
+    assert!(asg
+        .group_of(p.deployment.as_str(), p.pool.as_str())
+        .await
+        .unwrap()
+        .is_some_and(|(_, _, desired, members)| desired == 0 && members.is_empty()));
+    for r in asg.terminate_many(&servers).await {
+        r.unwrap();
+    }
+    assert!(
+        asg.group_of(p.deployment.as_str(), p.pool.as_str())
+            .await
+            .unwrap()
+            .is_none(),
+        "the emptied group went with its instances"
+    );
+    let seen = asg.describe(&servers).await.unwrap();
+    assert!(seen.iter().all(|s| s.status == ServerStatus::Deleted));
+}

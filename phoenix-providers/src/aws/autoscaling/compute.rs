@@ -12,6 +12,7 @@ use phoenix_core::ports::{Compute, ComputeCapabilities, LaunchRequest, PortError
 use tokio::time::Instant;
 
 use super::group::{group_name, Groups, NewGroup};
+use super::wire::GroupInstance;
 use crate::aws::ec2::{Ec2Compute, TERMINATE_BATCH};
 
 /// `Compute` on EC2 Auto Scaling: one group (and one launch template)
@@ -206,35 +207,42 @@ impl AsgCompute {
         Ok(server)
     }
 
-    /// Removes one group's instances: those counted in its capacity are
-    /// detached with the capacity lowered (so it replaces none), then all
-    /// are terminated; a group left with nothing is deleted with its
-    /// template.
+    /// Removes one group's instances from its capacity, lowering it so
+    /// that the group replaces none: those in service are detached (in
+    /// batches), those still launching are terminated through the group
+    /// (they cannot be detached). The caller then terminates them all.
     async fn remove_from_group(&self, name: &str, ids: &[String]) -> Result<(), PortError> {
         let Some(g) = self.groups.describe(name).await? else {
             return Ok(());
         };
-        let counted: Vec<String> = g
+        let (in_service, launching): (Vec<&GroupInstance>, Vec<&GroupInstance>) = g
             .instances
             .members
             .iter()
             .filter(|i| i.counted() && ids.contains(&i.id))
-            .map(|i| i.id.clone())
-            .collect();
-        if !counted.is_empty() {
-            let left = g.desired.saturating_sub(counted.len() as u32);
-            if g.min > left {
-                self.groups.resize(name, left, g.max, g.desired).await?;
-            }
-            self.groups.detach(name, &counted).await?;
-            self.groups.resize(name, left, left, left).await?;
+            .partition(|i| i.lifecycle == "InService");
+        let counted = in_service.len() + launching.len();
+        if counted == 0 {
+            return Ok(());
         }
-        Ok(())
+        let left = g.desired.saturating_sub(counted as u32);
+        if g.min > left {
+            self.groups.resize(name, left, g.max, g.desired).await?;
+        }
+        let detach: Vec<String> = in_service.iter().map(|i| i.id.clone()).collect();
+        if !detach.is_empty() {
+            self.groups.detach(name, &detach).await?;
+        }
+        for i in launching {
+            self.groups.terminate_in_group(&i.id).await?;
+        }
+        self.groups.resize(name, left, left, left).await
     }
 
     /// Deletes the group (and template) once nothing of it remains but
-    /// what was just terminated.
-    async fn delete_if_empty(&self, name: &str, gone: &BTreeSet<String>) -> Result<(), PortError> {
+    /// what was just terminated; otherwise brings its bounds back to its
+    /// desired capacity (an earlier removal may have stopped half-way).
+    async fn settle_group(&self, name: &str, gone: &BTreeSet<String>) -> Result<(), PortError> {
         let Some(g) = self.groups.describe(name).await? else {
             return Ok(());
         };
@@ -245,7 +253,17 @@ impl AsgCompute {
                     || i.lifecycle.starts_with("Detach")
             });
         if empty {
-            self.groups.delete(name).await?;
+            return self.groups.delete(name).await;
+        }
+        let standby = g
+            .instances
+            .members
+            .iter()
+            .any(|i| i.lifecycle.contains("Standby"));
+        if !standby && (g.min != g.desired || g.max != g.desired) {
+            self.groups
+                .resize(name, g.desired, g.desired, g.desired)
+                .await?;
         }
         Ok(())
     }
@@ -429,6 +447,28 @@ impl Compute for AsgCompute {
             .map(|i| i.as_str().to_owned())
             .zip(self.ec2.terminate_many(&to_terminate).await)
             .collect();
+        // Instances no group holds any more may have left one on an
+        // earlier attempt (a detach whose answer was lost): their pool's
+        // group is settled too, found by their labels.
+        let ungrouped: Vec<ServerId> = ids
+            .iter()
+            .filter(|i| !grouped.iter().any(|g| g.id == i.as_str()))
+            .cloned()
+            .collect();
+        if !ungrouped.is_empty() {
+            if let Ok(found) = self.ec2.describe(&ungrouped).await {
+                for s in found {
+                    if let (Some(d), Some(p)) =
+                        (s.labels.get(keys::DEPLOYMENT), s.labels.get(keys::POOL))
+                    {
+                        by_group
+                            .entry(group_name(d, p))
+                            .or_default()
+                            .push(s.id.as_str().to_owned());
+                    }
+                }
+            }
+        }
         for (name, members) in &by_group {
             let gone: BTreeSet<String> = members
                 .iter()
@@ -438,10 +478,10 @@ impl Compute for AsgCompute {
             if gone.len() < members.len() {
                 continue;
             }
-            if let Err(e) = self.delete_if_empty(name, &gone).await {
-                // The instances are gone; a group left behind holds none
-                // and is deleted by the next removal or reap. Reported on
-                // the first, so that the caller tries again.
+            if let Err(e) = self.settle_group(name, &gone).await {
+                // The instances are gone; the group is settled by the
+                // next removal. Reported on the first, so that the caller
+                // tries again.
                 if let Some(m) = members.first() {
                     answers.insert(m.clone(), Err(e));
                 }

@@ -164,12 +164,29 @@ impl Groups {
     pub(crate) async fn detach(&self, name: &str, ids: &[String]) -> Result<(), PortError> {
         for chunk in ids.chunks(DETACH_BATCH) {
             let q = QueryRequest::new(Service::AutoScaling, "DetachInstances")
+                .not_idempotent()
                 .param("AutoScalingGroupName", name)
                 .list("InstanceIds.member", chunk.iter().cloned())
                 .param("ShouldDecrementDesiredCapacity", "true");
             self.client.call(&q).await?;
         }
         Ok(())
+    }
+
+    /// Terminates an instance through its group, lowering the desired
+    /// capacity (for instances still launching, which cannot be
+    /// detached). One the group no longer holds is left to EC2.
+    pub(crate) async fn terminate_in_group(&self, id: &str) -> Result<(), PortError> {
+        // Not sent again blindly: the next removal reads the group first.
+        let q = QueryRequest::new(Service::AutoScaling, "TerminateInstanceInAutoScalingGroup")
+            .not_idempotent()
+            .param("InstanceId", id)
+            .param("ShouldDecrementDesiredCapacity", "true");
+        match self.client.call(&q).await {
+            Ok(_) => Ok(()),
+            Err(e) if aws_error_code(&e) == Some("ValidationError") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Puts an instance in standby, lowering the desired capacity: the
