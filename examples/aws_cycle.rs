@@ -1,7 +1,10 @@
 //! A full Phoenix cycle on AWS: AMIs baked from a builder instance and
 //! certified on evidence, EC2 instances launched from them with their
 //! configuration as user data (phoenix-config's EC2 renderer), behind an
-//! ELBv2 listener that switches between two target groups by weight. It
+//! ELBv2 listener over two target groups (`Elbv2BlueGreen`; the executor
+//! attaches and detaches members in the live group batch by batch: it does
+//! not call the balancer's one-`ModifyListener` `swap` yet), or, with
+//! `--groups`, in one Auto Scaling group per pool. It
 //! bakes v1 and v2, deploys v1, switches blue-green to v2, rolls back to
 //! v1, refreshes every server (a rolling replacement of old servers), and
 //! reaps; for every operation it prints the API calls made (by action) and
@@ -506,7 +509,7 @@ async fn cycle(
         Ok::<_, Box<dyn Error>>(())
     };
     m.run(
-        "deploy v1 (launch, smoke-test, switch the listener)",
+        "deploy v1 (launch, smoke-test, attach behind the listener)",
         async { apply(ok(phoenix.plan_deploy(shop, web, &v1).await)?).await },
     )
     .await?;
