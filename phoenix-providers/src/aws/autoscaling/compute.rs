@@ -97,13 +97,14 @@ impl AsgCompute {
         let name = group_name(deployment, pool);
         let op = format!("autoscaling launch into {name}");
         let data = self.ec2.template_data(op.clone(), first)?;
-        let release = first.labels.get(keys::RELEASE).unwrap_or_default();
-        self.groups.ensure_template(&name, release, data).await?;
-
         let (_, bound) = self.members(&name).await?;
         let want = bound + requests.len() as u32;
         match self.groups.describe(&name).await? {
             None => {
+                // A group runs on its template: only a pool without a
+                // group may lack one.
+                let release = first.labels.get(keys::RELEASE).unwrap_or_default();
+                self.groups.ensure_template(&name, release, data).await?;
                 let tags = first
                     .labels
                     .iter()
