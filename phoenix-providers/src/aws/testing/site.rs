@@ -54,10 +54,12 @@ impl Site {
         .await?;
         let region = client.config().region().to_owned();
         let mut subnets = Vec::new();
+        // /20s: moto never frees a terminated instance's address, and an
+        // Auto Scaling group launches everything into its first subnet.
         for (i, zone) in ["a", "b"].iter().enumerate() {
             let q = QueryRequest::new(Service::Ec2, "CreateSubnet")
                 .param("VpcId", &vpc)
-                .param("CidrBlock", format!("10.0.{}.0/24", i + 1))
+                .param("CidrBlock", format!("10.0.{}.0/20", (i + 1) * 16))
                 .param("AvailabilityZone", format!("{region}{zone}"));
             subnets.push(field(client, q, "subnetId").await?);
         }
