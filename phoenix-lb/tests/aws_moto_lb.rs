@@ -140,7 +140,8 @@ async fn site_at(n: u32, client: AwsClient) -> Site {
                 &client,
                 QueryRequest::new(Service::Ec2, "CreateSubnet")
                     .param("VpcId", &twin)
-                    .param("CidrBlock", "10.0.1.0/24")
+                    // The range of the site's first subnet.
+                    .param("CidrBlock", "10.0.16.0/20")
                     .param("AvailabilityZone", "eu-west-1a"),
             )
             .await,
