@@ -84,6 +84,13 @@ impl LoadBalancer for TimedBalancer {
         r
     }
 
+    async fn stage(&self, targets: &[Target]) -> Result<(), PortError> {
+        let at = Instant::now();
+        let r = self.inner.stage(targets).await;
+        self.record("stage", targets.len(), at);
+        r
+    }
+
     async fn swap(
         &self,
         attach: &[Target],

@@ -126,6 +126,27 @@ pub enum Step {
         /// Slots.
         slots: Vec<u32>,
     },
+    /// Stages the slots' servers on the balancer (checked by it, taking no
+    /// traffic) and waits until its checks pass; the first half of an
+    /// atomic switch.
+    Stage {
+        /// Pool.
+        pool: PoolId,
+        /// Slots.
+        slots: Vec<u32>,
+    },
+    /// Moves all traffic to the slots' servers in one atomic balancer call
+    /// and starts draining `away`, once a fresh read shows the new servers
+    /// staged, healthy and enough for the capacity floor. Old members are
+    /// not stopped or terminated here: they drain and stay as the standby.
+    Switch {
+        /// Pool.
+        pool: PoolId,
+        /// Slots that take the traffic.
+        slots: Vec<u32>,
+        /// Slots of other pools that serve now and leave.
+        away: Vec<SlotRef>,
+    },
     /// Waits until the balancer sees the slots' servers healthy.
     AwaitHealthy {
         /// Pool.
@@ -233,6 +254,7 @@ impl Step {
             | Self::Stop { slots, .. }
             | Self::Start { slots, .. }
             | Self::Terminate { slots, .. } => slots.len(),
+            Self::Switch { slots, away, .. } => slots.len() + away.len(),
             Self::TerminateOrphans { servers } => servers.len(),
             _ => 0,
         }
@@ -247,6 +269,8 @@ impl Step {
             | Self::Verify { pool, .. }
             | Self::SetPoolState { pool, .. }
             | Self::Attach { pool, .. }
+            | Self::Stage { pool, .. }
+            | Self::Switch { pool, .. }
             | Self::AwaitHealthy { pool, .. }
             | Self::Bake { pool, .. }
             | Self::Detach { pool, .. }
@@ -340,6 +364,29 @@ impl fmt::Display for Step {
                     "attach slots {} of {pool} to the balancer",
                     slot_list(slots)
                 )
+            }
+            Self::Stage { pool, slots } => write!(
+                f,
+                "stage slots {} of {pool} on the balancer (checked, no traffic) and wait until healthy",
+                slot_list(slots)
+            ),
+            Self::Switch { pool, slots, away } => {
+                let mut pools: Vec<&str> = away.iter().map(|r| r.pool.as_str()).collect();
+                pools.dedup();
+                write!(
+                    f,
+                    "switch all traffic to slots {} of {pool} in one balancer call",
+                    slot_list(slots)
+                )?;
+                if !away.is_empty() {
+                    write!(
+                        f,
+                        "; {} member(s) of {} drain out",
+                        away.len(),
+                        pools.join(", ")
+                    )?;
+                }
+                Ok(())
             }
             Self::AwaitHealthy { pool, slots } => write!(
                 f,
@@ -502,7 +549,8 @@ pub enum PlanError {
     /// The policy is unusable.
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    /// A step changes more servers than the policy allows.
+    /// A step changes more servers than the policy allows (an atomic
+    /// switch is allowed to only under `cutover: switch`).
     #[error("step {index} ({step}) changes {changes} servers; the blast radius allows {limit} (invariant {invariant})")]
     BlastRadius {
         /// 1-based step number.
@@ -529,7 +577,11 @@ impl Plan {
         let limit = self.policy.rollout.batch_size;
         for (i, step) in self.steps.iter().enumerate() {
             let changes = step.changes();
-            if changes > limit {
+            // The atomic switch moves every member at once by design; the
+            // policy's cutover is the operator's consent to it.
+            let consented = matches!(step, Step::Switch { .. })
+                && self.policy.rollout.cutover == crate::policy::Cutover::Switch;
+            if changes > limit && !consented {
                 return Err(PlanError::BlastRadius {
                     index: i + 1,
                     step: step.to_string(),
@@ -570,6 +622,9 @@ impl fmt::Display for Plan {
             human(r.drain),
             human(r.progress_deadline)
         )?;
+        if r.cutover == crate::policy::Cutover::Switch {
+            write!(f, ", cutover: atomic switch where the balancer stages")?;
+        }
         writeln!(f)?;
         match (&self.on_failure, &self.restore) {
             (FailurePolicy::Rollback, Some(pool)) => {

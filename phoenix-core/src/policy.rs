@@ -111,6 +111,31 @@ pub struct RolloutPolicy {
     /// incident wants it back fast).
     #[serde(with = "duration_ms")]
     pub rollback_bake: Duration,
+    /// How a blue-green deploy or a rollback moves the traffic.
+    #[serde(default)]
+    pub cutover: Cutover,
+}
+
+/// How a blue-green deploy or a rollback moves the traffic from the pools
+/// that serve to the new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cutover {
+    /// The new pool's members are attached in batches next to the old
+    /// ones, baked under traffic, then the old ones leave in batches. Works
+    /// on every balancer; no step changes more than `batch_size` servers.
+    #[default]
+    Batched,
+    /// The balancer's own atomic switch, where it declares one and can
+    /// stage members (ELBv2's weighted listener over two target groups):
+    /// the new pool is staged, found healthy by the balancer's checks and
+    /// baked there while it takes no traffic, then one switch moves all
+    /// traffic at once (no request sees a mix of releases) and the old
+    /// pool drains out as the standby. The switch step is the one step
+    /// allowed to change more than `batch_size` servers: choosing this
+    /// cutover is the operator's consent to it. On a balancer that cannot
+    /// stage, the cutover is batched.
+    Switch,
 }
 
 impl Default for RolloutPolicy {
@@ -125,6 +150,7 @@ impl Default for RolloutPolicy {
             drain: Duration::from_secs(30),
             keep_failed: true,
             rollback_bake: Duration::ZERO,
+            cutover: Cutover::Batched,
         }
     }
 }

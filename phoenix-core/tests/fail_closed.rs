@@ -22,6 +22,7 @@ fn failing_or_empty(fail: bool) -> MockLoadBalancer {
         reports_connections: true,
         max_batch: 100,
         reactivates_draining: true,
+        stages: false,
     });
     lb.expect_members().returning(move || {
         if fail {

@@ -93,6 +93,7 @@ async fn hole_01_on_a_balancer_that_drains_to_the_end_the_restore_still_complete
     let w = world_with(
         SimConfig {
             reactivates_draining: false,
+            stages: false,
             // Long-lived connections: the member drains for four minutes.
             drain_time: Duration::from_secs(240),
             ..SimConfig::default()

@@ -101,6 +101,7 @@ impl LoadBalancer for ElasticIpBalancer {
             reports_connections: false,
             max_batch: 1,
             reactivates_draining: true,
+            stages: false,
         }
     }
 

@@ -78,6 +78,7 @@ impl LoadBalancer for FloatingIpBalancer {
             reports_connections: false,
             max_batch: 1,
             reactivates_draining: true,
+            stages: false,
         }
     }
 

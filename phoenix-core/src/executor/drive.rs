@@ -354,6 +354,8 @@ async fn execute(run: &mut Run, step: &Step) -> Result<(), StepError> {
         Step::Verify { pool, slots } => run.verify(pool, slots).await,
         Step::SetPoolState { pool, to } => run.set_pool_state(pool, *to).await,
         Step::Attach { pool, slots } => run.attach(pool, slots).await,
+        Step::Stage { pool, slots } => run.stage(pool, slots).await,
+        Step::Switch { pool, slots, away } => run.switch(pool, slots, away).await,
         Step::AwaitHealthy { pool, slots } => run.await_healthy(pool, slots).await,
         Step::Bake {
             pool,

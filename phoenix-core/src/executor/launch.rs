@@ -799,11 +799,18 @@ impl Run {
         let mut exhausted = None;
         let mut events = Vec::new();
         let mut used = self.step_replacements();
+        let started = self.progress.value.started_at;
         for f in failures {
             let pool = self.pool_mut(pool_id)?;
             let Some(slot) = pool.slot_mut(f.slot) else {
                 continue;
             };
+            // A server an earlier operation launched and left stuck or in
+            // ERROR is not this step's failure: it is replaced once without
+            // charging the budget (the new attempt is this operation's, so
+            // this happens at most once per slot). Otherwise a pool holding
+            // such a server could never be reused under a zero budget.
+            let inherited = slot.requested_at.is_some_and(|t| t < started);
             events.push(EventKind::LaunchFailed {
                 pool: pool_id.clone(),
                 slot: f.slot,
@@ -812,7 +819,9 @@ impl Run {
                 reason: f.reason.clone(),
             });
             let attempt = slot.attempt;
-            if used >= budget {
+            if inherited {
+                slot.next_attempt(&op, pool_id, f.reason.clone());
+            } else if used >= budget {
                 slot.state = SlotState::Abandoned;
                 slot.last_failure = Some(f.reason.clone());
                 slot.healthy = false;

@@ -19,6 +19,7 @@ mod lifecycle;
 mod preempt;
 mod removal;
 mod run;
+mod switch;
 mod traffic;
 
 use std::sync::Arc;

@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::events::EventKind;
 use crate::id::{PoolId, ReleaseLabel, RoleName, ServerId};
 use crate::labels::keys;
-use crate::model::{Slot, SlotState, Traffic};
+use crate::model::{Slot, Traffic};
 use crate::plan::SlotRef;
-use crate::ports::{Member, MemberState, Target};
+use crate::ports::{MemberHealth, MemberState, Target};
 
 use super::error::StepError;
 use super::guards::{self, Attribution, MemberIndex, Owner, Refusal, Subject};
@@ -52,29 +52,7 @@ impl Run {
         slots: &[u32],
     ) -> Result<(), StepError> {
         let wanted = self.slots_of(pool_id, slots)?;
-        let mut targets = Vec::new();
-        for s in &wanted {
-            let (Some(server), Some(endpoint)) = (&s.server, s.endpoint) else {
-                return Err(StepError::Inconsistent(format!(
-                    "slot {} of pool {pool_id} has no running server to attach",
-                    s.index
-                )));
-            };
-            if s.state != SlotState::Running || !s.healthy || !s.verified {
-                return Err(StepError::Inconsistent(format!(
-                    "refusing to attach {server} (slot {} of {pool_id}): it is not running, \
-                     healthy and smoke-tested",
-                    s.index
-                )));
-            }
-            targets.push((
-                s.index,
-                Target {
-                    server: server.clone(),
-                    endpoint,
-                },
-            ));
-        }
+        let targets = Self::targets_of(pool_id, &wanted)?;
         // Warm up before any traffic arrives; servers already members keep
         // what they have.
         self.run_hooks(crate::events::HookKind::WarmUp, pool_id, slots)
@@ -193,7 +171,17 @@ impl Run {
             let index = MemberIndex::new(&members);
             for s in &wanted {
                 if let Some(server) = &s.server {
-                    if !index.of_slot(s).is_some_and(Member::is_serving_healthy) {
+                    // A slot not yet serving bakes staged (an atomic
+                    // cutover): present, not draining, passing the
+                    // balancer's checks while it takes no traffic.
+                    let ok = index.of_slot(s).is_some_and(|m| {
+                        if s.traffic == Traffic::Attached {
+                            m.is_serving_healthy()
+                        } else {
+                            m.health == MemberHealth::Healthy && m.state != MemberState::Draining
+                        }
+                    });
+                    if !ok {
                         return Err(StepError::CheckFailed {
                             server: server.clone(),
                             check: crate::ports::Check::Health,

@@ -3,7 +3,8 @@ use crate::model::{Pool, PoolState};
 use crate::plan::{OperationKind, Plan, Precondition, Step};
 
 use super::{
-    expose_steps, fill_steps, is_full, main_pool, provision_steps, PlanInput, PlanningError,
+    expose_steps, fill_steps, is_full, main_pool, provision_steps, switches, PlanInput,
+    PlanningError,
 };
 
 /// The pool of the release to make live: a live one (a mixed state after a
@@ -83,21 +84,28 @@ pub fn deploy(input: &PlanInput<'_>, release: &ReleaseLabel) -> Result<Plan, Pla
             (pool, all, PoolState::Ready)
         }
     };
-    // Every slot that is to serve gets an attach step: the step acts on the
-    // balancer's fresh view, so members recorded as attached but left
-    // draining or disabled there are activated again, and those already
-    // active cost nothing.
-    steps.extend(expose_steps(
-        &pool_id,
-        &all,
-        &all,
-        batch,
-        policy.rollout.bake_time,
-        state,
-    ));
-    let (away, relied_on) = super::switch_away(&others, &pool_id, &all, batch);
-    steps.extend(away);
-    preconditions.extend(relied_on);
+    if switches(input, existing, &others) {
+        let (cutover, relied_on) =
+            super::switch_steps(&pool_id, &all, state, &others, policy.rollout.bake_time);
+        steps.extend(cutover);
+        preconditions.extend(relied_on);
+    } else {
+        // Every slot that is to serve gets an attach step: the step acts on
+        // the balancer's fresh view, so members recorded as attached but
+        // left draining or disabled there are activated again, and those
+        // already active cost nothing.
+        steps.extend(expose_steps(
+            &pool_id,
+            &all,
+            &all,
+            batch,
+            policy.rollout.bake_time,
+            state,
+        ));
+        let (away, relied_on) = super::switch_away(&others, &pool_id, &all, batch);
+        steps.extend(away);
+        preconditions.extend(relied_on);
+    }
     steps.push(Step::VerifyServing {
         role: input.role.clone(),
         release: release.clone(),

@@ -61,7 +61,9 @@ fn examine<'a>(
     let (missing, surplus, lingering) = if sole {
         let missing = pool.size.saturating_sub(attached.len());
         // Surplus from a halted heal or refresh: replaced servers first,
-        // then the oldest.
+        // then the oldest. Sick servers count, since this heal replaces
+        // each of them by one: a pool one over its size with one sick
+        // server would otherwise keep its extra server until another heal.
         let mut extra: Vec<&Slot> = well.clone();
         extra.sort_by_key(|s| {
             let replaced = well.iter().any(|o| o.replaces == Some(s.index));
@@ -69,7 +71,7 @@ fn examine<'a>(
         });
         let surplus: Vec<u32> = extra
             .iter()
-            .take(well.len().saturating_sub(pool.size))
+            .take((well.len() + sick.len()).saturating_sub(pool.size))
             .map(|s| s.index)
             .collect();
         // Servers a halted operation launched but never attached.

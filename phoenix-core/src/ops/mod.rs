@@ -115,6 +115,9 @@ pub struct PlanInput<'a> {
     pub now: Timestamp,
     /// The role.
     pub role: RoleName,
+    /// What the role's balancer can do (`None`: unknown, plans the
+    /// batched cutover).
+    pub balancer: Option<crate::ports::LbCapabilities>,
 }
 
 impl PlanInput<'_> {
@@ -127,6 +130,16 @@ impl PlanInput<'_> {
                 deployment: self.snap.deployment().id.to_string(),
                 role: self.role.clone(),
             })
+    }
+
+    /// True when a cutover is planned as one atomic switch: the policy
+    /// asks for it and the balancer swaps atomically and stages.
+    pub(crate) fn switches(&self) -> bool {
+        self.policy.rollout.cutover == crate::policy::Cutover::Switch
+            && self
+                .balancer
+                .as_ref()
+                .is_some_and(|b| b.atomic_swap && b.stages)
     }
 
     pub(crate) fn check(&self) -> Result<(), PlanningError> {
@@ -391,6 +404,95 @@ pub(crate) fn retire_traffic_steps(
         });
     }
     (steps, serving)
+}
+
+/// The cutover to `pool`'s slots `all` from `others` as one atomic switch:
+/// stage the new members, wait until the balancer finds them healthy, bake
+/// them there (healthy for `bake` while taking no traffic), switch, wait
+/// until they serve healthy, then let the old members drain; a pool that
+/// was live becomes a hot standby. Returns the steps and the
+/// preconditions they rely on.
+pub(crate) fn switch_steps(
+    pool: &PoolId,
+    all: &[u32],
+    state: PoolState,
+    others: &[&Pool],
+    bake: std::time::Duration,
+) -> (Vec<Step>, Vec<Precondition>) {
+    let mut steps = vec![
+        Step::Stage {
+            pool: pool.clone(),
+            slots: all.to_vec(),
+        },
+        Step::Bake {
+            pool: pool.clone(),
+            slots: all.to_vec(),
+            duration: bake,
+        },
+    ];
+    let mut away = Vec::new();
+    let mut preconditions = Vec::new();
+    for o in others {
+        preconditions.push(Precondition::PoolState {
+            pool: o.id.clone(),
+            state: o.state,
+        });
+        away.extend(
+            o.slots
+                .iter()
+                .filter(|s| s.traffic != Traffic::Out)
+                .map(|s| SlotRef {
+                    pool: o.id.clone(),
+                    slot: s.index,
+                }),
+        );
+    }
+    steps.push(Step::Switch {
+        pool: pool.clone(),
+        slots: all.to_vec(),
+        away: away.clone(),
+    });
+    steps.push(Step::AwaitHealthy {
+        pool: pool.clone(),
+        slots: all.to_vec(),
+    });
+    if state != PoolState::Live {
+        steps.push(Step::SetPoolState {
+            pool: pool.clone(),
+            to: PoolState::Live,
+        });
+    }
+    for o in others {
+        let leaving: Vec<u32> = away
+            .iter()
+            .filter(|r| r.pool == o.id)
+            .map(|r| r.slot)
+            .collect();
+        if !leaving.is_empty() {
+            steps.push(Step::AwaitDrained {
+                pool: o.id.clone(),
+                slots: leaving,
+            });
+        }
+        if o.state == PoolState::Live {
+            steps.push(Step::SetPoolState {
+                pool: o.id.clone(),
+                to: PoolState::HOT,
+            });
+        }
+    }
+    (steps, preconditions)
+}
+
+/// True when the cutover to `target` (an existing pool, or a new one) is
+/// planned as one atomic switch: the policy and the balancer allow it,
+/// something serves to switch away from, and none of the target's slots
+/// serves yet (a mixed state left by a halted batched cutover goes on
+/// batched).
+pub(crate) fn switches(input: &PlanInput<'_>, target: Option<&Pool>, others: &[&Pool]) -> bool {
+    input.switches()
+        && !others.is_empty()
+        && target.is_none_or(|p| p.slots.iter().all(|s| s.traffic == Traffic::Out))
 }
 
 /// Moves traffic away from `others` once `target`'s slots `all` serve:

@@ -74,20 +74,28 @@ pub fn rollback(
             })
         }
     };
-    // Attach steps for every slot: they act on the balancer's fresh view
-    // (members left draining by a failed detach are activated again).
-    steps.extend(expose_steps(
-        &pool_id,
-        &all,
-        &all,
-        batch,
-        policy.rollout.rollback_bake,
-        state,
-    ));
     let others = input.serving_pools(Some(&pool_id));
-    let (away, relied_on) = super::switch_away(&others, &pool_id, &all, batch);
-    steps.extend(away);
-    preconditions.extend(relied_on);
+    if super::switches(input, found, &others) {
+        let (cutover, relied_on) =
+            super::switch_steps(&pool_id, &all, state, &others, policy.rollout.rollback_bake);
+        steps.extend(cutover);
+        preconditions.extend(relied_on);
+    } else {
+        // Attach steps for every slot: they act on the balancer's fresh
+        // view (members left draining by a failed detach are activated
+        // again).
+        steps.extend(expose_steps(
+            &pool_id,
+            &all,
+            &all,
+            batch,
+            policy.rollout.rollback_bake,
+            state,
+        ));
+        let (away, relied_on) = super::switch_away(&others, &pool_id, &all, batch);
+        steps.extend(away);
+        preconditions.extend(relied_on);
+    }
     steps.push(Step::VerifyServing {
         role: input.role.clone(),
         release: target_release.clone(),

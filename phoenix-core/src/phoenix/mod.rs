@@ -368,6 +368,11 @@ impl Phoenix {
             operation,
             now: self.clock.now(),
             role: role.clone(),
+            balancer: self
+                .ports
+                .balancers
+                .for_role(role)
+                .map(|lb| lb.capabilities()),
         }
     }
 
@@ -443,6 +448,11 @@ impl Phoenix {
         let policy = self.policy.clone();
         let operation = self.next_operation_id();
         let now = self.clock.clone();
+        let balancer = self
+            .ports
+            .balancers
+            .for_role(role)
+            .map(|lb| lb.capabilities());
         let reason = format!(
             "emergency rollback of {role}{}",
             release.map(|r| format!(" to {r}")).unwrap_or_default()
@@ -455,6 +465,7 @@ impl Phoenix {
                     operation,
                     now: now.now(),
                     role: role.clone(),
+                    balancer: balancer.clone(),
                 };
                 let mut plan = ops::rollback(&input, release)?;
                 plan.summary = format!("emergency: {}", plan.summary);

@@ -24,6 +24,11 @@ pub struct LbCapabilities {
     /// ELBv2 cannot: a target it deregisters drains for the whole
     /// deregistration delay, and `attach` fails (temporarily) until then.
     pub reactivates_draining: bool,
+    /// Holds members that take no traffic yet but pass the balancer's own
+    /// checks (ELBv2's idle target group), so that a pool is seen healthy
+    /// by the balancer *before* an atomic [`swap`](LoadBalancer::swap)
+    /// gives it the traffic. See [`LoadBalancer::stage`].
+    pub stages: bool,
 }
 
 /// A member's health as the balancer's own checks see it.
@@ -148,6 +153,21 @@ pub trait LoadBalancer: Send + Sync {
     /// Starts removing members: they take no new connections and are gone
     /// once drained or after `drain`. Detaching a non-member succeeds.
     async fn detach(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError>;
+
+    /// Readies targets for a later [`swap`](Self::swap) without giving
+    /// them traffic: where the balancer stages (`stages` declared), they
+    /// become members that take no traffic (`members` reports them
+    /// `Disabled`) and that the balancer checks, so their health is known
+    /// before the switch. Staging a member that already serves changes
+    /// nothing. A balancer that does not stage answers
+    /// [`ErrorKind::Unsupported`](super::ErrorKind::Unsupported).
+    async fn stage(&self, targets: &[Target]) -> Result<(), PortError> {
+        let _ = targets;
+        Err(PortError::new(
+            "staging members",
+            super::ErrorKind::Unsupported("this balancer cannot stage members".into()),
+        ))
+    }
 
     /// Adds `attach` and removes `detach`; atomically where
     /// `atomic_swap` is declared, otherwise attach first, then detach.

@@ -7,7 +7,9 @@ use tokio::time::Instant;
 
 use crate::id::ServerId;
 use crate::labels::keys;
-use crate::ports::{LbCapabilities, LoadBalancer, Member, PortError, Target};
+use crate::ports::{
+    LbCapabilities, LoadBalancer, Member, MemberHealth, MemberState, PortError, Target,
+};
 
 use super::compute::{call_delay, lock};
 use super::world::{FloorWatch, SimMember, World};
@@ -111,6 +113,7 @@ impl SimBalancer {
         b.members.iter().any(|(id, m)| {
             m.listed(now)
                 && m.draining.is_none()
+                && !m.staged
                 && w.servers.get(id).is_some_and(|s| {
                     watch
                         .deployment
@@ -123,6 +126,19 @@ impl SimBalancer {
     /// The floor, judged on the health the balancer last reported (what
     /// Phoenix could know), counting only the watched deployment's members.
     fn check_floor(w: &mut World, name: &str, servers: &[ServerId], now: Instant) {
+        Self::check_floor_with(w, name, &[], servers, now);
+    }
+
+    /// The floor across a change that also gives `incoming` the traffic
+    /// (an atomic swap): they count afterwards if the balancer last
+    /// reported them healthy and not draining, staged or serving.
+    fn check_floor_with(
+        w: &mut World,
+        name: &str,
+        incoming: &[ServerId],
+        servers: &[ServerId],
+        now: Instant,
+    ) {
         let (watch, read_at) = {
             let b = w.balancers.entry(name.to_owned()).or_default();
             (b.floor.clone(), b.last_read.unwrap_or(now))
@@ -147,10 +163,17 @@ impl SimBalancer {
             .filter(|m| m.is_serving_healthy() && ours(w, &m.server))
             .collect();
         let before = healthy.len();
+        let gained = members
+            .iter()
+            .filter(|m| incoming.contains(&m.server) && !leaving.contains(&m.server))
+            .filter(|m| m.state == MemberState::Disabled && m.health == MemberHealth::Healthy)
+            .filter(|m| ours(w, &m.server))
+            .count();
         let after = healthy
             .iter()
             .filter(|m| !leaving.contains(&m.server))
-            .count();
+            .count()
+            + gained;
         if after < before && (after < watch.floor || after == 0) {
             let t = w.elapsed_ms(now);
             w.violations.push(format!(
@@ -165,12 +188,14 @@ impl SimBalancer {
 #[async_trait]
 impl LoadBalancer for SimBalancer {
     fn capabilities(&self) -> LbCapabilities {
+        let w = lock(&self.world);
         LbCapabilities {
-            atomic_swap: false,
+            atomic_swap: w.config.stages,
             drain: true,
             reports_connections: true,
             max_batch: usize::MAX,
-            reactivates_draining: lock(&self.world).config.reactivates_draining,
+            reactivates_draining: w.config.reactivates_draining,
+            stages: w.config.stages,
         }
     }
 
@@ -224,7 +249,14 @@ impl LoadBalancer for SimBalancer {
                 draining: None,
                 leaves_at: None,
                 stand_in,
+                staged: false,
             });
+            // Attaching a staged member gives it traffic; its health, as
+            // checked while staged, carries over.
+            if m.staged && m.draining.is_none() {
+                m.staged = false;
+                continue;
+            }
             if !reactivates && m.draining.is_some() && m.endpoint == t.endpoint {
                 // Like ELBv2: it drains to the end, then may come back.
                 still_draining.push(t.server.to_string());
@@ -281,6 +313,11 @@ impl LoadBalancer for SimBalancer {
                 Duration::ZERO
             };
             let b = w.balancers.entry(self.name.clone()).or_default();
+            if b.members.get(s).is_some_and(|m| m.staged) {
+                // It never took traffic: nothing to drain.
+                b.members.remove(s);
+                continue;
+            }
             if let Some(m) = b.members.get_mut(s) {
                 let drained = now + drain_time;
                 match m.draining {
@@ -302,6 +339,153 @@ impl LoadBalancer for SimBalancer {
             return Err(PortError::temporary(
                 "sim: detach members",
                 "HTTP 500 after part of the change was applied",
+            ));
+        }
+        Ok(())
+    }
+    async fn stage(&self, targets: &[Target]) -> Result<(), PortError> {
+        self.delay().await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.lb_calls += 1;
+        if !w.config.stages {
+            return Err(PortError::new(
+                "sim: stage members",
+                crate::ports::ErrorKind::Unsupported("this balancer cannot stage".into()),
+            ));
+        }
+        let what = format!("staged {} member(s) on {}", targets.len(), self.name);
+        w.check_lease(self.holder.as_deref(), &what, now);
+        lb_fault(&mut w, "sim: stage members")?;
+        w.prune(&self.name, now);
+        let reach = partial(&mut w, targets.len());
+        let reactivates = w.config.reactivates_draining;
+        let mut still_draining = Vec::new();
+        let b = w.balancers.entry(self.name.clone()).or_default();
+        for t in targets.iter().take(reach.unwrap_or(targets.len())) {
+            let m = b.members.entry(t.server.clone()).or_insert(SimMember {
+                endpoint: t.endpoint,
+                attached_at: now,
+                draining: None,
+                leaves_at: None,
+                stand_in: None,
+                staged: true,
+            });
+            if m.draining.is_some() {
+                if !reactivates {
+                    still_draining.push(t.server.to_string());
+                    continue;
+                }
+                m.draining = None;
+                m.leaves_at = None;
+                m.staged = true;
+                m.attached_at = now;
+            }
+        }
+        if reach.is_some() {
+            return Err(PortError::temporary(
+                "sim: stage members",
+                "HTTP 500 after part of the change was applied",
+            ));
+        }
+        if !still_draining.is_empty() {
+            return Err(PortError::temporary(
+                "sim: stage members",
+                format!("still draining: {}", still_draining.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One atomic change, like ELBv2's `ModifyListener`: the staged members
+    /// take the traffic with the health they were checked to, the leaving
+    /// ones drain, stale staged ones are dropped. It applies whole or not
+    /// at all; its answer may be lost after it applied.
+    async fn swap(
+        &self,
+        attach: &[Target],
+        detach: &[ServerId],
+        drain: Duration,
+    ) -> Result<(), PortError> {
+        if !lock(&self.world).config.stages {
+            self.attach(attach).await?;
+            return self.detach(detach, drain).await;
+        }
+        let issued = self.delay().await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.lb_calls += 1;
+        let what = format!(
+            "swapped {} member(s) in and {} out on {}",
+            attach.len(),
+            detach.len(),
+            self.name
+        );
+        w.check_lease(self.holder.as_deref(), &what, now);
+        lb_fault(&mut w, "sim: swap members")?;
+        w.prune(&self.name, now);
+        w.check_fresh(self.holder.as_deref(), Some(&self.name), &what, issued);
+        let reactivates = w.config.reactivates_draining;
+        let still_draining: Vec<String> = {
+            let b = w.balancers.entry(self.name.clone()).or_default();
+            attach
+                .iter()
+                .filter(|t| {
+                    !reactivates
+                        && b.members
+                            .get(&t.server)
+                            .is_some_and(|m| m.draining.is_some())
+                })
+                .map(|t| t.server.to_string())
+                .collect()
+        };
+        if !still_draining.is_empty() {
+            return Err(PortError::temporary(
+                "sim: swap members",
+                format!("still draining: {}", still_draining.join(", ")),
+            ));
+        }
+        if self.holder.is_some() {
+            let incoming: Vec<ServerId> = attach.iter().map(|t| t.server.clone()).collect();
+            Self::check_floor_with(&mut w, &self.name, &incoming, detach, now);
+        }
+        let drain_time = drain.min(w.config.drain_time);
+        let lost = {
+            let p = w.faults.swap_answer_lost;
+            w.chance(p)
+        };
+        let b = w.balancers.entry(self.name.clone()).or_default();
+        b.members
+            .retain(|id, m| !m.staged || attach.iter().any(|t| &t.server == id));
+        for t in attach {
+            let m = b.members.entry(t.server.clone()).or_insert(SimMember {
+                endpoint: t.endpoint,
+                attached_at: now,
+                draining: None,
+                leaves_at: None,
+                stand_in: None,
+                staged: false,
+            });
+            if m.draining.take().is_some() || m.endpoint != t.endpoint {
+                m.attached_at = now;
+                m.leaves_at = None;
+                m.endpoint = t.endpoint;
+            }
+            m.staged = false;
+        }
+        for s in detach {
+            if let Some(m) = b.members.get_mut(s) {
+                if m.draining.is_none() {
+                    let drained = now + drain_time;
+                    m.draining = Some((now, drained));
+                    m.leaves_at = Some(drained);
+                }
+            }
+        }
+        if lost {
+            return Err(PortError::temporary(
+                "sim: swap members",
+                "the answer was lost after the change applied",
             ));
         }
         Ok(())

@@ -36,6 +36,9 @@ pub struct Faults {
     pub lb_failure: f64,
     /// A balancer change applies to some of its members, then fails.
     pub lb_partial: f64,
+    /// An atomic swap applies whole, but its answer is lost (an error
+    /// after the switch happened, as a timed-out `ModifyListener`).
+    pub swap_answer_lost: f64,
     /// A detached member stays listed as draining (with no connections)
     /// long after its drain, as HAProxy keeps a server in DRAIN.
     pub stuck_draining: f64,
@@ -118,6 +121,9 @@ pub struct SimConfig {
     /// Whether the balancer re-activates a draining member on attach
     /// (false: like ELBv2, attach fails temporarily until it drained).
     pub reactivates_draining: bool,
+    /// Whether the balancer stages members and swaps atomically (ELBv2's
+    /// two target groups behind a weighted listener).
+    pub stages: bool,
     /// Whether servers can be stopped and started.
     pub stop_start: bool,
     /// Whether the provider deduplicates launches by token (and refuses a
@@ -146,6 +152,7 @@ impl Default for SimConfig {
             max_describe_batch: 1000,
             max_terminate_batch: 1,
             reactivates_draining: true,
+            stages: false,
             stop_start: true,
             idempotent_launch: false,
             boot_format: BootFormat::Local,

@@ -143,6 +143,9 @@ pub(crate) struct SimMember {
     pub(crate) leaves_at: Option<Instant>,
     /// The id reads report instead of the server's, if the adapter lost it.
     pub(crate) stand_in: Option<ServerId>,
+    /// Staged: checked by the balancer, taking no traffic (ELBv2's idle
+    /// target group) until a swap.
+    pub(crate) staged: bool,
 }
 
 impl SimMember {
@@ -152,7 +155,7 @@ impl SimMember {
 
     /// Still sends traffic to its server (active, or within its drain).
     pub(crate) fn serving(&self, at: Instant) -> bool {
-        self.draining.is_none_or(|(_, drained)| at < drained)
+        !self.staged && self.draining.is_none_or(|(_, drained)| at < drained)
     }
 }
 
@@ -346,6 +349,15 @@ impl World {
         b.members
             .iter()
             .filter(|(_, m)| m.listed(at))
+            // Like ELBv2's idle group: a staged target whose server is
+            // gone is left out (it carries nothing).
+            .filter(|(id, m)| {
+                !m.staged
+                    || self
+                        .servers
+                        .get(*id)
+                        .is_some_and(|s| s.ended_at(at).is_none())
+            })
             .map(|(id, m)| Member {
                 server: match (&m.stand_in, as_read) {
                     (Some(stand_in), true) => stand_in.clone(),
@@ -355,10 +367,13 @@ impl World {
                 health: self.health_at(id, m, at),
                 state: if m.draining.is_some() {
                     MemberState::Draining
+                } else if m.staged {
+                    MemberState::Disabled
                 } else {
                     MemberState::Active
                 },
                 connections: Some(match m.draining {
+                    None if m.staged => 0,
                     None => 3,
                     Some((_, drained)) if at < drained => 1,
                     Some(_) => 0,

@@ -57,6 +57,8 @@ pub struct Tally {
     pub emergencies: usize,
     pub interrupted: usize,
     pub reserved: usize,
+    /// Atomic switches that finished.
+    pub switches: usize,
 }
 
 impl Tally {
@@ -69,6 +71,7 @@ impl Tally {
         self.emergencies += o.emergencies;
         self.interrupted += o.interrupted;
         self.reserved += o.reserved;
+        self.switches += o.switches;
     }
 }
 
@@ -76,14 +79,15 @@ impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} succeeded, {} rolled back, {} failed and cleaned up, {} pre-empted by {} emergencies, {} crashes and {} store outages resumed",
+            "{} succeeded, {} rolled back, {} failed and cleaned up, {} pre-empted by {} emergencies, {} crashes and {} store outages resumed, {} atomic switches",
             self.succeeded,
             self.rolled_back,
             self.failed,
             self.preempted,
             self.emergencies,
             self.crashes,
-            self.interrupted
+            self.interrupted,
+            self.switches
         )
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use phoenix_core::labels::Labels;
-use phoenix_core::policy::Capacity;
+use phoenix_core::policy::{Capacity, Cutover};
 use phoenix_core::ports::{BootPayload, Compute, LaunchRequest, LoadBalancer, Target};
 use phoenix_core::sim::{Faults, SimBootConfig, SimCloud, SimConfig};
 use rand::Rng;
@@ -35,6 +35,7 @@ fn random_faults(rng: &mut ChaCha8Rng) -> Faults {
         terminate_unseen_lost: p(0.5),
         lb_failure: p(0.05),
         lb_partial: p(0.2),
+        swap_answer_lost: p(0.3),
         stuck_draining: p(0.3),
         stand_in_ids: p(0.3),
         lb_empty_read: p(0.15),
@@ -110,6 +111,9 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
     // Long-lived connections (websockets, long polls) in some seeds: a
     // detached member drains for minutes, longer than any retry budget.
     let long_drain = rng.random_bool(0.2);
+    // Some balancers stage a pool and switch all traffic in one call
+    // (ELBv2's weighted listener): those seeds cut over that way.
+    let switch = rng.random_bool(0.3);
     let config = SimConfig {
         seed,
         drain_time: if long_drain {
@@ -123,6 +127,7 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
         // Some balancers drain to the end (ELBv2): attach cannot bring a
         // draining member back before.
         reactivates_draining: !rng.random_bool(0.2),
+        stages: switch,
         // Some providers terminate many servers in one call (EC2).
         max_terminate_batch: if rng.random_bool(0.3) {
             rng.random_range(2..=50)
@@ -181,6 +186,9 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
     policy.refresh.max_age = Duration::from_secs(3 * 3600);
     policy.refresh.max_replacements = 4;
     policy.refresh.window = Duration::from_secs(1800);
+    if switch {
+        policy.rollout.cutover = Cutover::Switch;
+    }
     if long_drain {
         policy.rollout.drain = Duration::from_secs(300);
     }

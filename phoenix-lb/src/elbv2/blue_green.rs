@@ -178,6 +178,7 @@ impl LoadBalancer for Elbv2BlueGreen {
             reports_connections: false,
             max_batch: MAX_BATCH,
             reactivates_draining: false,
+            stages: true,
         }
     }
 
@@ -220,6 +221,34 @@ impl LoadBalancer for Elbv2BlueGreen {
         }
         let view = self.view().await?;
         self.detach_in(&view, servers, drain).await
+    }
+
+    /// Registers the targets in the idle group (the one without weight):
+    /// ELBv2 checks them there while they take no traffic, and `members`
+    /// reports them `Disabled` with that health. Targets already in the
+    /// live group are left where they serve.
+    async fn stage(&self, targets: &[Target]) -> Result<(), PortError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let view = self.view().await?;
+        let live = Self::in_group(&view, &view.live);
+        let idle = Self::in_group(&view, &view.idle);
+        let missing: Vec<Target> = targets
+            .iter()
+            .filter(|t| !live.iter().any(|r| r.server == t.server))
+            .filter(|t| {
+                !idle
+                    .iter()
+                    .any(|r| r.server == t.server && r.state != MemberState::Draining)
+            })
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.groups.check_endpoints(&missing).await?;
+        self.groups.register_active(&view.idle, &missing).await
     }
 
     /// The blue-green switch when `detach` empties the live group: the

@@ -51,6 +51,7 @@ impl LoadBalancer for Elbv2TargetGroup {
             reports_connections: false,
             max_batch: MAX_BATCH,
             reactivates_draining: false,
+            stages: false,
         }
     }
 

@@ -263,6 +263,7 @@ impl LoadBalancer for EmbeddedBalancer {
             reports_connections: true,
             max_batch: usize::MAX,
             reactivates_draining: true,
+            stages: false,
         }
     }
 

@@ -604,6 +604,7 @@ impl LoadBalancer for HaproxyBalancer {
             reports_connections: true,
             max_batch: MAX_BATCH,
             reactivates_draining: true,
+            stages: false,
         }
     }
 

@@ -330,6 +330,7 @@ impl LoadBalancer for OctaviaBalancer {
             reports_connections: false,
             max_batch: 1000,
             reactivates_draining: true,
+            stages: false,
         }
     }
 

@@ -439,6 +439,7 @@ impl LoadBalancer for RackspaceClb {
             reports_connections: false,
             max_batch: DELETE_BATCH,
             reactivates_draining: true,
+            stages: false,
         }
     }
 

@@ -30,6 +30,7 @@ impl RemoteBalancer {
                 reports_connections: false,
                 max_batch: 1,
                 reactivates_draining: true,
+                stages: false,
             },
             timeout: Duration::from_secs(30),
         };
@@ -136,6 +137,15 @@ impl LoadBalancer for RemoteBalancer {
             })
             .await?;
         done("detach", r)
+    }
+
+    async fn stage(&self, targets: &[Target]) -> Result<(), PortError> {
+        let r = self
+            .call(Request::Stage {
+                targets: targets.to_vec(),
+            })
+            .await?;
+        done("stage", r)
     }
 
     async fn swap(

@@ -134,6 +134,7 @@ async fn execute(lb: &dyn LoadBalancer, request: Request) -> Response {
         Request::Detach { servers, drain_ms } => {
             lb.detach(&servers, Duration::from_millis(drain_ms)).await
         }
+        Request::Stage { targets } => lb.stage(&targets).await,
         Request::Swap {
             attach,
             detach,

@@ -18,6 +18,9 @@ pub(crate) enum Request {
         servers: Vec<ServerId>,
         drain_ms: u64,
     },
+    Stage {
+        targets: Vec<Target>,
+    },
     Swap {
         attach: Vec<Target>,
         detach: Vec<ServerId>,
@@ -32,6 +35,7 @@ impl Request {
             Self::Members => "members",
             Self::Attach { .. } => "attach",
             Self::Detach { .. } => "detach",
+            Self::Stage { .. } => "stage",
             Self::Swap { .. } => "swap",
         }
     }
@@ -50,6 +54,10 @@ pub(crate) struct Capabilities {
     /// Missing from balancers served by an older version, which all did.
     #[serde(default = "yes")]
     pub(crate) reactivates_draining: bool,
+    /// Missing from balancers served by an older version, which did not
+    /// stage.
+    #[serde(default)]
+    pub(crate) stages: bool,
 }
 
 fn yes() -> bool {
@@ -64,6 +72,7 @@ impl From<LbCapabilities> for Capabilities {
             reports_connections: c.reports_connections,
             max_batch: c.max_batch,
             reactivates_draining: c.reactivates_draining,
+            stages: c.stages,
         }
     }
 }
@@ -76,6 +85,7 @@ impl From<Capabilities> for LbCapabilities {
             reports_connections: c.reports_connections,
             max_batch: c.max_batch.max(1),
             reactivates_draining: c.reactivates_draining,
+            stages: c.stages,
         }
     }
 }
