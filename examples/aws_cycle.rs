@@ -1,10 +1,13 @@
 //! A full Phoenix cycle on AWS: AMIs baked from a builder instance and
 //! certified on evidence, EC2 instances launched from them with their
 //! configuration as user data (phoenix-config's EC2 renderer), behind an
-//! ELBv2 listener over two target groups (`Elbv2BlueGreen`; the executor
-//! attaches and detaches members in the live group batch by batch: it does
-//! not call the balancer's one-`ModifyListener` `swap` yet), or, with
-//! `--groups`, in one Auto Scaling group per pool. It
+//! ELBv2 listener over two target groups (`Elbv2BlueGreen`), or, with
+//! `--groups`, in one Auto Scaling group per pool. The blue-green switch
+//! and the rollback are atomic (`cutover: switch`): the new pool is
+//! registered in the idle target group, found healthy there by ELBv2 and
+//! baked, then one weighted `ModifyListener` moves all traffic; with
+//! `--batched`, members are attached and detached in the live group batch
+//! by batch instead. It
 //! bakes v1 and v2, deploys v1, switches blue-green to v2, rolls back to
 //! v1, refreshes every server (a rolling replacement of old servers), and
 //! reaps; for every operation it prints the API calls made (by action) and
@@ -41,7 +44,7 @@ use phoenix_core::id::{
 use phoenix_core::labels::{LabelSelector, Labels};
 use phoenix_core::memory_store::MemoryStore;
 use phoenix_core::model::{Deployment, Environment, ImageState, Role, ServerStatus, TestEvidence};
-use phoenix_core::policy::Policy;
+use phoenix_core::policy::{Cutover, Policy};
 use phoenix_core::ports::{BakeRequest, BakeSource, BootPayload, Compute, Images, LaunchRequest};
 use phoenix_core::retry::RetryPolicy;
 use phoenix_core::time::{Clock, SystemClock};
@@ -71,12 +74,14 @@ template = "{{ server_name }}: {{ role }} {{ release }} in {{ environment }}\n"
 argv = ["systemctl", "start", "shop-{{ role }}"]
 "#;
 
-const USAGE: &str = "usage: aws_cycle [--servers N] [--throttle P] [--groups] [--real]
+const USAGE: &str = "usage: aws_cycle [--servers N] [--throttle P] [--groups] [--batched] [--real]
 
   --servers N    servers in the role (default 3)
   --groups       one Auto Scaling group per pool (default: Phoenix launches
                  each instance)
   --throttle P   on moto: share of calls the fault layer throttles (default 0)
+  --batched      blue-green and rollback attach and detach in batches
+                 (default: one atomic ModifyListener switch)
   --real         a real account instead of moto (see the example's docs)
 
 On moto: PHOENIX_MOTO_URL=http://127.0.0.1:5000 (scripts/peers/moto.sh starts one;
@@ -87,6 +92,7 @@ struct Args {
     servers: u32,
     throttle: f64,
     groups: bool,
+    batched: bool,
     real: bool,
 }
 
@@ -95,6 +101,7 @@ fn args() -> Result<Args, String> {
         servers: 3,
         throttle: 0.0,
         groups: false,
+        batched: false,
         real: false,
     };
     let mut it = std::env::args().skip(1);
@@ -116,6 +123,7 @@ fn args() -> Result<Args, String> {
             }
             "--real" => out.real = true,
             "--groups" => out.groups = true,
+            "--batched" => out.batched = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -324,6 +332,11 @@ async fn run(a: Args) -> Result<(), Box<dyn Error>> {
         ],
     )?);
     let mut policy = Policy::default();
+    policy.rollout.cutover = if a.batched {
+        Cutover::Batched
+    } else {
+        Cutover::Switch
+    };
     if !a.real {
         policy.provision.poll_interval = Duration::from_millis(300);
         policy.rollout.bake_time = Duration::ZERO;

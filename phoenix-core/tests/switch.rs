@@ -67,7 +67,10 @@ async fn a_deploy_stages_bakes_then_switches_all_traffic_in_one_step() {
     let stage = position(&plan, |s| matches!(s, Step::Stage { .. })).expect("a stage step");
     let bake = position(&plan, |s| matches!(s, Step::Bake { .. })).expect("a bake step");
     let switch = position(&plan, |s| matches!(s, Step::Switch { .. })).expect("a switch step");
-    assert!(stage < bake && bake < switch, "stage, bake, switch:\n{plan}");
+    assert!(
+        stage < bake && bake < switch,
+        "stage, bake, switch:\n{plan}"
+    );
     assert!(
         !plan
             .steps
@@ -80,7 +83,10 @@ async fn a_deploy_stages_bakes_then_switches_all_traffic_in_one_step() {
     let mut batched = plan.clone();
     batched.policy.rollout.cutover = Cutover::Batched;
     assert!(
-        matches!(batched.validate(), Err(PlanError::BlastRadius { changes: 8, .. })),
+        matches!(
+            batched.validate(),
+            Err(PlanError::BlastRadius { changes: 8, .. })
+        ),
         "without consent the switch is past the blast radius"
     );
     println!("{plan}");
@@ -112,11 +118,19 @@ async fn a_deploy_stages_bakes_then_switches_all_traffic_in_one_step() {
     );
     let snap = w.phoenix.snapshot(&w.shop).await.unwrap();
     assert!(snap.pool(&v1).unwrap().state.is_rollback_candidate());
-    assert_eq!(w.running_by_release().get("v1"), Some(&4), "v1 is the standby");
+    assert_eq!(
+        w.running_by_release().get("v1"),
+        Some(&4),
+        "v1 is the standby"
+    );
     w.assert_no_violations();
 
     // A rollback switches back the same way.
-    let back = w.phoenix.plan_rollback(&w.shop, &w.web, None).await.unwrap();
+    let back = w
+        .phoenix
+        .plan_rollback(&w.shop, &w.web, None)
+        .await
+        .unwrap();
     assert!(position(&back, |s| matches!(s, Step::Switch { .. })).is_some());
     w.apply(back).await;
     assert_eq!(

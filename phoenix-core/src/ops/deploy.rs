@@ -1,6 +1,8 @@
+use crate::executor::guards::MemberIndex;
 use crate::id::ReleaseLabel;
 use crate::model::{Pool, PoolState};
 use crate::plan::{OperationKind, Plan, Precondition, Step};
+use crate::ports::{Member, MemberState};
 
 use super::{
     expose_steps, fill_steps, is_full, main_pool, provision_steps, switches, PlanInput,
@@ -32,6 +34,25 @@ fn target<'a>(input: &'a PlanInput<'_>, release: &ReleaseLabel) -> Option<&'a Po
 /// pool that served before becomes a hot standby. From a mixed state left
 /// by a halted operation it settles on `release`.
 pub fn deploy(input: &PlanInput<'_>, release: &ReleaseLabel) -> Result<Plan, PlanningError> {
+    deploy_inner(input, release, None)
+}
+
+/// [`deploy`], judging "already live" on a fresh read of the balancer as
+/// well: a live pool whose members the balancer lost (drained by a hand,
+/// a balancer rebuilt) is attached again, not reported done.
+pub fn deploy_seen(
+    input: &PlanInput<'_>,
+    release: &ReleaseLabel,
+    members: &[Member],
+) -> Result<Plan, PlanningError> {
+    deploy_inner(input, release, Some(members))
+}
+
+fn deploy_inner(
+    input: &PlanInput<'_>,
+    release: &ReleaseLabel,
+    members: Option<&[Member]>,
+) -> Result<Plan, PlanningError> {
     input.check()?;
     let role = input.role_spec()?;
     let policy = input.policy;
@@ -39,7 +60,15 @@ pub fn deploy(input: &PlanInput<'_>, release: &ReleaseLabel) -> Result<Plan, Pla
     let existing = target(input, release);
     let others = input.serving_pools(existing.map(|p| &p.id));
     if let Some(p) = existing {
-        if p.state == PoolState::Live && others.is_empty() && is_full(p) {
+        let serving = members.is_none_or(|m| {
+            let index = MemberIndex::new(m);
+            p.in_service().all(|s| {
+                index
+                    .of_slot(s)
+                    .is_some_and(|m| m.state == MemberState::Active)
+            })
+        });
+        if p.state == PoolState::Live && others.is_empty() && is_full(p) && serving {
             let mut plan = input.plan(
                 OperationKind::Deploy,
                 format!("release {release} is already live for {}", input.role),

@@ -11,7 +11,7 @@ mod refresh;
 mod rollback;
 mod rolling;
 
-pub use deploy::deploy;
+pub use deploy::{deploy, deploy_seen};
 pub use heal::heal;
 pub use provision::provision;
 pub use reap::reap;

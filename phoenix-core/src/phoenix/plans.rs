@@ -59,7 +59,14 @@ impl Phoenix {
         let (snap, op) = self.input(deployment).await?;
         self.check_release_image(&snap, role, release, policy)
             .await?;
-        ops::deploy(&self.plan_input(&snap, op, role, policy), release)
+        let input = self.plan_input(&snap, op, role, policy);
+        let plan = ops::deploy(&input, release)?;
+        if !plan.is_noop() {
+            return Ok(plan);
+        }
+        // "Already live" by the records: the balancer has the last word.
+        let members = self.members(role).await?;
+        ops::deploy_seen(&input, release, &members)
     }
 
     /// Plans a rolling replacement of a role's live pool by a release.

@@ -361,8 +361,16 @@ impl LoadBalancer for SimBalancer {
         let reach = partial(&mut w, targets.len());
         let reactivates = w.config.reactivates_draining;
         let mut still_draining = Vec::new();
+        let mut staged = Vec::new();
         let b = w.balancers.entry(self.name.clone()).or_default();
         for t in targets.iter().take(reach.unwrap_or(targets.len())) {
+            if b.members
+                .get(&t.server)
+                .is_some_and(|m| !m.staged && m.draining.is_none())
+            {
+                // Already serving: staging changes nothing.
+                continue;
+            }
             let m = b.members.entry(t.server.clone()).or_insert(SimMember {
                 endpoint: t.endpoint,
                 attached_at: now,
@@ -380,6 +388,18 @@ impl LoadBalancer for SimBalancer {
                 m.leaves_at = None;
                 m.staged = true;
                 m.attached_at = now;
+            }
+            staged.push(t.server.clone());
+        }
+        for id in staged {
+            let p = w.faults.staged_death;
+            if w.chance(p) {
+                let at = now + w.between(Duration::ZERO, Duration::from_secs(180));
+                if let Some(s) = w.servers.get_mut(&id) {
+                    if s.death.is_none_or(|(t, _)| t > at) {
+                        s.death = Some((at, super::world::Death::App));
+                    }
+                }
             }
         }
         if reach.is_some() {

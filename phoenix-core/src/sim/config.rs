@@ -39,6 +39,10 @@ pub struct Faults {
     /// An atomic swap applies whole, but its answer is lost (an error
     /// after the switch happened, as a timed-out `ModifyListener`).
     pub swap_answer_lost: f64,
+    /// A server's application dies within three minutes of being staged
+    /// (infant mortality, met where a pool waits staged: during its bake
+    /// or the drain hooks before the switch).
+    pub staged_death: f64,
     /// A detached member stays listed as draining (with no connections)
     /// long after its drain, as HAProxy keeps a server in DRAIN.
     pub stuck_draining: f64,

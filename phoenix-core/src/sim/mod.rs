@@ -311,6 +311,15 @@ impl SimCloud {
         }
     }
 
+    /// The server's host fails now: the cloud reports it in ERROR.
+    pub fn fail_host(&self, server: &crate::id::ServerId) {
+        let now = tokio::time::Instant::now();
+        let mut w = lock(&self.world);
+        if let Some(s) = w.servers.get_mut(server) {
+            s.death = Some((now, world::Death::Host));
+        }
+    }
+
     /// The cloud takes a server back now (spot reclaim, an operator's
     /// delete): it vanishes from every answer; a balancer keeps its member.
     pub fn reclaim(&self, server: &crate::id::ServerId) {

@@ -349,14 +349,15 @@ impl World {
         b.members
             .iter()
             .filter(|(_, m)| m.listed(at))
-            // Like ELBv2's idle group: a staged target whose server is
-            // gone is left out (it carries nothing).
+            // Like ELBv2's idle group: a staged target whose instance is
+            // gone (terminated, reclaimed) is left out, it carries
+            // nothing; one whose application died stays, failing checks.
             .filter(|(id, m)| {
                 !m.staged
                     || self
                         .servers
                         .get(*id)
-                        .is_some_and(|s| s.ended_at(at).is_none())
+                        .is_some_and(|s| s.status(at).is_some())
             })
             .map(|(id, m)| Member {
                 server: match (&m.stand_in, as_read) {

@@ -36,6 +36,7 @@ fn random_faults(rng: &mut ChaCha8Rng) -> Faults {
         lb_failure: p(0.05),
         lb_partial: p(0.2),
         swap_answer_lost: p(0.3),
+        staged_death: p(0.3),
         stuck_draining: p(0.3),
         stand_in_ids: p(0.3),
         lb_empty_read: p(0.15),
