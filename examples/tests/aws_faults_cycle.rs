@@ -9,29 +9,20 @@
 // Helpers outside #[test] functions unwrap too: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use phoenix_config::ConfigSet;
-use phoenix_core::id::{DeploymentId, EnvironmentName, ReleaseLabel, RoleName, ServerId};
+use aws_support::{AwsWorld, WorldSpec};
+use phoenix_core::id::{ReleaseLabel, ServerId};
 use phoenix_core::labels::LabelSelector;
-use phoenix_core::memory_store::MemoryStore;
-use phoenix_core::model::{Deployment, Environment, ImageState, Role, ServerStatus, TestEvidence};
-use phoenix_core::policy::Policy;
-use phoenix_core::ports::{Compute, Images, LoadBalancer};
-use phoenix_core::retry::RetryPolicy;
-use phoenix_core::time::{Clock, SystemClock};
-use phoenix_core::Phoenix;
+use phoenix_core::model::ServerStatus;
+use phoenix_core::ports::{Compute, LoadBalancer};
 use phoenix_lb::elbv2::Elbv2TargetGroup;
-use phoenix_providers::aws::testing::{stock_ami, FaultProxy, Faults, RunningProbe, Site};
-use phoenix_providers::aws::{AsgCompute, AwsClient, Ec2Compute, Ec2Images};
+use phoenix_providers::aws::testing::{Faults, Site};
+use phoenix_providers::aws::{AsgCompute, AwsClient, Ec2Compute};
 
-const NEEDS_MOTO: &str = "PHOENIX_MOTO_URL is set by scripts/test (scripts/peers/moto.sh)";
-
-fn client(url: &str) -> AwsClient {
-    phoenix_providers::aws::testing::moto_client(url, 8).unwrap()
-}
+mod aws_support;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -41,10 +32,9 @@ enum Mode {
 
 /// One provisioning through the faults; returns whether it served.
 async fn provision(seed: u64, mode: Mode) -> bool {
-    let moto = std::env::var("PHOENIX_MOTO_URL").expect(NEEDS_MOTO);
-    let proxy = FaultProxy::start(
-        &moto,
-        Faults {
+    let world = AwsWorld::new(WorldSpec {
+        name: &format!("faults-{mode:?}-{seed}"),
+        faults: Faults {
             boot_failure: 0.3,
             lost_answer: 0.2,
             throttle: 0.1,
@@ -52,100 +42,38 @@ async fn provision(seed: u64, mode: Mode) -> bool {
             seed,
             ..Faults::default()
         },
-    )
-    .await
-    .unwrap();
-    let client = client(&proxy.url());
-    let site = Site::create(&client, &format!("faults-{mode:?}-{seed}"), 8080)
-        .await
-        .unwrap();
-    let ec2 = Arc::new(
-        Ec2Compute::builder(client.clone())
-            .subnets(site.subnets.clone())
-            .client_token_honoured(false)
-            .consistency_window(Duration::from_secs(2))
-            .build(),
-    );
-    let compute: Arc<dyn Compute> = match mode {
-        Mode::Instances => ec2.clone(),
-        Mode::Groups => Arc::new(
-            AsgCompute::builder((*ec2).clone())
-                .poll(Duration::from_millis(200))
-                .bind_within(Duration::from_secs(5))
-                .build(),
-        ),
-    };
-    let images = Arc::new(Ec2Images::builder(client.clone()).build());
-    let lb = Arc::new(Elbv2TargetGroup::new(client.clone(), &site.groups[0]));
-    let boot = ConfigSet::from_files(
-        "faults",
-        [
-            ("base.toml", "[env]\nRELEASE = \"{{ release }}\"\n"),
-            ("env/prod.toml", ""),
-            ("role/web.toml", ""),
-        ],
-    )
-    .unwrap();
-    let mut policy = Policy::default();
-    policy.provision.poll_interval = Duration::from_millis(200);
-    policy.provision.replace_budget = 3;
-    policy.rollout.bake_time = Duration::ZERO;
-    policy.rollout.drain = Duration::from_millis(200);
-    policy.retry = RetryPolicy {
-        initial_delay: Duration::from_millis(20),
-        ..RetryPolicy::default()
-    };
-    let phoenix = Phoenix::builder()
-        .compute(compute.clone())
-        .images(images.clone())
-        .balancer(lb.clone())
-        .boot_config(Arc::new(boot))
-        .probe(Arc::new(RunningProbe(ec2.clone())))
-        .store(Arc::new(MemoryStore::new(Arc::new(SystemClock))))
-        .policy(policy)
-        .holder("faults")
-        .build()
-        .unwrap();
-    let shop = DeploymentId::new(format!("shop-{mode:?}-{seed}").to_lowercase()).unwrap();
-    let web = RoleName::new("web").unwrap();
-    phoenix
-        .register(
-            &Deployment::new(
-                shop.clone(),
-                Environment {
-                    name: EnvironmentName::new("prod").unwrap(),
-                    production: true,
-                },
-            )
-            .with_role(Role {
-                name: web.clone(),
-                desired: 4,
-                flavor: None,
-                port: 8080,
-            }),
-        )
-        .await
-        .unwrap();
-    let ami = stock_ami(&client).await.unwrap();
-    let mut image = images.get(&ami).await.unwrap();
-    image.state = ImageState::Certified;
-    image.evidence.push(TestEvidence {
-        suite: "acceptance".into(),
-        at: SystemClock.now(),
-        passed: true,
-        details: "stock AMI".into(),
-        digest: image.digest.clone(),
-    });
-    phoenix.register_image(&image).await.unwrap();
+        desired: 4,
+        compute: Box::new(move |ec2: Arc<Ec2Compute>| -> Arc<dyn Compute> {
+            match mode {
+                Mode::Instances => ec2,
+                Mode::Groups => Arc::new(
+                    AsgCompute::builder((*ec2).clone())
+                        .poll(Duration::from_millis(200))
+                        .bind_within(Duration::from_secs(5))
+                        .build(),
+                ),
+            }
+        }),
+        balancer: Box::new(|client: &AwsClient, site: &Site| -> Arc<dyn LoadBalancer> {
+            Arc::new(Elbv2TargetGroup::new(client.clone(), &site.groups[0]))
+        }),
+        policy: Box::new(|p| p),
+        releases: &["v1"],
+    })
+    .await;
+    let AwsWorld {
+        proxy,
+        client,
+        site,
+        lb,
+        phoenix,
+        shop,
+        web,
+        ..
+    } = &world;
     let v1 = ReleaseLabel::new("v1").unwrap();
-    let mut by_role = BTreeMap::new();
-    by_role.insert(web.clone(), ami.clone());
-    phoenix
-        .create_release(&shop, v1.clone(), by_role)
-        .await
-        .unwrap();
 
-    let plan = phoenix.plan_deploy(&shop, &web, &v1).await.unwrap();
+    let plan = phoenix.plan_deploy(shop, web, &v1).await.unwrap();
     let served = phoenix.apply(plan).await.is_ok();
     eprintln!(
         "{mode:?} seed {seed}: served={served}; injected {:?}",
@@ -155,16 +83,16 @@ async fn provision(seed: u64, mode: Mode) -> bool {
     // The truth, from moto itself (not through the fault layer, not
     // through the adapter's view): every instance of the deployment that
     // runs is one the records hold in service.
-    let direct = Ec2Compute::builder(self::client(&moto)).build();
-    let snap = phoenix.snapshot(&shop).await.unwrap();
+    let direct = world.direct();
+    let snap = phoenix.snapshot(shop).await.unwrap();
     let held: BTreeSet<ServerId> = snap
-        .pools_of(&web)
+        .pools_of(web)
         .flat_map(|p| p.in_service().filter_map(|s| s.server.clone()))
         .collect();
     // A failed boot reads `terminated` through the fault layer only: its
     // instance still runs in moto until Phoenix terminates it.
     let running: Vec<ServerId> = direct
-        .list(&LabelSelector::deployment(&shop))
+        .list(&LabelSelector::deployment(shop))
         .await
         .unwrap()
         .into_iter()
@@ -185,7 +113,7 @@ async fn provision(seed: u64, mode: Mode) -> bool {
         // The pools' groups hold exactly the slots in service: an aborted
         // pool took its group with it, a served one is sized to its slots.
         let groups = AsgCompute::builder(direct.clone()).build();
-        for p in snap.pools_of(&web) {
+        for p in snap.pools_of(web) {
             let group = groups.group_of(shop.as_str(), p.id.as_str()).await.unwrap();
             let in_service = p.in_service().filter(|s| s.server.is_some()).count() as u32;
             match group {
@@ -208,7 +136,7 @@ async fn provision(seed: u64, mode: Mode) -> bool {
     for s in running {
         direct.terminate(&s).await.unwrap();
     }
-    site.delete(&client).await.unwrap();
+    site.delete(client).await.unwrap();
     served
 }
 

@@ -48,7 +48,21 @@ async fn sim_compute_conforms() {
 
 #[tokio::test(start_paused = true)]
 async fn sim_balancer_conforms() {
-    let cloud = SimCloud::new(SimConfig::default());
+    sim_balancer(false).await;
+}
+
+/// The simulated balancer that stages and swaps atomically (as ELBv2's
+/// weighted listener over two target groups).
+#[tokio::test(start_paused = true)]
+async fn sim_staging_balancer_conforms() {
+    sim_balancer(true).await;
+}
+
+async fn sim_balancer(stages: bool) {
+    let cloud = SimCloud::new(SimConfig {
+        stages,
+        ..SimConfig::default()
+    });
     let image = cloud.certified_image("web", "1");
     let compute = cloud.compute();
     let requests: Vec<LaunchRequest> = (0..4)

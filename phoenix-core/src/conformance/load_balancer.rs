@@ -6,7 +6,8 @@
 //! draining, disabled or in maintenance is made active again by `attach`,
 //! and every member is reported with the endpoint it really has and the
 //! server really behind it, never a stale one and never silently left
-//! out. [`run_all`] runs the three.
+//! out. [`staging`] checks the staging half of an atomic switch (or that
+//! a balancer that cannot stage says so). [`run_all`] runs the four.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +17,10 @@ use async_trait::async_trait;
 
 use crate::id::ServerId;
 use crate::ports::{ErrorKind, LoadBalancer, Member, MemberHealth, MemberState, Target};
+
+#[path = "load_balancer_staging.rs"]
+mod staging;
+pub use staging::staging;
 
 /// What the suite needs from the balancer under test.
 #[derive(Debug, Clone)]
@@ -257,12 +262,13 @@ pub async fn run(lb: &dyn LoadBalancer, f: &LbFixture) {
     .await;
 }
 
-/// [`run`] (unless the balancer holds a single member), then
-/// [`reactivation`] and [`attribution`]. Like each of them, it needs a
-/// balancer with no members and leaves it with none.
+/// [`run`] and [`staging`] (unless the balancer holds a single member),
+/// then [`reactivation`] and [`attribution`]. Like each of them, it needs
+/// a balancer with no members and leaves it with none.
 pub async fn run_all(lb: &dyn LoadBalancer, f: &LbFixture, x: &LbExtras<'_>) {
     if !x.single {
         run(lb, f).await;
+        staging(lb, f).await;
     }
     reactivation(lb, f, x).await;
     attribution(lb, f, x).await;

@@ -11,7 +11,7 @@ use phoenix_core::model::ServerStatus;
 use phoenix_core::ports::{
     Compute, ErrorKind, Member, MemberHealth, MemberState, PortError, Target,
 };
-use phoenix_providers::aws::{AwsClient, Ec2Compute, QueryRequest, Service};
+use phoenix_providers::aws::{aws_error_code, AwsClient, Ec2Compute, QueryRequest, Service};
 
 use super::wire::{member_of, DescribeTargetHealth, TargetHealthDescription};
 
@@ -217,7 +217,35 @@ impl Groups {
         ))
     }
 
+    /// Deregisters `targets` from `group`. ELBv2 answers success for a
+    /// target that is not registered; moto answers `InvalidTarget`, and so
+    /// does the retry of a call whose answer was lost after it took
+    /// effect. Then the group is read and only the targets still
+    /// registered (not already draining) are sent again, once.
     pub(crate) async fn deregister(
+        &self,
+        group: &str,
+        targets: &[(ServerId, u16)],
+    ) -> Result<(), PortError> {
+        match self.deregister_once(group, targets).await {
+            Err(e) if aws_error_code(&e) == Some("InvalidTarget") => {
+                let now = self.read(&[group]).await?;
+                let still: Vec<(ServerId, u16)> = targets
+                    .iter()
+                    .filter(|(id, port)| {
+                        now.get(group).into_iter().flatten().any(|r| {
+                            &r.server == id && r.port == *port && r.state != MemberState::Draining
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                self.deregister_once(group, &still).await
+            }
+            other => other,
+        }
+    }
+
+    async fn deregister_once(
         &self,
         group: &str,
         targets: &[(ServerId, u16)],
