@@ -251,3 +251,64 @@ async fn a_balancer_that_cannot_stage_gets_the_batched_cutover() {
     w.apply(plan).await;
     w.assert_no_violations();
 }
+
+/// An emergency rollback right after a switch, while the old pool still
+/// drains on a balancer that drains to the end (ELBv2): the deploy is
+/// pre-empted and the old pool takes all the traffic back, whole.
+#[tokio::test(start_paused = true)]
+async fn an_emergency_rollback_right_after_a_switch_restores_the_draining_pool() {
+    let policy = |p| {
+        let mut p = switch_policy(p);
+        p.rollout.drain = Duration::from_secs(120);
+        p
+    };
+    let w = world_with(
+        SimConfig {
+            stages: true,
+            reactivates_draining: false,
+            drain_time: Duration::from_secs(120),
+            ..SimConfig::default()
+        },
+        3,
+        policy,
+    )
+    .await;
+    w.cloud.strict();
+    w.deploy("v1").await;
+    let plan = w
+        .phoenix
+        .plan_deploy(&w.shop, &w.web, &r("v2"))
+        .await
+        .unwrap();
+    let incident = w
+        .cloud
+        .phoenix_as("incident")
+        .policy(policy(w.cloud.policy()))
+        .build()
+        .unwrap();
+    let (deployed, rolled_back) = tokio::join!(w.phoenix.apply(plan), async {
+        // Once the switch happened: v1 drains.
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let m = w.cloud.members();
+            if m.iter()
+                .filter(|m| m.state == MemberState::Draining)
+                .count()
+                == 3
+            {
+                break;
+            }
+        }
+        incident
+            .emergency_rollback(&w.shop, &w.web, Some(&r("v1")))
+            .await
+    });
+    assert!(deployed.is_err(), "the deploy is pre-empted");
+    let report = rolled_back.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(
+        w.serving().await,
+        [("v1".to_owned(), 3)].into_iter().collect()
+    );
+    w.assert_no_violations();
+}

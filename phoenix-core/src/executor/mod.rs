@@ -115,9 +115,15 @@ impl OperationReport {
 ///    (after the drain hooks, within `calls.fresh_read`) in which every replacement is attached, smoke-tested,
 ///    baked and healthy, and the role's own healthy members left behind are at
 ///    least `min_healthy`; members of other deployments sharing the balancer
-///    are not counted; the last healthy members never leave.
+///    are not counted; the last healthy members never leave. An atomic
+///    switch call follows a fresh read (after the drain hooks, within
+///    `calls.fresh_read`) in which every incoming server is staged (present,
+///    not draining), healthy by the balancer's own checks, smoke-tested and
+///    baked there, there are at least `min_healthy` of them, and every
+///    leaving member can be attributed.
 /// 3. **Blast radius.** A plan whose step changes more than `batch_size`
-///    servers is refused before any call.
+///    servers is refused before any call, except the atomic switch when
+///    the policy's cutover is `switch` (the operator's consent).
 /// 4. **Halt and roll back.** The first failed step stops the plan; its
 ///    failure and the start of its compensation commit together, so a resumed
 ///    run never retries it. With auto-rollback the previous pool is attached

@@ -62,8 +62,17 @@ impl Run {
         }
         let wanted = self.slots_of(pool_id, slots)?;
         let targets = Self::targets_of(pool_id, &wanted)?;
-        let batch = self.lb.capabilities().max_batch.max(1);
-        let deadline = Deadline::after(self.plan.policy.provision.health_timeout);
+        let caps = self.lb.capabilities();
+        let batch = caps.max_batch.max(1);
+        // A member still draining from an earlier switch (a rollback soon
+        // after a deploy) cannot be staged again on a balancer that drains
+        // to the end: it is waited out, for as long as a drain may take.
+        let policy = &self.plan.policy;
+        let deadline = Deadline::after(if caps.reactivates_draining {
+            policy.provision.health_timeout
+        } else {
+            policy.provision.health_timeout + policy.rollout.drain
+        });
         loop {
             let members = self.members().await?;
             let index = MemberIndex::new(&members);
@@ -73,7 +82,9 @@ impl Run {
                 match index.find(&t.server, Some(t.endpoint)) {
                     None => absent.push(t.clone()),
                     Some(m) if m.state == MemberState::Draining => {
-                        absent.push(t.clone());
+                        if caps.reactivates_draining {
+                            absent.push(t.clone());
+                        }
                         not_ready.push(format!("{} (slot {slot}) is draining", t.server));
                     }
                     Some(m) if m.health != MemberHealth::Healthy => {
