@@ -47,6 +47,11 @@ pub struct AwsWorld {
     pub web: RoleName,
 }
 
+/// Makes the compute port on the EC2 adapter.
+pub type MakeCompute<'a> = Box<dyn FnOnce(Arc<Ec2Compute>) -> Arc<dyn Compute> + 'a>;
+/// Makes the balancer port on the site.
+pub type MakeBalancer<'a> = Box<dyn FnOnce(&AwsClient, &Site) -> Arc<dyn LoadBalancer> + 'a>;
+
 /// How a world is made.
 pub struct WorldSpec<'a> {
     /// Names the site and the deployment (unique per test run).
@@ -54,9 +59,9 @@ pub struct WorldSpec<'a> {
     pub faults: Faults,
     pub desired: usize,
     /// The compute port on the EC2 adapter (instances or groups).
-    pub compute: Box<dyn FnOnce(Arc<Ec2Compute>) -> Arc<dyn Compute> + 'a>,
+    pub compute: MakeCompute<'a>,
     /// The balancer port on the site.
-    pub balancer: Box<dyn FnOnce(&AwsClient, &Site) -> Arc<dyn LoadBalancer> + 'a>,
+    pub balancer: MakeBalancer<'a>,
     /// Changes to the test policy (fast polls, no bake, short drains).
     pub policy: Box<dyn FnOnce(Policy) -> Policy + 'a>,
     /// Releases to create, each on the stock AMI.
