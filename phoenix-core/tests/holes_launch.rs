@@ -115,6 +115,7 @@ async fn hole_04_a_server_recorded_terminated_that_lives_on_is_an_orphan() {
             attempt: 0,
             reason: "stuck in BUILD".into(),
             terminated: true,
+            endpoint: None,
         })
     })
     .await;

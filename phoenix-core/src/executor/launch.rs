@@ -87,6 +87,26 @@ impl Run {
             }
         }
         self.revalidate(pool_id, slots).await?;
+        let result = self.launch_until_running(pool_id, slots).await;
+        // Payloads hold secrets: none outlives the step.
+        self.payloads.clear();
+        // A token given up after it went out may still bring a server: the
+        // step ends, however it ends, once none can (a step that failed
+        // would otherwise leave it to a compensation that may never get
+        // that far). A run that lost its lease or was pre-empted stops at
+        // once; the next holder's steps settle it.
+        if matches!(result, Err(StepError::Interrupted(_))) {
+            return result;
+        }
+        let settled = self.settle_lost(pool_id).await;
+        result.and(settled)
+    }
+
+    async fn launch_until_running(
+        &mut self,
+        pool_id: &PoolId,
+        slots: &[u32],
+    ) -> Result<(), StepError> {
         let started = self.now();
         // The deadline is on progress (as Kubernetes' progressDeadlineSeconds):
         // replacing a stuck server takes its own deadline each time. The
@@ -94,7 +114,7 @@ impl Run {
         let limit = self.plan.policy.rollout.progress_deadline;
         let mut deadline = Deadline::after(limit);
         let mut progress = progress_score(self.pool(pool_id)?, slots);
-        let result = loop {
+        loop {
             let mut failures = Vec::new();
             self.request_pending(pool_id, slots, &mut failures).await?;
             self.settle_requested(pool_id, slots).await?;
@@ -109,9 +129,6 @@ impl Run {
                     .is_some_and(|s| s.state == SlotState::Running && s.healthy)
             });
             if done {
-                // A token given up after it went out may still bring a
-                // server: the step ends once none can.
-                self.settle_lost(pool_id).await?;
                 break Ok(());
             }
             let now_score = progress_score(pool, slots);
@@ -132,10 +149,7 @@ impl Run {
                 )));
             }
             self.pause().await?;
-        };
-        // Payloads hold secrets: none outlives the step.
-        self.payloads.clear();
-        result
+        }
     }
 
     /// Renders and launches every pending slot, recording the intent
@@ -537,6 +551,7 @@ impl Run {
                         attempt: lost.attempt,
                         reason: "appeared after its launch was given up".into(),
                         terminated: false,
+                        endpoint: None,
                     });
                     late_discarded = true;
                 }
@@ -819,6 +834,7 @@ impl Run {
                 reason: f.reason.clone(),
             });
             let attempt = slot.attempt;
+            let endpoint = slot.endpoint;
             if inherited {
                 slot.next_attempt(&op, pool_id, f.reason.clone());
             } else if used >= budget {
@@ -842,6 +858,7 @@ impl Run {
                     attempt,
                     reason: f.reason,
                     terminated: false,
+                    endpoint,
                 });
             }
         }

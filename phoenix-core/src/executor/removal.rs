@@ -297,6 +297,7 @@ impl Run {
                         attempt: lost.attempt,
                         reason: "appeared after its launch was given up".into(),
                         terminated: false,
+                        endpoint: None,
                     });
                 }
             }
@@ -413,19 +414,54 @@ impl Run {
     /// fresh read of every balancer); those that cannot be terminated now
     /// stay recorded for a later clean-up.
     pub(crate) async fn terminate_discarded(&mut self, pool_id: &PoolId) -> Result<(), StepError> {
-        let targets: Vec<Subject> = self
+        let recorded: BTreeMap<ServerId, Option<std::net::SocketAddr>> = self
             .pool(pool_id)?
             .discarded
             .iter()
             .filter(|d| !d.terminated)
-            .map(|d| Subject {
-                server: d.server.clone(),
-                endpoint: None,
-            })
+            .map(|d| (d.server.clone(), d.endpoint))
             .collect();
-        if targets.is_empty() {
+        let ids: Vec<ServerId> = recorded.keys().cloned().collect();
+        if ids.is_empty() {
             return Ok(());
         }
+        // A server given up on may have served before (an earlier
+        // operation's server that failed since) and a balancer may still
+        // point at it under another id (a floating IP moved by hand, a
+        // stand-in id): the guard matches by endpoint too, so the cloud
+        // is asked where each one is.
+        let port = self.role()?.port;
+        let max = self
+            .env
+            .ports
+            .compute
+            .capabilities()
+            .max_describe_batch
+            .max(1);
+        let mut endpoints = BTreeMap::new();
+        for chunk in ids.chunks(max) {
+            let compute = self.env.ports.compute.clone();
+            for s in self
+                .call("describing servers given up on", || compute.describe(chunk))
+                .await?
+            {
+                if let Some(e) = s.endpoint(port) {
+                    endpoints.insert(s.id.clone(), e);
+                }
+            }
+        }
+        let targets: Vec<Subject> = ids
+            .into_iter()
+            .map(|server| Subject {
+                // Where the cloud says it is now, else where it ran (a
+                // server the cloud no longer lists may still be pointed at).
+                endpoint: endpoints
+                    .get(&server)
+                    .copied()
+                    .or_else(|| recorded.get(&server).copied().flatten()),
+                server,
+            })
+            .collect();
         let removed = self.remove_guarded(Removal::Terminate, &targets).await?;
         for (_, refusal) in removed.refused {
             self.emit(EventKind::GuardRefused {

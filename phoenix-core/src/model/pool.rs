@@ -269,6 +269,10 @@ pub struct DiscardedServer {
     pub reason: String,
     /// Whether termination succeeded.
     pub terminated: bool,
+    /// Where the balancer reached it, if it ran (a server that served
+    /// before it failed may still be pointed at, under another id).
+    #[serde(default)]
+    pub endpoint: Option<std::net::SocketAddr>,
 }
 
 /// A launch whose answer was lost and that was given up on (its slot
