@@ -429,3 +429,86 @@ async fn a_blue_green_switch_waits_for_elbv2_to_find_the_new_pool_healthy() {
         );
     }
 }
+
+/// Attaches a target while its deregistration drains, with the answer to
+/// `RegisterTargets` arriving only after the drain ended: ELBv2 ignored
+/// the registration of the draining target, and then the target went. The
+/// attach must not report success for a target that is not a member (CI
+/// met this race once in the conformance suite).
+async fn attach_across_the_end_of_a_drain(lb: &dyn LoadBalancer, proxy: &FaultProxy, site: &Site) {
+    let a = &site.targets[0];
+    lb.attach(std::slice::from_ref(a)).await.unwrap();
+    conformance::eventually(
+        "the member is healthy",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let m = lb.members().await.ok()?;
+            m.iter()
+                .any(|m| m.server == a.server && m.is_serving_healthy())
+                .then_some(())
+        },
+    )
+    .await;
+    lb.detach(std::slice::from_ref(&a.server), Duration::from_secs(1))
+        .await
+        .unwrap();
+    proxy.set_faults(Faults {
+        health_delay: Duration::from_millis(500),
+        deregistration_delay: true,
+        slow_answers: vec![("RegisterTargets".into(), Duration::from_millis(1500))],
+        ..Faults::default()
+    });
+    let first = lb.attach(std::slice::from_ref(a)).await;
+    assert!(
+        proxy.injected().contains_key("slow answer RegisterTargets"),
+        "the registration's answer came late: {:?}",
+        proxy.injected()
+    );
+    let m = lb.members().await.unwrap();
+    match first {
+        Ok(()) => assert!(
+            m.iter()
+                .any(|m| m.server == a.server && m.state == MemberState::Active),
+            "an attach that succeeded left its target a member: {m:?}"
+        ),
+        Err(e) => assert!(e.is_retryable(), "{e}"),
+    }
+    // Whatever the first attach said, attaching again brings it back.
+    conformance::eventually(
+        "attached again",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { lb.attach(std::slice::from_ref(a)).await.ok() },
+    )
+    .await;
+    let m = lb.members().await.unwrap();
+    assert!(
+        m.iter()
+            .any(|m| m.server == a.server && m.state == MemberState::Active),
+        "{m:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn a_target_group_attach_across_the_end_of_a_drain_is_a_member_or_a_retry() {
+    let proxy = timed().await;
+    let site = site_at(1, client_at(&proxy.url())).await;
+    let lb = Elbv2TargetGroup::new(site.client.clone(), &site.groups[0]);
+    attach_across_the_end_of_a_drain(&lb, &proxy, &site).await;
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn a_blue_green_attach_across_the_end_of_a_drain_is_a_member_or_a_retry() {
+    let proxy = timed().await;
+    let site = site_at(1, client_at(&proxy.url())).await;
+    let lb = Elbv2BlueGreen::new(
+        site.client.clone(),
+        &site.listener,
+        &site.groups[0],
+        &site.groups[1],
+    );
+    attach_across_the_end_of_a_drain(&lb, &proxy, &site).await;
+}

@@ -187,32 +187,58 @@ impl Groups {
         self.client.call(&q).await.map(drop)
     }
 
-    /// Registers `targets` in `group`, then checks that none is still
-    /// draining there: ELBv2 cannot make a draining target active again
-    /// before its deregistration ends, so that is a temporary failure.
+    /// Registers `targets` in `group`, then checks that each is there and
+    /// none is still draining: ELBv2 cannot make a draining target active
+    /// again before its deregistration ends, so that is a temporary
+    /// failure. A target missing after the call was registered while it
+    /// drained, and the drain ended since: ELBv2 dropped the registration
+    /// with the target, so it is registered once more.
     pub(crate) async fn register_active(
         &self,
         group: &str,
         targets: &[Target],
     ) -> Result<(), PortError> {
-        self.register(group, targets).await?;
-        let after = self.read(&[group]).await?;
-        let draining: Vec<String> = after
-            .get(group)
-            .into_iter()
-            .flatten()
-            .filter(|r| targets.iter().any(|t| t.server == r.server))
-            .filter(|r| r.state == MemberState::Draining)
-            .map(|r| r.server.to_string())
-            .collect();
-        if draining.is_empty() {
-            return Ok(());
+        let mut sending: Vec<Target> = targets.to_vec();
+        for last in [false, true] {
+            self.register(group, &sending).await?;
+            let after = self.read(&[group]).await?;
+            let rows = after.get(group).map(Vec::as_slice).unwrap_or_default();
+            let draining: Vec<String> = rows
+                .iter()
+                .filter(|r| targets.iter().any(|t| t.server == r.server))
+                .filter(|r| r.state == MemberState::Draining)
+                .map(|r| r.server.to_string())
+                .collect();
+            if !draining.is_empty() {
+                return Err(PortError::temporary(
+                    "elbv2 registering targets",
+                    format!(
+                        "still draining in {group}, registered again once their deregistration ends: {}",
+                        draining.join(", ")
+                    ),
+                ));
+            }
+            sending = targets
+                .iter()
+                .filter(|t| !rows.iter().any(|r| r.server == t.server))
+                .cloned()
+                .collect();
+            if sending.is_empty() {
+                return Ok(());
+            }
+            if last {
+                break;
+            }
         }
         Err(PortError::temporary(
             "elbv2 registering targets",
             format!(
-                "still draining in {group}, registered again once their deregistration ends: {}",
-                draining.join(", ")
+                "registered twice but not in {group} yet: {}",
+                sending
+                    .iter()
+                    .map(|t| t.server.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ))
     }

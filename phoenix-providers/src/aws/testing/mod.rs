@@ -78,6 +78,10 @@ pub struct Faults {
     /// answer that shows them, and are pending and invisible like the
     /// ones `RunInstances` made.
     pub boot_failure: f64,
+    /// Actions whose answer is held back this long after moto answered
+    /// (the call took effect; the caller learns it late), so that a test
+    /// can make something happen between a call and what follows it.
+    pub slow_answers: Vec<(String, Duration)>,
     /// Seed of the fault generator.
     pub seed: u64,
 }
@@ -94,6 +98,7 @@ impl Default for Faults {
             boot_failure: 0.0,
             health_delay: Duration::ZERO,
             deregistration_delay: false,
+            slow_answers: Vec::new(),
             seed: 1,
         }
     }
@@ -384,70 +389,85 @@ async fn handle(
         Err(e) => return error(502, "BadGateway", &format!("moto: {e}")),
     };
 
-    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    let text = if (200..300).contains(&status) {
-        match action.as_str() {
-            "RunInstances" => {
-                for id in rewrite::instance_ids(&text) {
-                    let fails = s.faults.boot_failure;
-                    if s.chance(fails) {
-                        s.count("boot failure RunInstances");
-                        s.failing.insert(id.clone());
+    let (text, slow) = {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        let text = if (200..300).contains(&status) {
+            match action.as_str() {
+                "RunInstances" => {
+                    for id in rewrite::instance_ids(&text) {
+                        let fails = s.faults.boot_failure;
+                        if s.chance(fails) {
+                            s.count("boot failure RunInstances");
+                            s.failing.insert(id.clone());
+                        }
+                        s.born.insert(id, (now, now));
                     }
-                    s.born.insert(id, (now, now));
-                }
-                if let Some(token) = param("ClientToken") {
-                    let rest = params
-                        .iter()
-                        .filter(|(k, _)| k != "ClientToken")
-                        .cloned()
-                        .collect();
-                    s.tokens.insert(token, (rest, text.clone()));
-                }
-                // EC2 answers a launch with the instance, always pending.
-                let pending = !s.faults.pending_for.is_zero();
-                rewrite::instances(&text, |_| if pending { Edit::Pending } else { Edit::Keep })
-            }
-            "StartInstances" => {
-                for id in &named {
-                    let launched = s.born.get(id).map_or(now, |b| b.0);
-                    s.born.insert(id.clone(), (launched, now));
-                }
-                text
-            }
-            "DescribeAutoScalingGroups" => {
-                for id in rewrite::group_instance_ids(&text) {
-                    if s.born.contains_key(&id) {
-                        continue;
+                    if let Some(token) = param("ClientToken") {
+                        let rest = params
+                            .iter()
+                            .filter(|(k, _)| k != "ClientToken")
+                            .cloned()
+                            .collect();
+                        s.tokens.insert(token, (rest, text.clone()));
                     }
-                    let fails = s.faults.boot_failure;
-                    if s.chance(fails) {
-                        s.count("boot failure AutoScaling");
-                        s.failing.insert(id.clone());
-                    }
-                    s.born.insert(id, (now, now));
+                    // EC2 answers a launch with the instance, always pending.
+                    let pending = !s.faults.pending_for.is_zero();
+                    rewrite::instances(&text, |_| if pending { Edit::Pending } else { Edit::Keep })
                 }
-                text
+                "StartInstances" => {
+                    for id in &named {
+                        let launched = s.born.get(id).map_or(now, |b| b.0);
+                        s.born.insert(id.clone(), (launched, now));
+                    }
+                    text
+                }
+                "DescribeAutoScalingGroups" => {
+                    for id in rewrite::group_instance_ids(&text) {
+                        if s.born.contains_key(&id) {
+                            continue;
+                        }
+                        let fails = s.faults.boot_failure;
+                        if s.chance(fails) {
+                            s.count("boot failure AutoScaling");
+                            s.failing.insert(id.clone());
+                        }
+                        s.born.insert(id, (now, now));
+                    }
+                    text
+                }
+                "DescribeInstances" => rewrite::instances(&text, |id| s.edit(id, now)),
+                "RegisterTargets" => {
+                    s.targets.registered(&params, now);
+                    text
+                }
+                "ModifyTargetGroupAttributes" => {
+                    s.targets.attributes(&params);
+                    text
+                }
+                "DescribeTargetHealth" => {
+                    let group = param("TargetGroupArn").unwrap_or_default();
+                    let delay = s.faults.health_delay;
+                    rewrite::target_health(&text, |id| s.targets.state(&group, id, delay, now))
+                }
+                _ => text,
             }
-            "DescribeInstances" => rewrite::instances(&text, |id| s.edit(id, now)),
-            "RegisterTargets" => {
-                s.targets.registered(&params, now);
-                text
-            }
-            "ModifyTargetGroupAttributes" => {
-                s.targets.attributes(&params);
-                text
-            }
-            "DescribeTargetHealth" => {
-                let group = param("TargetGroupArn").unwrap_or_default();
-                let delay = s.faults.health_delay;
-                rewrite::target_health(&text, |id| s.targets.state(&group, id, delay, now))
-            }
-            _ => text,
+        } else {
+            text
+        };
+        let slow = s
+            .faults
+            .slow_answers
+            .iter()
+            .find(|(a, _)| *a == action)
+            .map(|(_, d)| *d);
+        if slow.is_some() {
+            s.count(&format!("slow answer {action}"));
         }
-    } else {
-        text
+        (text, slow)
     };
+    if let Some(d) = slow {
+        tokio::time::sleep(d).await;
+    }
     if lose_answer {
         return error(500, "InternalError", "An internal error has occurred");
     }
