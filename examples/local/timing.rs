@@ -102,4 +102,23 @@ impl LoadBalancer for TimedBalancer {
         self.record("swap", attach.len() + detach.len(), at);
         r
     }
+
+    async fn standby(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
+        let at = Instant::now();
+        let r = self.inner.standby(servers, drain).await;
+        self.record("standby", servers.len(), at);
+        r
+    }
+
+    async fn swap_standby(
+        &self,
+        attach: &[Target],
+        standby: &[ServerId],
+        drain: Duration,
+    ) -> Result<(), PortError> {
+        let at = Instant::now();
+        let r = self.inner.swap_standby(attach, standby, drain).await;
+        self.record("swap_standby", attach.len() + standby.len(), at);
+        r
+    }
 }

@@ -146,6 +146,10 @@ pub enum Step {
         slots: Vec<u32>,
         /// Slots of other pools that serve now and leave.
         away: Vec<SlotRef>,
+        /// The leaving members stay as standby members under the
+        /// balancer's checks (a balancer that keeps standby members).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        standby: bool,
     },
     /// Waits until the balancer sees the slots' servers healthy.
     AwaitHealthy {
@@ -168,6 +172,18 @@ pub enum Step {
     /// their replacements are attached, healthy, verified and baked and the
     /// capacity floor holds without them.
     Detach {
+        /// Pool.
+        pool: PoolId,
+        /// Slots.
+        slots: Vec<u32>,
+        /// What must be serving before they leave.
+        replacements: Vec<SlotRef>,
+    },
+    /// Takes the slots' servers out of the traffic, like [`Step::Detach`]
+    /// and under the same guard, but leaves them members of the balancer,
+    /// kept under its checks (a hot standby that a rollback gives the
+    /// traffic again without checking it anew).
+    Standby {
         /// Pool.
         pool: PoolId,
         /// Slots.
@@ -251,6 +267,7 @@ impl Step {
         match self {
             Self::Attach { slots, .. }
             | Self::Detach { slots, .. }
+            | Self::Standby { slots, .. }
             | Self::Stop { slots, .. }
             | Self::Start { slots, .. }
             | Self::Terminate { slots, .. } => slots.len(),
@@ -274,6 +291,7 @@ impl Step {
             | Self::AwaitHealthy { pool, .. }
             | Self::Bake { pool, .. }
             | Self::Detach { pool, .. }
+            | Self::Standby { pool, .. }
             | Self::AwaitDrained { pool, .. }
             | Self::Stop { pool, .. }
             | Self::Start { pool, .. }
@@ -370,7 +388,12 @@ impl fmt::Display for Step {
                 "stage slots {} of {pool} on the balancer (checked, no traffic) and wait until healthy",
                 slot_list(slots)
             ),
-            Self::Switch { pool, slots, away } => {
+            Self::Switch {
+                pool,
+                slots,
+                away,
+                standby,
+            } => {
                 let mut pools: Vec<&str> = away.iter().map(|r| r.pool.as_str()).collect();
                 pools.dedup();
                 write!(
@@ -381,9 +404,14 @@ impl fmt::Display for Step {
                 if !away.is_empty() {
                     write!(
                         f,
-                        "; {} member(s) of {} drain out",
+                        "; {} member(s) of {} drain out{}",
                         away.len(),
-                        pools.join(", ")
+                        pools.join(", "),
+                        if *standby {
+                            " to standby (kept under the balancer's checks)"
+                        } else {
+                            ""
+                        }
                     )?;
                 }
                 Ok(())
@@ -409,6 +437,21 @@ impl fmt::Display for Step {
                 replacements,
             } => {
                 write!(f, "detach slots {} of {pool} with drain", slot_list(slots))?;
+                if !replacements.is_empty() {
+                    write!(f, " (after {} replacement(s) serve)", replacements.len())?;
+                }
+                Ok(())
+            }
+            Self::Standby {
+                pool,
+                slots,
+                replacements,
+            } => {
+                write!(
+                    f,
+                    "move slots {} of {pool} to standby with drain (kept under the balancer's checks)",
+                    slot_list(slots)
+                )?;
                 if !replacements.is_empty() {
                     write!(f, " (after {} replacement(s) serve)", replacements.len())?;
                 }

@@ -23,6 +23,8 @@ fn failing_or_empty(fail: bool) -> MockLoadBalancer {
         max_batch: 100,
         reactivates_draining: true,
         stages: false,
+        keeps_standby: false,
+        check_interval: None,
     });
     lb.expect_members().returning(move || {
         if fail {

@@ -102,6 +102,8 @@ impl LoadBalancer for ElasticIpBalancer {
             max_batch: 1,
             reactivates_draining: true,
             stages: false,
+            keeps_standby: false,
+            check_interval: None,
         }
     }
 
@@ -125,6 +127,7 @@ impl LoadBalancer for ElasticIpBalancer {
             health: MemberHealth::Healthy,
             state: MemberState::Active,
             connections: None,
+            checked_ago: None,
         }])
     }
 

@@ -79,6 +79,8 @@ impl LoadBalancer for FloatingIpBalancer {
             max_batch: 1,
             reactivates_draining: true,
             stages: false,
+            keeps_standby: false,
+            check_interval: None,
         }
     }
 
@@ -109,6 +111,7 @@ impl LoadBalancer for FloatingIpBalancer {
             },
             state: MemberState::Active,
             connections: None,
+            checked_ago: None,
         }])
     }
 

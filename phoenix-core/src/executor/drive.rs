@@ -355,7 +355,12 @@ async fn execute(run: &mut Run, step: &Step) -> Result<(), StepError> {
         Step::SetPoolState { pool, to } => run.set_pool_state(pool, *to).await,
         Step::Attach { pool, slots } => run.attach(pool, slots).await,
         Step::Stage { pool, slots } => run.stage(pool, slots).await,
-        Step::Switch { pool, slots, away } => run.switch(pool, slots, away).await,
+        Step::Switch {
+            pool,
+            slots,
+            away,
+            standby,
+        } => run.switch(pool, slots, away, *standby).await,
         Step::AwaitHealthy { pool, slots } => run.await_healthy(pool, slots).await,
         Step::Bake {
             pool,
@@ -366,7 +371,12 @@ async fn execute(run: &mut Run, step: &Step) -> Result<(), StepError> {
             pool,
             slots,
             replacements,
-        } => run.detach(pool, slots, replacements).await,
+        } => run.detach(pool, slots, replacements, false).await,
+        Step::Standby {
+            pool,
+            slots,
+            replacements,
+        } => run.detach(pool, slots, replacements, true).await,
         Step::AwaitDrained { pool, slots } => run.await_drained(pool, slots).await,
         Step::Stop { pool, slots } => run.stop(pool, slots).await,
         Step::Start { pool, slots } => run.start(pool, slots).await,

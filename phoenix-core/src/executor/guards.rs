@@ -355,11 +355,16 @@ pub fn may_detach(
 /// not draining), pass the balancer's own checks, were smoke-tested and
 /// baked; there are at least `floor` of them and at least one; and every
 /// member about to leave can be attributed.
+///
+/// `interval` is the balancer's check interval, where it declares one:
+/// health it last checked longer ago than that (its checks stopped) is no
+/// evidence.
 pub fn may_switch(
     incoming: &[&Slot],
     leaving: &[Subject],
     members: &[Member],
     floor: usize,
+    interval: Option<std::time::Duration>,
 ) -> Result<(), Refusal> {
     let index = MemberIndex::new(members);
     for slot in incoming {
@@ -373,11 +378,20 @@ pub fn may_switch(
         let ready = slot.verified
             && slot.baked_at.is_some()
             && member.is_some_and(|m| {
-                m.health == MemberHealth::Healthy && m.state != MemberState::Draining
+                m.health == MemberHealth::Healthy
+                    && m.state != MemberState::Draining
+                    && m.checked_recently(interval)
             });
         if !ready {
             let seen = member.map_or("not staged".to_owned(), |m| {
-                format!("{:?}/{:?}", m.state, m.health)
+                format!(
+                    "{:?}/{:?}{}",
+                    m.state,
+                    m.health,
+                    m.checked_ago
+                        .map(|a| format!(", checked {a:?} ago"))
+                        .unwrap_or_default()
+                )
             });
             return refuse(
                 Invariant::CapacityFloor,

@@ -20,6 +20,7 @@ fn member(id: &str, state: MemberState, health: MemberHealth, conns: Option<u64>
         health,
         state,
         connections: conns,
+        checked_ago: None,
     }
 }
 

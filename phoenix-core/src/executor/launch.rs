@@ -698,10 +698,17 @@ impl Run {
     /// described and health-checked afresh like a new launch, and replaced
     /// within the budget when they are gone. Serving servers are left to
     /// heal, which replaces them behind the balancer.
+    ///
+    /// A standby that the balancer kept under its checks is not checked
+    /// again when the balancer's fresh read is evidence enough.
     async fn revalidate(&mut self, pool_id: &PoolId, slots: &[u32]) -> Result<(), StepError> {
+        let trusted = self.trusted_standby(pool_id, slots).await?;
         let pool = self.pool_mut(pool_id)?;
         let mut changed = false;
         for i in slots {
+            if trusted.contains(i) {
+                continue;
+            }
             if let Some(s) = pool.slot_mut(*i) {
                 if s.state == SlotState::Running && s.traffic == Traffic::Out {
                     s.state = SlotState::Booting;

@@ -19,6 +19,7 @@ mod lifecycle;
 mod preempt;
 mod removal;
 mod run;
+mod standby;
 mod switch;
 mod traffic;
 

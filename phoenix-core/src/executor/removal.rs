@@ -315,6 +315,7 @@ impl Run {
         pool_id: &PoolId,
         slots: &[u32],
     ) -> Result<(), StepError> {
+        self.leave_standby(pool_id, slots).await?;
         self.settle_lost(pool_id).await?;
         let by_slot = self.find_lost(pool_id, slots).await?;
         let pool = self.pool(pool_id)?;
@@ -563,6 +564,7 @@ impl Run {
                 "this compute back end cannot stop servers".into(),
             ));
         }
+        self.leave_standby(pool_id, slots).await?;
         let targets = self.running_servers(pool_id, slots, SlotState::Running)?;
         if targets.is_empty() {
             return Ok(());

@@ -87,6 +87,15 @@ impl Run {
                         }
                         not_ready.push(format!("{} (slot {slot}) is draining", t.server));
                     }
+                    Some(m) if !m.checked_recently(caps.check_interval) => {
+                        // Its checks stopped: staged again, they start over.
+                        absent.push(t.clone());
+                        not_ready.push(format!(
+                            "{} was last checked {:?} ago",
+                            t.server,
+                            m.checked_ago.unwrap_or_default()
+                        ));
+                    }
                     Some(m) if m.health != MemberHealth::Healthy => {
                         not_ready.push(format!("{} is {:?}/{:?}", t.server, m.state, m.health));
                     }
@@ -126,7 +135,14 @@ impl Run {
         pool_id: &PoolId,
         slots: &[u32],
         away: &[SlotRef],
+        standby: bool,
     ) -> Result<(), StepError> {
+        if standby && !self.lb.capabilities().keeps_standby {
+            return Err(StepError::Inconsistent(format!(
+                "the balancer of {} keeps no standby members; plan a switch that detaches",
+                self.plan.role
+            )));
+        }
         let wanted = self.slots_of(pool_id, slots)?;
         let targets: Vec<Target> = Self::targets_of(pool_id, &wanted)?
             .into_iter()
@@ -146,12 +162,15 @@ impl Run {
         let patience = Deadline::after(self.plan.policy.provision.health_timeout);
         let drain = self.plan.policy.rollout.drain;
         let retry = self.plan.policy.retry.clone();
+        let interval = self.lb.capabilities().check_interval;
         let mut failures = 0;
         let present: Vec<ServerId> = 'attempt: loop {
             let read = self.guard_read().await?;
             let incoming = self.slots_of(pool_id, slots)?;
             let incoming: Vec<&Slot> = incoming.iter().collect();
-            if let Err(refusal) = guards::may_switch(&incoming, &subjects, &read.primary, floor) {
+            if let Err(refusal) =
+                guards::may_switch(&incoming, &subjects, &read.primary, floor, interval)
+            {
                 if patience.passed() {
                     return Err(self.refused(refusal));
                 }
@@ -175,6 +194,7 @@ impl Run {
                     if let Some(s) = pool.slot_mut(*i) {
                         s.traffic = Traffic::Attached;
                         s.drained = false;
+                        s.standby = false;
                     }
                 }
             }
@@ -185,7 +205,14 @@ impl Run {
                 .map(|s| s.server.clone())
                 .collect();
             let lb = self.lb.clone();
-            let call = lb.swap(&targets, &present, drain);
+            let (t, p) = (&targets, &present);
+            let call = async move {
+                if standby {
+                    lb.swap_standby(t, p, drain).await
+                } else {
+                    lb.swap(t, p, drain).await
+                }
+            };
             match self
                 .calls
                 .once_fresh(
@@ -236,6 +263,7 @@ impl Run {
                     } else {
                         Traffic::Out
                     };
+                    s.standby = member && standby;
                     s.baked_at = None;
                     if let (Some(server), true) = (&s.server, member) {
                         events.push(EventKind::ServerDetached {

@@ -69,6 +69,7 @@ impl Run {
                     }
                     s.traffic = Traffic::Attached;
                     s.drained = false;
+                    s.standby = false;
                 }
             }
         }
@@ -211,13 +212,21 @@ impl Run {
     /// on a fresh read immediately before every detach call (after the
     /// drain hooks, which may take minutes, and after every backoff); a
     /// transient refusal (a replacement flapping) is asked again for a
-    /// while before it is final.
+    /// while before it is final. With `standby`, the members leave the
+    /// traffic but stay on the balancer under its checks.
     pub(crate) async fn detach(
         &mut self,
         pool_id: &PoolId,
         slots: &[u32],
         replacements: &[SlotRef],
+        standby: bool,
     ) -> Result<(), StepError> {
+        if standby && !self.lb.capabilities().keeps_standby {
+            return Err(StepError::Inconsistent(format!(
+                "the balancer of {} keeps no standby members; plan a detach",
+                self.plan.role
+            )));
+        }
         let leaving = self.slots_of(pool_id, slots)?;
         let servers = subjects(&leaving);
         let desired = self.role()?.desired;
@@ -272,7 +281,13 @@ impl Run {
             let mut aged = false;
             for chunk in present.chunks(batch) {
                 let lb = self.lb.clone();
-                let call = lb.detach(chunk, drain);
+                let call = async move {
+                    if standby {
+                        lb.standby(chunk, drain).await
+                    } else {
+                        lb.detach(chunk, drain).await
+                    }
+                };
                 match self
                     .calls
                     .once_fresh(
@@ -324,6 +339,7 @@ impl Run {
                 } else {
                     Traffic::Out
                 };
+                s.standby = member && standby;
                 s.baked_at = None;
                 if let (Some(server), true) = (&s.server, member) {
                     events.push(EventKind::ServerDetached {

@@ -189,6 +189,13 @@ pub struct Slot {
     pub drained: bool,
     /// Traffic state.
     pub traffic: Traffic,
+    /// Its server stays a member of the balancer while out of the
+    /// traffic, a standby kept under the balancer's checks (a hot standby
+    /// on a balancer that keeps them): it must leave the balancer before
+    /// it is stopped or terminated, and a rollback may give it the traffic
+    /// on the balancer's fresh evidence alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
     /// When it finished its bake time behind the balancer.
     pub baked_at: Option<Timestamp>,
     /// The slot this one replaces, for heal and refresh.
@@ -221,6 +228,7 @@ impl Slot {
             warmed: false,
             drained: false,
             traffic: Traffic::Out,
+            standby: false,
             baked_at: None,
             replaces,
             last_failure: None,

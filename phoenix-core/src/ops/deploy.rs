@@ -114,8 +114,14 @@ fn deploy_inner(
         }
     };
     if switches(input, existing, &others) {
-        let (cutover, relied_on) =
-            super::switch_steps(&pool_id, &all, state, &others, policy.rollout.bake_time);
+        let (cutover, relied_on) = super::switch_steps(
+            &pool_id,
+            &all,
+            state,
+            &others,
+            policy.rollout.bake_time,
+            input.keeps_standby(),
+        );
         steps.extend(cutover);
         preconditions.extend(relied_on);
     } else {
@@ -131,7 +137,8 @@ fn deploy_inner(
             policy.rollout.bake_time,
             state,
         ));
-        let (away, relied_on) = super::switch_away(&others, &pool_id, &all, batch);
+        let (away, relied_on) =
+            super::switch_away(&others, &pool_id, &all, batch, input.keeps_standby());
         steps.extend(away);
         preconditions.extend(relied_on);
     }

@@ -142,6 +142,12 @@ impl PlanInput<'_> {
                 .is_some_and(|b| b.atomic_swap && b.stages)
     }
 
+    /// True when the pools a cutover takes the traffic from stay on the
+    /// balancer as standby members under its checks.
+    pub(crate) fn keeps_standby(&self) -> bool {
+        self.balancer.as_ref().is_some_and(|b| b.keeps_standby)
+    }
+
     pub(crate) fn check(&self) -> Result<(), PlanningError> {
         self.policy.validate()?;
         if let Some(op) = &self.snap.record.value.active_operation {
@@ -382,6 +388,7 @@ pub(crate) fn retire_traffic_steps(
     pool: &Pool,
     replacements: &[SlotRef],
     batch: usize,
+    standby: bool,
 ) -> (Vec<Step>, Vec<u32>) {
     let serving: Vec<u32> = pool
         .slots
@@ -391,10 +398,19 @@ pub(crate) fn retire_traffic_steps(
         .collect();
     let mut steps = Vec::new();
     for chunk in serving.chunks(batch.max(1)) {
-        steps.push(Step::Detach {
-            pool: pool.id.clone(),
-            slots: chunk.to_vec(),
-            replacements: replacements.to_vec(),
+        let (pool, slots, replacements) = (pool.id.clone(), chunk.to_vec(), replacements.to_vec());
+        steps.push(if standby {
+            Step::Standby {
+                pool,
+                slots,
+                replacements,
+            }
+        } else {
+            Step::Detach {
+                pool,
+                slots,
+                replacements,
+            }
         });
     }
     if !serving.is_empty() {
@@ -410,14 +426,16 @@ pub(crate) fn retire_traffic_steps(
 /// stage the new members, wait until the balancer finds them healthy, bake
 /// them there (healthy for `bake` while taking no traffic), switch, wait
 /// until they serve healthy, then let the old members drain; a pool that
-/// was live becomes a hot standby. Returns the steps and the
-/// preconditions they rely on.
+/// was live becomes a hot standby (with `standby`, its members stay on the
+/// balancer under its checks). Returns the steps and the preconditions
+/// they rely on.
 pub(crate) fn switch_steps(
     pool: &PoolId,
     all: &[u32],
     state: PoolState,
     others: &[&Pool],
     bake: std::time::Duration,
+    standby: bool,
 ) -> (Vec<Step>, Vec<Precondition>) {
     let mut steps = vec![
         Step::Stage {
@@ -451,6 +469,7 @@ pub(crate) fn switch_steps(
         pool: pool.clone(),
         slots: all.to_vec(),
         away: away.clone(),
+        standby: standby && others.iter().all(|o| o.state == PoolState::Live),
     });
     steps.push(Step::AwaitHealthy {
         pool: pool.clone(),
@@ -497,13 +516,15 @@ pub(crate) fn switches(input: &PlanInput<'_>, target: Option<&Pool>, others: &[&
 
 /// Moves traffic away from `others` once `target`'s slots `all` serve:
 /// their members leave in batches with drain, and a pool that was live
-/// becomes a hot standby (one-step rollback). Returns the steps and the
+/// becomes a hot standby (one-step rollback; with `standby`, its members
+/// stay on the balancer under its checks). Returns the steps and the
 /// preconditions they rely on.
 pub(crate) fn switch_away(
     others: &[&Pool],
     target: &PoolId,
     all: &[u32],
     batch: usize,
+    standby: bool,
 ) -> (Vec<Step>, Vec<Precondition>) {
     let mut steps = Vec::new();
     let mut preconditions = Vec::new();
@@ -512,7 +533,8 @@ pub(crate) fn switch_away(
             pool: o.id.clone(),
             state: o.state,
         });
-        let (detach, _) = retire_traffic_steps(o, &refs(target, all), batch);
+        let keep = standby && o.state == PoolState::Live;
+        let (detach, _) = retire_traffic_steps(o, &refs(target, all), batch, keep);
         steps.extend(detach);
         if o.state == PoolState::Live {
             steps.push(Step::SetPoolState {

@@ -76,8 +76,14 @@ pub fn rollback(
     };
     let others = input.serving_pools(Some(&pool_id));
     if super::switches(input, found, &others) {
-        let (cutover, relied_on) =
-            super::switch_steps(&pool_id, &all, state, &others, policy.rollout.rollback_bake);
+        let (cutover, relied_on) = super::switch_steps(
+            &pool_id,
+            &all,
+            state,
+            &others,
+            policy.rollout.rollback_bake,
+            input.keeps_standby(),
+        );
         steps.extend(cutover);
         preconditions.extend(relied_on);
     } else {
@@ -92,7 +98,8 @@ pub fn rollback(
             policy.rollout.rollback_bake,
             state,
         ));
-        let (away, relied_on) = super::switch_away(&others, &pool_id, &all, batch);
+        let (away, relied_on) =
+            super::switch_away(&others, &pool_id, &all, batch, input.keeps_standby());
         steps.extend(away);
         preconditions.extend(relied_on);
     }

@@ -29,6 +29,38 @@ pub struct LbCapabilities {
     /// by the balancer *before* an atomic [`swap`](LoadBalancer::swap)
     /// gives it the traffic. See [`LoadBalancer::stage`].
     pub stages: bool,
+    /// Keeps members that leave the traffic as *standby* members: they
+    /// take no new traffic but stay under the balancer's checks
+    /// ([`standby`](LoadBalancer::standby),
+    /// [`swap_standby`](LoadBalancer::swap_standby)), and `attach` gives
+    /// them the traffic again with the health those checks found. A
+    /// rollback to such a pool needs no re-check when the balancer's fresh
+    /// read shows each member passing checks within [`check_interval`].
+    ///
+    /// [`check_interval`]: Self::check_interval
+    pub keeps_standby: bool,
+    /// How often the balancer's own checks run, where it says: a member
+    /// whose last check is older was not checked lately (its checks were
+    /// stopped), and its health is no evidence.
+    pub check_interval: Option<Duration>,
+}
+
+impl LbCapabilities {
+    /// A balancer with none of the optional abilities: no atomic swap,
+    /// staging or standby, members re-activated on attach, `max_batch`
+    /// members per call. Adapters start from it and say what they add.
+    pub fn basic(max_batch: usize) -> Self {
+        Self {
+            atomic_swap: false,
+            drain: true,
+            reports_connections: false,
+            max_batch,
+            reactivates_draining: true,
+            stages: false,
+            keeps_standby: false,
+            check_interval: None,
+        }
+    }
 }
 
 /// A member's health as the balancer's own checks see it.
@@ -68,12 +100,56 @@ pub struct Member {
     pub state: MemberState,
     /// Open connections, where the balancer reports them.
     pub connections: Option<u64>,
+    /// At most how long ago the balancer's checks last judged this member,
+    /// where it tells (`None`: it does not say).
+    #[serde(default, with = "opt_ms", skip_serializing_if = "Option::is_none")]
+    pub checked_ago: Option<Duration>,
+}
+
+mod opt_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
 }
 
 impl Member {
     /// Takes new traffic and passes its checks.
     pub fn is_serving_healthy(&self) -> bool {
         self.state == MemberState::Active && self.health == MemberHealth::Healthy
+    }
+
+    /// A standby member whose health is fresh evidence: it takes no
+    /// traffic (`Disabled`, not draining), passes the balancer's checks,
+    /// and the last of them ran within `interval`. A rollback may give it
+    /// the traffic without checking it again (invariant 2).
+    pub fn is_checked_standby(&self, interval: Duration) -> bool {
+        self.state == MemberState::Disabled
+            && self.health == MemberHealth::Healthy
+            && self.checked_ago.is_some()
+            && self.checked_recently(Some(interval))
+    }
+
+    /// Whether its health is recent evidence: the balancer's checks judged
+    /// it within `interval`, the balancer's check interval. A balancer
+    /// that declares no interval, or does not say when it checked, is
+    /// believed.
+    pub fn checked_recently(&self, interval: Option<Duration>) -> bool {
+        match (interval, self.checked_ago) {
+            (Some(interval), Some(ago)) => ago <= interval,
+            _ => true,
+        }
     }
 
     /// Still carries or may carry traffic: active, or draining with open
@@ -167,6 +243,33 @@ pub trait LoadBalancer: Send + Sync {
             "staging members",
             super::ErrorKind::Unsupported("this balancer cannot stage members".into()),
         ))
+    }
+
+    /// Moves members to standby where the balancer keeps standby members
+    /// (`keeps_standby` declared): they take no new connections, open ones
+    /// finish (closed after `drain`), and they stay members, reported
+    /// `Disabled` with the health the balancer's checks keep finding.
+    /// Non-members are left alone. A balancer that does not keep standby
+    /// members answers [`ErrorKind::Unsupported`](super::ErrorKind::Unsupported).
+    async fn standby(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
+        let _ = (servers, drain);
+        Err(PortError::new(
+            "moving members to standby",
+            super::ErrorKind::Unsupported("this balancer keeps no standby members".into()),
+        ))
+    }
+
+    /// Gives `attach` the traffic and moves `standby` to standby (see
+    /// [`standby`](Self::standby)); atomically where `atomic_swap` is
+    /// declared, otherwise attach first, then standby.
+    async fn swap_standby(
+        &self,
+        attach: &[Target],
+        standby: &[ServerId],
+        drain: Duration,
+    ) -> Result<(), PortError> {
+        self.attach(attach).await?;
+        self.standby(standby, drain).await
     }
 
     /// Adds `attach` and removes `detach`; atomically where

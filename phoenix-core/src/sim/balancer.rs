@@ -25,7 +25,7 @@ pub struct SimBalancer {
     pub(crate) holder: Option<String>,
 }
 
-fn lb_fault(w: &mut World, operation: &str) -> Result<(), PortError> {
+pub(crate) fn lb_fault(w: &mut World, operation: &str) -> Result<(), PortError> {
     let p = w.faults.lb_failure;
     if w.chance(p) {
         return Err(PortError::temporary(
@@ -38,7 +38,7 @@ fn lb_fault(w: &mut World, operation: &str) -> Result<(), PortError> {
 
 /// How many of `n` members a partly applied change reaches (at least one,
 /// fewer than all), or `None` when the change applies whole.
-fn partial(w: &mut World, n: usize) -> Option<usize> {
+pub(crate) fn partial(w: &mut World, n: usize) -> Option<usize> {
     use rand::Rng;
     let p = w.faults.lb_partial;
     if n < 2 || !w.chance(p) {
@@ -49,7 +49,7 @@ fn partial(w: &mut World, n: usize) -> Option<usize> {
 
 impl SimBalancer {
     /// Waits out the call; returns when it was issued.
-    async fn delay(&self) -> Instant {
+    pub(crate) async fn delay(&self) -> Instant {
         let slow = lock(&self.world).faults.lb_slow;
         call_delay(&self.world, slow).await
     }
@@ -125,14 +125,14 @@ impl SimBalancer {
 
     /// The floor, judged on the health the balancer last reported (what
     /// Phoenix could know), counting only the watched deployment's members.
-    fn check_floor(w: &mut World, name: &str, servers: &[ServerId], now: Instant) {
+    pub(crate) fn check_floor(w: &mut World, name: &str, servers: &[ServerId], now: Instant) {
         Self::check_floor_with(w, name, &[], servers, now);
     }
 
     /// The floor across a change that also gives `incoming` the traffic
     /// (an atomic swap): they count afterwards if the balancer last
     /// reported them healthy and not draining, staged or serving.
-    fn check_floor_with(
+    pub(crate) fn check_floor_with(
         w: &mut World,
         name: &str,
         incoming: &[ServerId],
@@ -196,6 +196,8 @@ impl LoadBalancer for SimBalancer {
             max_batch: usize::MAX,
             reactivates_draining: w.config.reactivates_draining,
             stages: w.config.stages,
+            keeps_standby: w.config.keeps_standby,
+            check_interval: Some(w.config.check_interval),
         }
     }
 
@@ -244,17 +246,19 @@ impl LoadBalancer for SimBalancer {
             };
             let b = w.balancers.entry(self.name.clone()).or_default();
             let m = b.members.entry(t.server.clone()).or_insert(SimMember {
-                endpoint: t.endpoint,
-                attached_at: now,
-                draining: None,
-                leaves_at: None,
                 stand_in,
-                staged: false,
+                ..SimMember::new(t.endpoint, now, false)
             });
-            // Attaching a staged member gives it traffic; its health, as
-            // checked while staged, carries over.
+            // Attaching a staged (or standby) member gives it traffic; its
+            // health, as checked while staged, carries over. Its checks
+            // start again if they had stopped.
             if m.staged && m.draining.is_none() {
                 m.staged = false;
+                m.conns_until = None;
+                if m.checks_stopped.is_some_and(|t| t < now) {
+                    m.checks_stopped = None;
+                    m.attached_at = now;
+                }
                 continue;
             }
             if !reactivates && m.draining.is_some() && m.endpoint == t.endpoint {
@@ -371,14 +375,15 @@ impl LoadBalancer for SimBalancer {
                 // Already serving: staging changes nothing.
                 continue;
             }
-            let m = b.members.entry(t.server.clone()).or_insert(SimMember {
-                endpoint: t.endpoint,
-                attached_at: now,
-                draining: None,
-                leaves_at: None,
-                stand_in: None,
-                staged: true,
-            });
+            let m = b
+                .members
+                .entry(t.server.clone())
+                .or_insert(SimMember::new(t.endpoint, now, true));
+            // Staging a member whose checks stopped starts them again.
+            if m.checks_stopped.is_some_and(|t| t < now) {
+                m.checks_stopped = None;
+                m.attached_at = now;
+            }
             if m.draining.is_some() {
                 if !reactivates {
                     still_draining.push(t.server.to_string());
@@ -417,97 +422,27 @@ impl LoadBalancer for SimBalancer {
         Ok(())
     }
 
-    /// One atomic change, like ELBv2's `ModifyListener`: the staged members
-    /// take the traffic with the health they were checked to, the leaving
-    /// ones drain, stale staged ones are dropped. It applies whole or not
-    /// at all; its answer may be lost after it applied.
+    /// One atomic change, like ELBv2's `ModifyListener` (see
+    /// [`SimBalancer::swap_with`]).
     async fn swap(
         &self,
         attach: &[Target],
         detach: &[ServerId],
         drain: Duration,
     ) -> Result<(), PortError> {
-        if !lock(&self.world).config.stages {
-            self.attach(attach).await?;
-            return self.detach(detach, drain).await;
-        }
-        let issued = self.delay().await;
-        let now = Instant::now();
-        let mut w = lock(&self.world);
-        w.stats.lb_calls += 1;
-        let what = format!(
-            "swapped {} member(s) in and {} out on {}",
-            attach.len(),
-            detach.len(),
-            self.name
-        );
-        w.check_lease(self.holder.as_deref(), &what, now);
-        lb_fault(&mut w, "sim: swap members")?;
-        w.prune(&self.name, now);
-        w.check_fresh(self.holder.as_deref(), Some(&self.name), &what, issued);
-        let reactivates = w.config.reactivates_draining;
-        let still_draining: Vec<String> = {
-            let b = w.balancers.entry(self.name.clone()).or_default();
-            attach
-                .iter()
-                .filter(|t| {
-                    !reactivates
-                        && b.members
-                            .get(&t.server)
-                            .is_some_and(|m| m.draining.is_some())
-                })
-                .map(|t| t.server.to_string())
-                .collect()
-        };
-        if !still_draining.is_empty() {
-            return Err(PortError::temporary(
-                "sim: swap members",
-                format!("still draining: {}", still_draining.join(", ")),
-            ));
-        }
-        if self.holder.is_some() {
-            let incoming: Vec<ServerId> = attach.iter().map(|t| t.server.clone()).collect();
-            Self::check_floor_with(&mut w, &self.name, &incoming, detach, now);
-        }
-        let drain_time = drain.min(w.config.drain_time);
-        let lost = {
-            let p = w.faults.swap_answer_lost;
-            w.chance(p)
-        };
-        let b = w.balancers.entry(self.name.clone()).or_default();
-        b.members
-            .retain(|id, m| !m.staged || attach.iter().any(|t| &t.server == id));
-        for t in attach {
-            let m = b.members.entry(t.server.clone()).or_insert(SimMember {
-                endpoint: t.endpoint,
-                attached_at: now,
-                draining: None,
-                leaves_at: None,
-                stand_in: None,
-                staged: false,
-            });
-            if m.draining.take().is_some() || m.endpoint != t.endpoint {
-                m.attached_at = now;
-                m.leaves_at = None;
-                m.endpoint = t.endpoint;
-            }
-            m.staged = false;
-        }
-        for s in detach {
-            if let Some(m) = b.members.get_mut(s) {
-                if m.draining.is_none() {
-                    let drained = now + drain_time;
-                    m.draining = Some((now, drained));
-                    m.leaves_at = Some(drained);
-                }
-            }
-        }
-        if lost {
-            return Err(PortError::temporary(
-                "sim: swap members",
-                "the answer was lost after the change applied",
-            ));
-        }
-        Ok(())
+        self.swap_with(attach, detach, drain, false).await
+    }
+
+    async fn standby(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
+        self.standby_members(servers, drain).await
+    }
+
+    async fn swap_standby(
+        &self,
+        attach: &[Target],
+        standby: &[ServerId],
+        drain: Duration,
+    ) -> Result<(), PortError> {
+        self.swap_with(attach, standby, drain, true).await
     }
 }

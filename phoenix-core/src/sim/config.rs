@@ -43,6 +43,11 @@ pub struct Faults {
     /// (infant mortality, met where a pool waits staged: during its bake
     /// or the drain hooks before the switch).
     pub staged_death: f64,
+    /// The balancer stops checking a member moved to standby (a hand
+    /// disabled its checks) within two minutes, and reports the health it
+    /// found last from then on; half the time its application dies within
+    /// two minutes after that, unseen.
+    pub standby_checks_stop: f64,
     /// A detached member stays listed as draining (with no connections)
     /// long after its drain, as HAProxy keeps a server in DRAIN.
     pub stuck_draining: f64,
@@ -128,6 +133,11 @@ pub struct SimConfig {
     /// Whether the balancer stages members and swaps atomically (ELBv2's
     /// two target groups behind a weighted listener).
     pub stages: bool,
+    /// Whether the balancer keeps standby members under its checks (the
+    /// embedded balancer, HAProxy, ELBv2's idle group).
+    pub keeps_standby: bool,
+    /// How often the balancer's checks run.
+    pub check_interval: Duration,
     /// Whether servers can be stopped and started.
     pub stop_start: bool,
     /// Whether the provider deduplicates launches by token (and refuses a
@@ -157,6 +167,8 @@ impl Default for SimConfig {
             max_terminate_batch: 1,
             reactivates_draining: true,
             stages: false,
+            keeps_standby: false,
+            check_interval: Duration::from_secs(5),
             stop_start: true,
             idempotent_launch: false,
             boot_format: BootFormat::Local,

@@ -31,6 +31,7 @@ mod crash;
 mod hooks;
 mod images;
 mod probe;
+mod standby;
 mod world;
 
 use std::collections::BTreeMap;
@@ -308,6 +309,19 @@ impl SimCloud {
         let mut w = lock(&self.world);
         if let Some(s) = w.servers.get_mut(server) {
             s.death = Some((now, world::Death::App));
+        }
+    }
+
+    /// A hand stops every balancer's checks of the server now (HAProxy's
+    /// `disable health`): from then on they report the health found last,
+    /// and say how long ago that was.
+    pub fn stop_checks(&self, server: &crate::id::ServerId) {
+        let now = tokio::time::Instant::now();
+        let mut w = lock(&self.world);
+        for b in w.balancers.values_mut() {
+            if let Some(m) = b.members.get_mut(server) {
+                m.checks_stopped = Some(now);
+            }
         }
     }
 

@@ -144,8 +144,14 @@ pub(crate) struct SimMember {
     /// The id reads report instead of the server's, if the adapter lost it.
     pub(crate) stand_in: Option<ServerId>,
     /// Staged: checked by the balancer, taking no traffic (ELBv2's idle
-    /// target group) until a swap.
+    /// target group) until a swap. A standby member is staged too.
     pub(crate) staged: bool,
+    /// A member moved to standby still finishes its open connections
+    /// until then.
+    pub(crate) conns_until: Option<Instant>,
+    /// When the balancer stopped checking it (a hand disabled its checks):
+    /// from then on it reports the health it found last.
+    pub(crate) checks_stopped: Option<Instant>,
 }
 
 impl SimMember {
@@ -155,7 +161,28 @@ impl SimMember {
 
     /// Still sends traffic to its server (active, or within its drain).
     pub(crate) fn serving(&self, at: Instant) -> bool {
-        !self.staged && self.draining.is_none_or(|(_, drained)| at < drained)
+        (!self.staged && self.draining.is_none_or(|(_, drained)| at < drained))
+            || self.conns_until.is_some_and(|t| at < t)
+    }
+
+    /// A fresh member, attached (or staged) at `at`.
+    pub(crate) fn new(endpoint: SocketAddr, at: Instant, staged: bool) -> Self {
+        Self {
+            endpoint,
+            attached_at: at,
+            draining: None,
+            leaves_at: None,
+            stand_in: None,
+            staged,
+            conns_until: None,
+            checks_stopped: None,
+        }
+    }
+
+    /// The instant its reported health stands for: now, or when its checks
+    /// stopped.
+    pub(crate) fn judged_at(&self, at: Instant) -> Instant {
+        self.checks_stopped.filter(|t| *t < at).unwrap_or(at)
     }
 }
 
@@ -365,7 +392,7 @@ impl World {
                     _ => id.clone(),
                 },
                 endpoint: m.endpoint,
-                health: self.health_at(id, m, at),
+                health: self.health_at(id, m, m.judged_at(at)),
                 state: if m.draining.is_some() {
                     MemberState::Draining
                 } else if m.staged {
@@ -374,10 +401,15 @@ impl World {
                     MemberState::Active
                 },
                 connections: Some(match m.draining {
+                    None if m.staged && m.conns_until.is_some_and(|t| at < t) => 1,
                     None if m.staged => 0,
                     None => 3,
                     Some((_, drained)) if at < drained => 1,
                     Some(_) => 0,
+                }),
+                checked_ago: Some(match m.checks_stopped {
+                    Some(t) if t < at => at - t,
+                    _ => self.config.check_interval / 2,
                 }),
             })
             .collect()

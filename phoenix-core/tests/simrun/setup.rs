@@ -115,6 +115,16 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
     // Some balancers stage a pool and switch all traffic in one call
     // (ELBv2's weighted listener): those seeds cut over that way.
     let switch = rng.random_bool(0.3);
+    // Some balancers keep a pool that left the traffic as standby members
+    // under their checks (the embedded balancer, HAProxy, ELBv2's idle
+    // group): a rollback to it needs no re-check, unless a hand stopped
+    // those checks. Drawn apart, so that the rest of each seed's world is
+    // what it was before standby members existed.
+    let mut apart = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed ^ 0x57a4_db1e);
+    let keeps_standby = apart.random_bool(0.5);
+    if keeps_standby && apart.random_bool(0.5) {
+        faults.standby_checks_stop = apart.random_range(0.0..0.5);
+    }
     let config = SimConfig {
         seed,
         drain_time: if long_drain {
@@ -129,6 +139,7 @@ pub async fn world(seed: u64, rng: &mut ChaCha8Rng) -> Sim {
         // draining member back before.
         reactivates_draining: !rng.random_bool(0.2),
         stages: switch,
+        keeps_standby,
         // Some providers terminate many servers in one call (EC2).
         max_terminate_batch: if rng.random_bool(0.3) {
             rng.random_range(2..=50)

@@ -37,6 +37,7 @@ pub struct Elbv2BlueGreen {
     pair: [String; 2],
     healthy_within: Duration,
     poll: Duration,
+    check_interval: Duration,
 }
 
 /// The listener's view: which group is live.
@@ -61,7 +62,16 @@ impl Elbv2BlueGreen {
             pair: [blue_group_arn.into(), green_group_arn.into()],
             healthy_within: Duration::from_secs(300),
             poll: Duration::from_secs(5),
+            check_interval: Duration::from_secs(30),
         }
+    }
+
+    /// The target groups' `HealthCheckIntervalSeconds` (default 30 s, as
+    /// ELBv2's): ELBv2 checks every registered target that often, so the
+    /// health it reports is at most that old.
+    pub fn check_interval(mut self, interval: Duration) -> Self {
+        self.check_interval = interval;
+        self
     }
 
     /// How long a new pool may take to pass ELBv2's health checks in the
@@ -179,6 +189,8 @@ impl LoadBalancer for Elbv2BlueGreen {
             max_batch: MAX_BATCH,
             reactivates_draining: false,
             stages: true,
+            keeps_standby: true,
+            check_interval: Some(self.check_interval),
         }
     }
 
@@ -186,8 +198,16 @@ impl LoadBalancer for Elbv2BlueGreen {
         let view = self.view().await?;
         let op = Self::op("reading members");
         let mut out: Vec<Member> = Vec::new();
+        // ELBv2 never stops checking a registered target: a health it
+        // reports is at most one interval old.
+        let checked = |mut m: Member| {
+            if m.health != MemberHealth::Unknown {
+                m.checked_ago = Some(self.check_interval);
+            }
+            m
+        };
         for r in Self::in_group(&view, &view.live) {
-            out.push(r.member(&op)?);
+            out.push(checked(r.member(&op)?));
         }
         for r in Self::in_group(&view, &view.idle) {
             if out.iter().any(|m| m.server == r.server) || r.address.is_none() {
@@ -199,7 +219,7 @@ impl LoadBalancer for Elbv2BlueGreen {
             if r.state == MemberState::Disabled {
                 m.health = MemberHealth::Unknown;
             }
-            out.push(m);
+            out.push(checked(m));
         }
         Ok(out)
     }
@@ -262,6 +282,57 @@ impl LoadBalancer for Elbv2BlueGreen {
         detach: &[ServerId],
         drain: Duration,
     ) -> Result<(), PortError> {
+        self.swap_with(attach, detach, drain, false).await
+    }
+
+    /// The blue-green switch that keeps the old pool registered in the
+    /// group that loses the weight: a standby that ELBv2 keeps checking,
+    /// which a rollback switches back to with one `ModifyListener`.
+    async fn swap_standby(
+        &self,
+        attach: &[Target],
+        standby: &[ServerId],
+        drain: Duration,
+    ) -> Result<(), PortError> {
+        self.swap_with(attach, standby, drain, true).await
+    }
+
+    /// Moves serving targets to the idle group: registered there (checked,
+    /// no weight), deregistered from the live group with the drain.
+    async fn standby(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
+        if servers.is_empty() {
+            return Ok(());
+        }
+        let view = self.view().await?;
+        let op = Self::op("moving members to standby");
+        let moving: Vec<Target> = Self::in_group(&view, &view.live)
+            .iter()
+            .filter(|r| servers.contains(&r.server))
+            .map(|r| {
+                r.member(&op).map(|m| Target {
+                    server: m.server,
+                    endpoint: m.endpoint,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        self.groups.register(&view.idle, &moving).await?;
+        let present = registered_ports(Self::in_group(&view, &view.live), servers);
+        if !present.is_empty() {
+            self.groups.set_drain(&view.live, drain).await?;
+            self.groups.deregister(&view.live, &present).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Elbv2BlueGreen {
+    async fn swap_with(
+        &self,
+        attach: &[Target],
+        detach: &[ServerId],
+        drain: Duration,
+        keep: bool,
+    ) -> Result<(), PortError> {
         let view = self.view().await?;
         let live = Self::in_group(&view, &view.live);
         let empties_live = !live.is_empty() && live.iter().all(|r| detach.contains(&r.server));
@@ -272,7 +343,11 @@ impl LoadBalancer for Elbv2BlueGreen {
             .collect();
         if !empties_live || !stays.is_empty() || attach.is_empty() {
             self.attach(attach).await?;
-            return self.detach(detach, drain).await;
+            return if keep {
+                self.standby(detach, drain).await
+            } else {
+                self.detach(detach, drain).await
+            };
         }
         let idle = Self::in_group(&view, &view.idle);
         let missing: Vec<Target> = attach
@@ -301,6 +376,11 @@ impl LoadBalancer for Elbv2BlueGreen {
             self.groups.deregister(&view.idle, &stale).await?;
         }
         self.modify_listener(&view.idle, &view.live).await?;
+        if keep {
+            // The old pool stays where it is: the group that lost the
+            // weight, checked by ELBv2, a standby.
+            return Ok(());
+        }
         // The old pool drains out of the group that just lost the weight
         // (registrations read before the switch are still true: only the
         // weights moved).

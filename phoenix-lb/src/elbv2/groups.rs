@@ -44,6 +44,7 @@ impl Registered {
             health: self.health,
             state: self.state,
             connections: None,
+            checked_ago: None,
         })
     }
 }

@@ -52,6 +52,8 @@ impl LoadBalancer for Elbv2TargetGroup {
             max_batch: MAX_BATCH,
             reactivates_draining: false,
             stages: false,
+            keeps_standby: false,
+            check_interval: None,
         }
     }
 

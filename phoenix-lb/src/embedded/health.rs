@@ -126,6 +126,7 @@ pub(crate) async fn run(entry: Arc<MemberEntry>, settings: Arc<Settings>) {
             tracing::info!(server = %entry.server, endpoint = %entry.endpoint, from = ?before, to = ?now, "member health changed");
             entry.set_health(now);
         }
+        entry.checked(tokio::time::Instant::now());
     }
 }
 

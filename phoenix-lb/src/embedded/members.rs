@@ -48,6 +48,13 @@ pub(crate) struct MemberEntry {
     pub(crate) retired: CancellationToken,
     pub(crate) counters: MemberCounters,
     last_check_error: Mutex<Option<String>>,
+    /// When its last check finished: a standby member's health is
+    /// evidence only while its checks run.
+    last_check: Mutex<Option<Instant>>,
+    /// Cancelled to close the member's open connections without taking it
+    /// out of the set (a standby's drain deadline); replaced afterwards,
+    /// so that later connections get a live one.
+    cut: Mutex<CancellationToken>,
 }
 
 impl MemberEntry {
@@ -63,7 +70,42 @@ impl MemberEntry {
             retired: root.child_token(),
             counters: MemberCounters::default(),
             last_check_error: Mutex::new(None),
+            last_check: Mutex::new(None),
+            cut: Mutex::new(CancellationToken::new()),
         }
+    }
+
+    /// Notes that a check of it just finished.
+    pub(crate) fn checked(&self, at: Instant) {
+        *self
+            .last_check
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(at);
+    }
+
+    fn checked_ago(&self, now: Instant) -> Option<Duration> {
+        self.last_check
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|t| now.saturating_duration_since(t))
+    }
+
+    /// The token a connection opened now is closed by (besides the
+    /// member's retirement).
+    pub(crate) fn cut_token(&self) -> CancellationToken {
+        self.cut
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Closes the connections open now; the member stays.
+    pub(crate) fn cut_open_connections(&self) {
+        let old = std::mem::replace(
+            &mut *self.cut.lock().unwrap_or_else(PoisonError::into_inner),
+            CancellationToken::new(),
+        );
+        old.cancel();
     }
 
     pub(crate) fn health(&self) -> MemberHealth {
@@ -109,6 +151,41 @@ pub(crate) enum Admin {
         deadline: Instant,
         cancel: CancellationToken,
     },
+    /// A standby: takes none, stays in the set under its checks; what is
+    /// open at `deadline` is closed. `cancel` stops that closing
+    /// (re-attached, detached, shut down).
+    Standby {
+        deadline: Instant,
+        cancel: CancellationToken,
+    },
+}
+
+impl Admin {
+    fn cancel(&self) -> Option<&CancellationToken> {
+        match self {
+            Self::Active => None,
+            Self::Draining { cancel, .. } | Self::Standby { cancel, .. } => Some(cancel),
+        }
+    }
+}
+
+/// What the targets of a change's `attach` list become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Join {
+    /// Active members (re-activated if they drain or stand by).
+    Active,
+    /// Standby members, checked and taking nothing (staged); members that
+    /// serve are left serving.
+    Standby,
+}
+
+/// What the members of a change's `detach` list become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leave {
+    /// They drain and leave the set.
+    Detach,
+    /// They drain and stay, as standby members.
+    Standby,
 }
 
 /// A member in one snapshot.
@@ -127,6 +204,7 @@ impl Slot {
         match self.admin {
             Admin::Active => MemberState::Active,
             Admin::Draining { .. } => MemberState::Draining,
+            Admin::Standby { .. } => MemberState::Disabled,
         }
     }
 
@@ -137,6 +215,7 @@ impl Slot {
             health: self.entry.health(),
             state: self.state(),
             connections: Some(self.entry.active.load(Ordering::Acquire)),
+            checked_ago: self.entry.checked_ago(Instant::now()),
         }
     }
 
@@ -190,6 +269,9 @@ pub(crate) struct Change {
     pub(crate) draining: Vec<(Arc<MemberEntry>, CancellationToken, Instant)>,
     /// Members whose `accepting` flag must follow their new state.
     pub(crate) accepting: Vec<(Arc<MemberEntry>, bool)>,
+    /// Standby members whose open connections must be closed at their
+    /// deadline.
+    pub(crate) closing: Vec<(Arc<MemberEntry>, CancellationToken, Instant)>,
     /// Drains to stop (re-attached members, drains replaced by an earlier
     /// deadline): cancelled once the snapshot is stored, under the control
     /// lock.
@@ -208,18 +290,22 @@ impl MemberSet {
         self.slots.iter().position(|s| Arc::ptr_eq(&s.entry, entry))
     }
 
-    /// The snapshot after attaching `attach`, then detaching `detach` with
-    /// a drain of `drain` from `now`, and what must follow once it is
-    /// stored. Nothing shared changes here, so an error leaves no trace.
+    /// The snapshot after attaching `attach` (as `join` says), then
+    /// detaching `detach` with a drain of `drain` from `now` (as `leave`
+    /// says), and what must follow once it is stored. Nothing shared
+    /// changes here, so an error leaves no trace.
     ///
-    /// Attaching a member is idempotent; attaching a draining one makes it
-    /// active again (its health is kept). Detaching a non-member does
-    /// nothing; detaching a draining member again keeps the earlier of the
-    /// two deadlines.
+    /// Attaching a member is idempotent; attaching a draining or standby
+    /// one makes it active again (its health is kept). Detaching a
+    /// non-member does nothing; detaching a draining member again keeps
+    /// the earlier of the two deadlines.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn change(
         &self,
         attach: &[Target],
+        join: Join,
         detach: &[ServerId],
+        leave: Leave,
         drain: Duration,
         now: Instant,
         root: &CancellationToken,
@@ -236,20 +322,39 @@ impl MemberSet {
                         requested: target.endpoint,
                     });
                 }
-                Some(slot) => {
-                    if let Admin::Draining { cancel, .. } = &slot.admin {
-                        change.stop_drains.push(cancel.clone());
+                Some(slot) => match (join, &slot.admin) {
+                    (_, Admin::Active) | (Join::Standby, Admin::Standby { .. }) => {}
+                    (Join::Active, admin) => {
+                        change.stop_drains.extend(admin.cancel().cloned());
                         slot.admin = Admin::Active;
                         touched.push(slot.entry.clone());
                     }
-                }
+                    (Join::Standby, Admin::Draining { deadline, cancel }) => {
+                        // It stays, and closes what is open at the drain's end.
+                        let deadline = *deadline;
+                        change.stop_drains.push(cancel.clone());
+                        let cancel = root.child_token();
+                        slot.admin = Admin::Standby {
+                            deadline,
+                            cancel: cancel.clone(),
+                        };
+                        change.closing.push((slot.entry.clone(), cancel, deadline));
+                    }
+                },
                 None => {
                     let entry = Arc::new(MemberEntry::new(target, root));
                     change.started.push(entry.clone());
-                    slots.push(Slot {
-                        entry,
-                        admin: Admin::Active,
-                    });
+                    let admin = match join {
+                        Join::Active => Admin::Active,
+                        Join::Standby => Admin::Standby {
+                            deadline: now,
+                            cancel: root.child_token(),
+                        },
+                    };
+                    if join == Join::Standby {
+                        touched.push(entry.clone());
+                    }
+                    slots.push(Slot { entry, admin });
                 }
             }
         }
@@ -259,28 +364,74 @@ impl MemberSet {
             let Some(slot) = slots.iter_mut().find(|s| &s.entry.server == server) else {
                 continue;
             };
-            let restart = match &slot.admin {
-                Admin::Active => true,
+            let (current, replaced) = match &slot.admin {
+                Admin::Active => (None, None),
                 Admin::Draining {
                     deadline: current,
                     cancel,
+                } if leave == Leave::Detach => (Some(*current), Some(cancel.clone())),
+                Admin::Standby {
+                    deadline: current,
+                    cancel,
+                } if leave == Leave::Standby => (Some(*current), Some(cancel.clone())),
+                // Changing between draining and standby keeps the earlier
+                // deadline, under a new task.
+                Admin::Draining {
+                    deadline: current,
+                    cancel,
+                }
+                | Admin::Standby {
+                    deadline: current,
+                    cancel,
                 } => {
-                    let earlier = deadline < *current;
-                    if earlier {
-                        change.stop_drains.push(cancel.clone());
-                    }
-                    earlier
+                    change.stop_drains.push(cancel.clone());
+                    let d = deadline.min(*current);
+                    let cancel = root.child_token();
+                    slot.admin = match leave {
+                        Leave::Detach => {
+                            change
+                                .draining
+                                .push((slot.entry.clone(), cancel.clone(), d));
+                            Admin::Draining {
+                                deadline: d,
+                                cancel,
+                            }
+                        }
+                        Leave::Standby => {
+                            change.closing.push((slot.entry.clone(), cancel.clone(), d));
+                            Admin::Standby {
+                                deadline: d,
+                                cancel,
+                            }
+                        }
+                    };
+                    continue;
                 }
             };
-            if restart {
-                let cancel = root.child_token();
-                slot.admin = Admin::Draining {
-                    deadline,
-                    cancel: cancel.clone(),
-                };
-                change.draining.push((slot.entry.clone(), cancel, deadline));
-                touched.push(slot.entry.clone());
+            let restart = match current {
+                None => true,
+                Some(current) => deadline < current,
+            };
+            if !restart {
+                continue;
             }
+            change.stop_drains.extend(replaced);
+            let cancel = root.child_token();
+            slot.admin = match leave {
+                Leave::Detach => {
+                    change
+                        .draining
+                        .push((slot.entry.clone(), cancel.clone(), deadline));
+                    Admin::Draining { deadline, cancel }
+                }
+                Leave::Standby => {
+                    change
+                        .closing
+                        .push((slot.entry.clone(), cancel.clone(), deadline));
+                    Admin::Standby { deadline, cancel }
+                }
+            };
+            touched.push(slot.entry.clone());
         }
         change.set = MemberSet { slots };
         for entry in touched {
@@ -293,7 +444,8 @@ impl MemberSet {
                 .is_some_and(|i| change.set.slots[i].is_active());
             change.accepting.push((entry, active));
         }
-        // A member added and detached in the same change starts closed.
+        // A member added and detached (or staged) in the same change
+        // starts closed.
         for entry in &change.started {
             if let Some((_, accepting)) =
                 change.accepting.iter().find(|(e, _)| Arc::ptr_eq(e, entry))
@@ -345,7 +497,9 @@ mod tests {
         let c = MemberSet::default()
             .change(
                 &[target("a", 1), target("b", 2), target("a", 1)],
+                Join::Active,
                 &[],
+                Leave::Detach,
                 DRAIN,
                 now,
                 &root,
@@ -355,13 +509,29 @@ mod tests {
         assert_eq!(c.started.len(), 2);
         let again = c
             .set
-            .change(&[target("a", 1)], &[], DRAIN, now, &root)
+            .change(
+                &[target("a", 1)],
+                Join::Active,
+                &[],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap();
         assert!(again.started.is_empty());
         assert_eq!(again.set.slots.len(), 2);
         let err = c
             .set
-            .change(&[target("a", 9)], &[], DRAIN, now, &root)
+            .change(
+                &[target("a", 9)],
+                Join::Active,
+                &[],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap_err();
         assert_eq!(err.requested.port(), 9);
         assert_eq!(err.current.port(), 1);
@@ -372,11 +542,27 @@ mod tests {
         let root = CancellationToken::new();
         let now = Instant::now();
         let set = MemberSet::default()
-            .change(&[target("a", 1), target("b", 2)], &[], DRAIN, now, &root)
+            .change(
+                &[target("a", 1), target("b", 2)],
+                Join::Active,
+                &[],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap()
             .set;
         let d = set
-            .change(&[], &[id("a"), id("zzz")], DRAIN, now, &root)
+            .change(
+                &[],
+                Join::Active,
+                &[id("a"), id("zzz")],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap();
         assert_eq!(d.draining.len(), 1, "a non-member is ignored");
         let (entry, token, deadline) = &d.draining[0];
@@ -388,7 +574,15 @@ mod tests {
 
         let r = d
             .set
-            .change(&[target("a", 1)], &[], DRAIN, now, &root)
+            .change(
+                &[target("a", 1)],
+                Join::Active,
+                &[],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap();
         assert!(!token.is_cancelled(), "only once stored");
         assert_eq!(r.stop_drains.len(), 1);
@@ -406,19 +600,53 @@ mod tests {
         let root = CancellationToken::new();
         let now = Instant::now();
         let set = MemberSet::default()
-            .change(&[target("a", 1)], &[], DRAIN, now, &root)
+            .change(
+                &[target("a", 1)],
+                Join::Active,
+                &[],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap()
             .set;
-        let d = set.change(&[], &[id("a")], DRAIN, now, &root).unwrap();
+        let d = set
+            .change(
+                &[],
+                Join::Active,
+                &[id("a")],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
+            .unwrap();
         let longer = d
             .set
-            .change(&[], &[id("a")], DRAIN * 2, now, &root)
+            .change(
+                &[],
+                Join::Active,
+                &[id("a")],
+                Leave::Detach,
+                DRAIN * 2,
+                now,
+                &root,
+            )
             .unwrap();
         assert!(longer.draining.is_empty());
         assert!(longer.stop_drains.is_empty());
         let shorter = d
             .set
-            .change(&[], &[id("a")], Duration::ZERO, now, &root)
+            .change(
+                &[],
+                Join::Active,
+                &[id("a")],
+                Leave::Detach,
+                Duration::ZERO,
+                now,
+                &root,
+            )
             .unwrap();
         assert_eq!(shorter.draining.len(), 1);
         assert_eq!(shorter.stop_drains.len(), 1);
@@ -435,13 +663,39 @@ mod tests {
         let root = CancellationToken::new();
         let now = Instant::now();
         let set = MemberSet::default()
-            .change(&[target("a", 1), target("b", 2)], &[], DRAIN, now, &root)
+            .change(
+                &[target("a", 1), target("b", 2)],
+                Join::Active,
+                &[],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap()
             .set;
-        let d = set.change(&[], &[id("a")], DRAIN, now, &root).unwrap();
+        let d = set
+            .change(
+                &[],
+                Join::Active,
+                &[id("a")],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
+            .unwrap();
         let err = d
             .set
-            .change(&[target("a", 1), target("b", 9)], &[], DRAIN, now, &root)
+            .change(
+                &[target("a", 1), target("b", 9)],
+                Join::Active,
+                &[],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap_err();
         assert_eq!(err.server, id("b"));
         assert!(!d.draining[0].1.is_cancelled(), "a's drain goes on");
@@ -453,18 +707,42 @@ mod tests {
         let root = CancellationToken::new();
         let now = Instant::now();
         let set = MemberSet::default()
-            .change(&[target("blue", 1)], &[], DRAIN, now, &root)
+            .change(
+                &[target("blue", 1)],
+                Join::Active,
+                &[],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap()
             .set;
         let s = set
-            .change(&[target("green", 2)], &[id("blue")], DRAIN, now, &root)
+            .change(
+                &[target("green", 2)],
+                Join::Active,
+                &[id("blue")],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap();
         assert_eq!(s.set.slots.len(), 2);
         assert!(s.set.get(&id("green")).unwrap().is_active());
         assert!(!s.set.get(&id("blue")).unwrap().is_active());
         // The same server on both sides ends up detached, like attach then detach.
         let both = set
-            .change(&[target("c", 3)], &[id("c")], DRAIN, now, &root)
+            .change(
+                &[target("c", 3)],
+                Join::Active,
+                &[id("c")],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap();
         let c = both.set.get(&id("c")).unwrap();
         assert!(!c.is_active());
@@ -476,7 +754,15 @@ mod tests {
         let root = CancellationToken::new();
         let now = Instant::now();
         let set = MemberSet::default()
-            .change(&[target("a", 1)], &[], DRAIN, now, &root)
+            .change(
+                &[target("a", 1)],
+                Join::Active,
+                &[],
+                Leave::Detach,
+                DRAIN,
+                now,
+                &root,
+            )
             .unwrap()
             .set;
         let old = set.get(&id("a")).unwrap().entry.clone();

@@ -55,7 +55,7 @@ pub use error::EmbeddedError;
 pub use stats::{BalancerStats, MemberStats};
 
 use config::Settings;
-use members::MemberSet;
+use members::{Join, Leave, MemberSet};
 use stats::BalancerCounters;
 
 /// State shared by the handle and every task.
@@ -81,8 +81,8 @@ impl Shared {
     fn apply(
         self: &Arc<Self>,
         operation: &str,
-        attach: &[Target],
-        detach: &[ServerId],
+        (attach, join): (&[Target], Join),
+        (detach, leave): (&[ServerId], Leave),
         drain: Duration,
     ) -> Result<(), PortError> {
         if self.root.is_cancelled() {
@@ -95,7 +95,15 @@ impl Shared {
         let change = self
             .set
             .load()
-            .change(attach, detach, drain, Instant::now(), &self.root)
+            .change(
+                attach,
+                join,
+                detach,
+                leave,
+                drain,
+                Instant::now(),
+                &self.root,
+            )
             .map_err(|e| {
                 PortError::new(operation, ErrorKind::Conflict(e.to_string())).with_source(e)
             })?;
@@ -126,7 +134,31 @@ impl Shared {
             self.tracker
                 .spawn(drain::run(self.clone(), entry, cancel, deadline));
         }
+        for (entry, cancel, deadline) in change.closing {
+            self.tracker
+                .spawn(drain::close_standby(self.clone(), entry, cancel, deadline));
+        }
         Ok(())
+    }
+
+    /// Closes what a standby member still has open at its drain deadline,
+    /// unless that was cancelled meanwhile (checked under the control
+    /// lock, where re-attaching cancels it).
+    pub(crate) fn cut_standby(
+        &self,
+        entry: &Arc<members::MemberEntry>,
+        cancel: &CancellationToken,
+    ) {
+        {
+            let _control = self.control.lock().unwrap_or_else(PoisonError::into_inner);
+            if cancel.is_cancelled() {
+                return;
+            }
+            cancel.cancel();
+        }
+        let open = entry.active.load(Ordering::SeqCst);
+        tracing::info!(server = %entry.server, open, "standby drain deadline passed; closing the remaining connections");
+        entry.cut_open_connections();
     }
 
     /// Removes a drained member, unless its drain was cancelled meanwhile
@@ -263,7 +295,13 @@ impl LoadBalancer for EmbeddedBalancer {
             reports_connections: true,
             max_batch: usize::MAX,
             reactivates_draining: true,
-            stages: false,
+            stages: true,
+            keeps_standby: true,
+            // The longest time between two finished checks: the interval,
+            // and a check that takes its whole timeout.
+            check_interval: Some(
+                self.shared.settings.check_interval + self.shared.settings.check_timeout,
+            ),
         }
     }
 
@@ -279,13 +317,21 @@ impl LoadBalancer for EmbeddedBalancer {
     }
 
     async fn attach(&self, targets: &[Target]) -> Result<(), PortError> {
-        self.shared
-            .apply("embedded lb: attach", targets, &[], Duration::ZERO)
+        self.shared.apply(
+            "embedded lb: attach",
+            (targets, Join::Active),
+            (&[], Leave::Detach),
+            Duration::ZERO,
+        )
     }
 
     async fn detach(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
-        self.shared
-            .apply("embedded lb: detach", &[], servers, drain)
+        self.shared.apply(
+            "embedded lb: detach",
+            (&[], Join::Active),
+            (servers, Leave::Detach),
+            drain,
+        )
     }
 
     async fn swap(
@@ -294,7 +340,47 @@ impl LoadBalancer for EmbeddedBalancer {
         detach: &[ServerId],
         drain: Duration,
     ) -> Result<(), PortError> {
-        self.shared
-            .apply("embedded lb: swap", attach, detach, drain)
+        self.shared.apply(
+            "embedded lb: swap",
+            (attach, Join::Active),
+            (detach, Leave::Detach),
+            drain,
+        )
+    }
+
+    /// Adds the targets as standby members: checked, taking nothing.
+    async fn stage(&self, targets: &[Target]) -> Result<(), PortError> {
+        self.shared.apply(
+            "embedded lb: stage",
+            (targets, Join::Standby),
+            (&[], Leave::Detach),
+            Duration::ZERO,
+        )
+    }
+
+    /// The members take no new connections, their open ones close by
+    /// `drain`, and they stay in the set under their checks.
+    async fn standby(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
+        self.shared.apply(
+            "embedded lb: standby",
+            (&[], Join::Active),
+            (servers, Leave::Standby),
+            drain,
+        )
+    }
+
+    /// One snapshot: `attach` serve, `standby` stand by.
+    async fn swap_standby(
+        &self,
+        attach: &[Target],
+        standby: &[ServerId],
+        drain: Duration,
+    ) -> Result<(), PortError> {
+        self.shared.apply(
+            "embedded lb: swap to standby",
+            (attach, Join::Active),
+            (standby, Leave::Standby),
+            drain,
+        )
     }
 }

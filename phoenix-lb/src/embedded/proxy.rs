@@ -80,10 +80,12 @@ async fn serve(shared: &Shared, client: TcpStream) {
     bump(&entry.counters.connections_total);
     let mut client = Counted::new(client);
     let mut backend = Counted::new(backend);
+    let cut = entry.cut_token();
     let finished = tokio::select! {
         biased;
         copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => Some(copied),
         () = entry.retired.cancelled() => None,
+        () = cut.cancelled() => None,
     };
     let c = &entry.counters;
     c.bytes_in.fetch_add(client.read, Ordering::Relaxed);

@@ -92,7 +92,9 @@ mod tests {
         MemberSet::default()
             .change(
                 &targets,
+                crate::embedded::members::Join::Active,
                 &[],
+                crate::embedded::members::Leave::Detach,
                 Duration::ZERO,
                 Instant::now(),
                 &CancellationToken::new(),
@@ -156,7 +158,9 @@ mod tests {
         let drained = set
             .change(
                 &[],
+                crate::embedded::members::Join::Active,
                 &[b],
+                crate::embedded::members::Leave::Detach,
                 Duration::from_secs(1),
                 Instant::now(),
                 &CancellationToken::new(),

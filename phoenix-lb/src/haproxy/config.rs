@@ -70,6 +70,10 @@ pub(crate) struct Settings {
     /// The keywords every `add server` carries.
     pub(crate) server_options: String,
     pub(crate) checked: bool,
+    /// The longest time between two finished checks of a server: twice
+    /// its longest interval (a check may take up to an interval, HAProxy's
+    /// default `timeout check`).
+    pub(crate) check_every: Option<Duration>,
     pub(crate) start_down: bool,
     pub(crate) weight: u32,
     pub(crate) drain_poll: Duration,
@@ -281,6 +285,13 @@ impl HaproxyBalancerBuilder {
                 backend,
                 server_options: options.join(" "),
                 checked: self.check.is_some(),
+                check_every: self.check.map(|c| {
+                    2 * [Some(c.inter), c.fastinter, c.downinter]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                        .unwrap_or(c.inter)
+                }),
                 start_down: self.start_down && self.check.is_some(),
                 weight: self.weight,
                 drain_poll: self.drain_poll,

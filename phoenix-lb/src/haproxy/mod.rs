@@ -275,12 +275,20 @@ impl HaproxyBalancer {
                     excerpt: s.name.clone(),
                 });
             };
+            let connections = sessions.get(s.name.as_str()).copied();
+            // A server whose checks run was checked within their interval;
+            // one whose checks were disabled (by hand) tells nothing.
+            let checked_ago = self
+                .settings
+                .check_every
+                .filter(|_| s.check_enabled() && s.last_check_result() != CheckResult::Unknown);
             members.push(Member {
                 server,
                 endpoint,
                 health: health_of(s),
-                state: state_of(s),
-                connections: sessions.get(s.name.as_str()).copied(),
+                state: state_of(s, connections, checked_ago.is_some()),
+                connections,
+                checked_ago,
             });
         }
         Ok(members)
@@ -552,6 +560,44 @@ impl HaproxyBalancer {
     }
 }
 
+impl HaproxyBalancer {
+    async fn standby_inner(&self, servers: &[ServerId]) -> Result<(), HaproxyError> {
+        if !self.settings.checked {
+            return Err(HaproxyError::Command {
+                command: "set server ... state drain".into(),
+                message: "servers added without checks cannot stand by: nothing would check them"
+                    .into(),
+            });
+        }
+        let be = self.settings.backend.as_str();
+        let mut names: Vec<String> = Vec::with_capacity(servers.len());
+        for s in servers {
+            let name = member_name(s);
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.check_batch(names.len())?;
+        let commands: Vec<(String, Expect)> = names
+            .iter()
+            .map(|n| (cmd::set_state(be, n, "drain"), Expect::Empty))
+            .collect();
+        let mut failures = Vec::new();
+        for result in self.api.run_checked(&commands).await? {
+            match result {
+                Ok(()) => {}
+                // Not a member: nothing to keep.
+                Err(e) if e.is_no_such_server() => {}
+                Err(e) => failures.push(e),
+            }
+        }
+        first_failure(failures, "standby")
+    }
+}
+
 /// The first of `failures`, logging the others (each is about a different
 /// server; the caller sees one and can read the rest in the log).
 fn first_failure(failures: Vec<HaproxyError>, what: &str) -> Result<(), HaproxyError> {
@@ -565,8 +611,10 @@ fn first_failure(failures: Vec<HaproxyError>, what: &str) -> Result<(), HaproxyE
     Err(first)
 }
 
-fn state_of(s: &ServerState) -> MemberState {
-    if s.in_maintenance() {
+/// A server in drain with nothing open and its checks running is a
+/// standby: it takes no traffic at all and stays checked.
+fn state_of(s: &ServerState, connections: Option<u64>, checked: bool) -> MemberState {
+    if s.in_maintenance() || (s.draining() && connections == Some(0) && checked) {
         MemberState::Disabled
     } else if s.draining() || s.weight == 0 {
         MemberState::Draining
@@ -605,6 +653,8 @@ impl LoadBalancer for HaproxyBalancer {
             max_batch: MAX_BATCH,
             reactivates_draining: true,
             stages: false,
+            keeps_standby: self.settings.checked,
+            check_interval: self.settings.check_every,
         }
     }
 
@@ -624,6 +674,17 @@ impl LoadBalancer for HaproxyBalancer {
         self.detach_inner(servers, drain)
             .await
             .map_err(|e| e.into_port_error(self.op("detach")))
+    }
+
+    /// Puts the servers in drain, where HAProxy sends them no new
+    /// traffic and keeps checking them; they stay until detached. Open
+    /// sessions finish on their own (`members` reports them `Draining`
+    /// until none is left, then `Disabled`). `attach` makes them ready
+    /// again with the health their checks found.
+    async fn standby(&self, servers: &[ServerId], _drain: Duration) -> Result<(), PortError> {
+        self.standby_inner(servers)
+            .await
+            .map_err(|e| e.into_port_error(self.op("standby")))
     }
 }
 
@@ -715,10 +776,40 @@ mod tests {
             Unhealthy,
             "unchecked, down"
         );
-        assert_eq!(state_of(&state(2, 0, 1, 3, 6)), MemberState::Active);
-        assert_eq!(state_of(&state(2, 8, 1, 3, 6)), MemberState::Draining);
-        assert_eq!(state_of(&state(2, 0, 0, 3, 6)), MemberState::Draining);
-        assert_eq!(state_of(&state(0, 1, 1, 3, 6)), MemberState::Disabled);
-        assert_eq!(state_of(&state(0, 9, 1, 3, 6)), MemberState::Disabled);
+        let busy = Some(2);
+        assert_eq!(
+            state_of(&state(2, 0, 1, 3, 6), busy, true),
+            MemberState::Active
+        );
+        assert_eq!(
+            state_of(&state(2, 8, 1, 3, 6), busy, true),
+            MemberState::Draining
+        );
+        assert_eq!(
+            state_of(&state(2, 0, 0, 3, 6), busy, true),
+            MemberState::Draining
+        );
+        assert_eq!(
+            state_of(&state(0, 1, 1, 3, 6), busy, true),
+            MemberState::Disabled
+        );
+        assert_eq!(
+            state_of(&state(0, 9, 1, 3, 6), busy, true),
+            MemberState::Disabled
+        );
+        // In drain with nothing open and checked: a standby.
+        assert_eq!(
+            state_of(&state(2, 8, 1, 3, 6), Some(0), true),
+            MemberState::Disabled
+        );
+        // Unchecked, or with an unknown count: still draining for all we know.
+        assert_eq!(
+            state_of(&state(2, 8, 1, 3, 6), Some(0), false),
+            MemberState::Draining
+        );
+        assert_eq!(
+            state_of(&state(2, 8, 1, 3, 6), None, true),
+            MemberState::Draining
+        );
     }
 }

@@ -331,6 +331,8 @@ impl LoadBalancer for OctaviaBalancer {
             max_batch: 1000,
             reactivates_draining: true,
             stages: false,
+            keeps_standby: false,
+            check_interval: None,
         }
     }
 
@@ -378,6 +380,7 @@ impl LoadBalancer for OctaviaBalancer {
                         MemberState::Active
                     },
                     connections: None,
+                    checked_ago: None,
                 })
             })
             .collect()

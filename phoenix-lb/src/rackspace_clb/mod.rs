@@ -440,6 +440,8 @@ impl LoadBalancer for RackspaceClb {
             max_batch: DELETE_BATCH,
             reactivates_draining: true,
             stages: false,
+            keeps_standby: false,
+            check_interval: None,
         }
     }
 
@@ -489,6 +491,7 @@ impl LoadBalancer for RackspaceClb {
                 },
                 state,
                 connections: None,
+                checked_ago: None,
             })
             .collect())
     }

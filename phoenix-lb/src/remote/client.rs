@@ -31,6 +31,8 @@ impl RemoteBalancer {
                 max_batch: 1,
                 reactivates_draining: true,
                 stages: false,
+                keeps_standby: false,
+                check_interval: None,
             },
             timeout: Duration::from_secs(30),
         };
@@ -162,5 +164,31 @@ impl LoadBalancer for RemoteBalancer {
             })
             .await?;
         done("swap", r)
+    }
+
+    async fn standby(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
+        let r = self
+            .call(Request::Standby {
+                servers: servers.to_vec(),
+                drain_ms: millis(drain),
+            })
+            .await?;
+        done("standby", r)
+    }
+
+    async fn swap_standby(
+        &self,
+        attach: &[Target],
+        standby: &[ServerId],
+        drain: Duration,
+    ) -> Result<(), PortError> {
+        let r = self
+            .call(Request::SwapStandby {
+                attach: attach.to_vec(),
+                standby: standby.to_vec(),
+                drain_ms: millis(drain),
+            })
+            .await?;
+        done("swap_standby", r)
     }
 }

@@ -143,6 +143,17 @@ async fn execute(lb: &dyn LoadBalancer, request: Request) -> Response {
             lb.swap(&attach, &detach, Duration::from_millis(drain_ms))
                 .await
         }
+        Request::Standby { servers, drain_ms } => {
+            lb.standby(&servers, Duration::from_millis(drain_ms)).await
+        }
+        Request::SwapStandby {
+            attach,
+            standby,
+            drain_ms,
+        } => {
+            lb.swap_standby(&attach, &standby, Duration::from_millis(drain_ms))
+                .await
+        }
     };
     match result {
         Ok(()) => Response::Done,

@@ -26,6 +26,15 @@ pub(crate) enum Request {
         detach: Vec<ServerId>,
         drain_ms: u64,
     },
+    Standby {
+        servers: Vec<ServerId>,
+        drain_ms: u64,
+    },
+    SwapStandby {
+        attach: Vec<Target>,
+        standby: Vec<ServerId>,
+        drain_ms: u64,
+    },
 }
 
 impl Request {
@@ -37,6 +46,8 @@ impl Request {
             Self::Detach { .. } => "detach",
             Self::Stage { .. } => "stage",
             Self::Swap { .. } => "swap",
+            Self::Standby { .. } => "standby",
+            Self::SwapStandby { .. } => "swap_standby",
         }
     }
 }
@@ -58,6 +69,12 @@ pub(crate) struct Capabilities {
     /// stage.
     #[serde(default)]
     pub(crate) stages: bool,
+    /// Missing from balancers served by an older version, which kept no
+    /// standby members.
+    #[serde(default)]
+    pub(crate) keeps_standby: bool,
+    #[serde(default)]
+    pub(crate) check_interval_ms: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -73,6 +90,10 @@ impl From<LbCapabilities> for Capabilities {
             max_batch: c.max_batch,
             reactivates_draining: c.reactivates_draining,
             stages: c.stages,
+            keeps_standby: c.keeps_standby,
+            check_interval_ms: c
+                .check_interval
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -86,6 +107,8 @@ impl From<Capabilities> for LbCapabilities {
             max_batch: c.max_batch.max(1),
             reactivates_draining: c.reactivates_draining,
             stages: c.stages,
+            keeps_standby: c.keeps_standby,
+            check_interval: c.check_interval_ms.map(std::time::Duration::from_millis),
         }
     }
 }
