@@ -15,10 +15,19 @@
 //! wait for the new members' checks in between is not counted; there is
 //! no load during this part, so HAProxy's drains end at their first look).
 //!
+//! Then 50 rollbacks to a hot standby on each: the standby pool stayed on
+//! the balancer under its checks (`standby`), so a rollback is a fresh
+//! read that finds every standby member checked within the check
+//! interval, `attach(10 standby)` and `standby(10 serving)`: the time
+//! from the decision until that last call returns, with no wait for
+//! checks.
+//!
 //! Targets (exit status 1 if one is missed): the embedded balancer's
 //! throughput at least 80% of HAProxy's best configuration; HAProxy's cutover
 //! control time under 10 ms for 10 members (median); the embedded
-//! balancer's under 1 ms (median); no failed request anywhere. Exit status
+//! balancer's under 1 ms (median); a rollback to a hot standby under 5 ms
+//! on the embedded balancer and under 20 ms on HAProxy (median); no
+//! failed request anywhere. Exit status
 //! 2 when the run itself cannot happen (no haproxy: install it or set
 //! `PHOENIX_HAPROXY`).
 //!
@@ -121,6 +130,7 @@ struct Subject {
     lb: Box<dyn LoadBalancer>,
     rounds: Vec<LoadReport>,
     control: Vec<Duration>,
+    rollbacks: Vec<Duration>,
     haproxy: Option<LocalHaproxy>,
 }
 
@@ -205,6 +215,7 @@ async fn haproxy_subject(
         lb: Box::new(lb),
         rounds: Vec::new(),
         control: Vec::new(),
+        rollbacks: Vec::new(),
         haproxy: Some(h),
     })
 }
@@ -236,6 +247,88 @@ async fn cutovers(lb: &dyn LoadBalancer, tag: &str, swaps: usize) -> Result<Vec<
     let last = if swaps % 2 == 0 { &blue } else { &green };
     lb.detach(&ids(last), drain).await.map_err(|e| e.chain())?;
     Ok(control)
+}
+
+/// Waits until every member of `pool` is a standby whose health is
+/// fresh evidence.
+async fn wait_checked_standby(lb: &dyn LoadBalancer, pool: &[Target]) -> Result<(), String> {
+    let interval = lb
+        .capabilities()
+        .check_interval
+        .ok_or("the balancer declares no check interval")?;
+    let start = Instant::now();
+    loop {
+        let members = lb.members().await.map_err(|e| e.chain())?;
+        if pool.iter().all(|t| {
+            members
+                .iter()
+                .any(|m| m.server == t.server && m.is_checked_standby(interval))
+        }) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!("standby not checked within 10 s: {members:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `rollbacks` rollbacks between two pools of `POOL` members, each to the
+/// hot standby the other left: the fresh read that shows the standby
+/// checked, `attach` of the standby, `standby` of the serving pool.
+/// Returns the times from the decision until the traffic has moved.
+async fn standby_rollbacks(
+    lb: &dyn LoadBalancer,
+    tag: &str,
+    rollbacks: usize,
+) -> Result<Vec<Duration>, String> {
+    if !lb.capabilities().keeps_standby {
+        return Err("the balancer keeps no standby members".into());
+    }
+    let blue = backends(&format!("{tag}-sb-blue"), POOL, "blue").await?;
+    let green = backends(&format!("{tag}-sb-green"), POOL, "green").await?;
+    let ids = |pool: &[Target]| pool.iter().map(|t| t.server.clone()).collect::<Vec<_>>();
+    let drain = Duration::from_secs(5);
+    lb.attach(&blue).await.map_err(|e| e.chain())?;
+    lb.attach(&green).await.map_err(|e| e.chain())?;
+    wait_healthy(lb, &blue).await?;
+    wait_healthy(lb, &green).await?;
+    lb.standby(&ids(&green), drain)
+        .await
+        .map_err(|e| e.chain())?;
+    let interval = lb
+        .capabilities()
+        .check_interval
+        .ok_or("the balancer declares no check interval")?;
+    let mut times = Vec::with_capacity(rollbacks);
+    for i in 0..rollbacks {
+        let (to, from) = if i % 2 == 0 {
+            (&green, &blue)
+        } else {
+            (&blue, &green)
+        };
+        wait_checked_standby(lb, to).await?;
+        let t = Instant::now();
+        let members = lb.members().await.map_err(|e| e.chain())?;
+        let fresh = to.iter().all(|s| {
+            members
+                .iter()
+                .any(|m| m.server == s.server && m.is_checked_standby(interval))
+        });
+        if !fresh {
+            return Err(format!(
+                "standby {tag} not fresh at the decision: {members:?}"
+            ));
+        }
+        lb.attach(to).await.map_err(|e| e.chain())?;
+        lb.standby(&ids(from), drain).await.map_err(|e| e.chain())?;
+        times.push(t.elapsed());
+    }
+    lb.detach(&ids(&blue), drain).await.map_err(|e| e.chain())?;
+    lb.detach(&ids(&green), drain)
+        .await
+        .map_err(|e| e.chain())?;
+    Ok(times)
 }
 
 fn haproxy_version() -> String {
@@ -278,6 +371,7 @@ async fn bench() -> Result<bool, String> {
             lb: Box::new(embedded),
             rounds: Vec::new(),
             control: Vec::new(),
+            rollbacks: Vec::new(),
             haproxy: None,
         },
         haproxy_subject("haproxy tcp, 1 thread", Mode::Tcp, 1, &targets).await?,
@@ -314,6 +408,7 @@ async fn bench() -> Result<bool, String> {
             .await
             .map_err(|e| e.chain())?;
         s.control = sorted(cutovers(s.lb.as_ref(), &format!("c{i}"), SWAPS).await?);
+        s.rollbacks = sorted(standby_rollbacks(s.lb.as_ref(), &format!("r{i}"), SWAPS).await?);
     }
     // The same cutovers with one connection per command, for the record.
     let per_command = {
@@ -335,16 +430,23 @@ async fn bench() -> Result<bool, String> {
 
     println!();
     println!(
-        "| {:<23} | {:>9} | {:>9} | {:>9} | {:>6} | {:>16} | {:>13} |",
-        "balancer", "req/s", "p50", "p99", "failed", "cutover median", "cutover max"
+        "| {:<23} | {:>9} | {:>9} | {:>9} | {:>6} | {:>16} | {:>13} | {:>17} |",
+        "balancer",
+        "req/s",
+        "p50",
+        "p99",
+        "failed",
+        "cutover median",
+        "cutover max",
+        "rollback median"
     );
     println!(
-        "|{:-<25}|{:->11}|{:->11}|{:->11}|{:->8}|{:->18}|{:->15}|",
-        "", "", "", "", "", "", ""
+        "|{:-<25}|{:->11}|{:->11}|{:->11}|{:->8}|{:->18}|{:->15}|{:->19}|",
+        "", "", "", "", "", "", "", ""
     );
     for s in &subjects {
         println!(
-            "| {:<23} | {:>9.0} | {:>9} | {:>9} | {:>6} | {:>16} | {:>13} |",
+            "| {:<23} | {:>9.0} | {:>9} | {:>9} | {:>6} | {:>16} | {:>13} | {:>17} |",
             s.name,
             s.rps(),
             fmt_ms(s.p50()),
@@ -352,6 +454,7 @@ async fn bench() -> Result<bool, String> {
             s.failed(),
             fmt_ms(median(&s.control)),
             fmt_ms(s.control.last().copied().unwrap_or_default()),
+            fmt_ms(median(&s.rollbacks)),
         );
     }
     println!(
@@ -390,6 +493,23 @@ async fn bench() -> Result<bool, String> {
             ),
         );
     }
+    for h in &subjects[1..] {
+        target(
+            median(&h.rollbacks) < Duration::from_millis(20),
+            format!(
+                "{} rollback to a hot standby of {POOL} members < 20 ms: median {}",
+                h.name,
+                fmt_ms(median(&h.rollbacks))
+            ),
+        );
+    }
+    target(
+        median(&embedded.rollbacks) < Duration::from_millis(5),
+        format!(
+            "embedded rollback to a hot standby of {POOL} members < 5 ms: median {}",
+            fmt_ms(median(&embedded.rollbacks))
+        ),
+    );
     target(
         median(&embedded.control) < Duration::from_millis(1),
         format!(

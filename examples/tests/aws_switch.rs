@@ -112,6 +112,22 @@ async fn switch_to(w: &AwsWorld, release: &str, rollback: bool) {
         1 + faulted,
         "{release}: one ModifyListener, plus one retry per injected fault"
     );
+    if rollback {
+        // The standby stayed registered, checked, in the group without
+        // weight: the rollback changes nothing else.
+        for other in [
+            "elasticloadbalancing RegisterTargets",
+            "elasticloadbalancing DeregisterTargets",
+            "elasticloadbalancing ModifyTargetGroupAttributes",
+        ] {
+            assert_eq!(
+                w.client.stats().count(other),
+                0,
+                "{release}: a rollback to the hot standby is one API call: {:?}",
+                w.client.stats().snapshot()
+            );
+        }
+    }
 }
 
 /// Faults the layer injected into ModifyListener calls so far.

@@ -48,19 +48,28 @@ async fn sim_compute_conforms() {
 
 #[tokio::test(start_paused = true)]
 async fn sim_balancer_conforms() {
-    sim_balancer(false).await;
+    sim_balancer(false, false).await;
 }
 
 /// The simulated balancer that stages and swaps atomically (as ELBv2's
 /// weighted listener over two target groups).
 #[tokio::test(start_paused = true)]
 async fn sim_staging_balancer_conforms() {
-    sim_balancer(true).await;
+    sim_balancer(true, false).await;
 }
 
-async fn sim_balancer(stages: bool) {
+/// The simulated balancer that keeps standby members under its checks,
+/// with and without staging.
+#[tokio::test(start_paused = true)]
+async fn sim_standby_balancer_conforms() {
+    sim_balancer(false, true).await;
+    sim_balancer(true, true).await;
+}
+
+async fn sim_balancer(stages: bool, keeps_standby: bool) {
     let cloud = SimCloud::new(SimConfig {
         stages,
+        keeps_standby,
         ..SimConfig::default()
     });
     let image = cloud.certified_image("web", "1");

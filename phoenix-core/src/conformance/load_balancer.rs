@@ -20,7 +20,10 @@ use crate::ports::{ErrorKind, LoadBalancer, Member, MemberHealth, MemberState, T
 
 #[path = "load_balancer_staging.rs"]
 mod staging;
+#[path = "load_balancer_standby.rs"]
+mod standby;
 pub use staging::staging;
+pub use standby::standby;
 
 /// What the suite needs from the balancer under test.
 #[derive(Debug, Clone)]
@@ -262,13 +265,14 @@ pub async fn run(lb: &dyn LoadBalancer, f: &LbFixture) {
     .await;
 }
 
-/// [`run`] and [`staging`] (unless the balancer holds a single member),
+/// [`run`], [`staging`] and [`standby`] (unless the balancer holds a single member),
 /// then [`reactivation`] and [`attribution`]. Like each of them, it needs
 /// a balancer with no members and leaves it with none.
 pub async fn run_all(lb: &dyn LoadBalancer, f: &LbFixture, x: &LbExtras<'_>) {
     if !x.single {
         run(lb, f).await;
         staging(lb, f).await;
+        standby(lb, f).await;
     }
     reactivation(lb, f, x).await;
     attribution(lb, f, x).await;
