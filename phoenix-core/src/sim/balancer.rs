@@ -422,8 +422,10 @@ impl LoadBalancer for SimBalancer {
         Ok(())
     }
 
-    /// One atomic change, like ELBv2's `ModifyListener` (see
-    /// [`SimBalancer::swap_with`]).
+    /// One atomic change, like ELBv2's `ModifyListener`: the staged
+    /// members take the traffic with the health they were checked to, the
+    /// leaving ones drain. It applies whole or not at all; its answer may
+    /// be lost after it applied.
     async fn swap(
         &self,
         attach: &[Target],
