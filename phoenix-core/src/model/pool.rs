@@ -340,7 +340,18 @@ pub struct Pool {
     /// Launches given up on whose server may still appear.
     #[serde(default)]
     pub lost: Vec<LostLaunch>,
-    /// Every state change, oldest first.
+    /// When it last became live, for ordering rollback candidates (`None`
+    /// if it never served).
+    #[serde(default)]
+    pub last_live: Option<Timestamp>,
+    /// State changes recorded in the pool by earlier versions. New
+    /// records leave it empty: every state change is a
+    /// [`PoolStateChanged`](crate::events::EventKind::PoolStateChanged)
+    /// event in the deployment's event log, so the record does not grow
+    /// with every operation. An old record's list is folded into
+    /// `last_live` and dropped at its next state change. (Still written,
+    /// empty, so that earlier versions can read new records.)
+    #[serde(default)]
     pub history: Vec<PoolTransition>,
 }
 
@@ -359,11 +370,15 @@ impl Pool {
                 reason: "not a legal lifecycle step".into(),
             });
         }
-        self.history.push(PoolTransition {
-            from: self.state,
-            to,
-            at,
-        });
+        if !self.history.is_empty() {
+            // An old record: keep what the list was read for, drop the
+            // rest (the event log has every change).
+            self.last_live = self.last_live_at();
+            self.history = Vec::new();
+        }
+        if to == PoolState::Live {
+            self.last_live = Some(at);
+        }
         self.state = to;
         Ok(())
     }
@@ -457,11 +472,13 @@ impl Pool {
 
     /// When the pool last became live, for ordering rollback candidates.
     pub fn last_live_at(&self) -> Option<Timestamp> {
-        self.history
+        let legacy = self
+            .history
             .iter()
             .rev()
             .find(|t| t.to == PoolState::Live)
-            .map(|t| t.at)
+            .map(|t| t.at);
+        self.last_live.max(legacy)
     }
 }
 
@@ -489,6 +506,7 @@ mod tests {
             created_by: op,
             discarded: vec![],
             lost: vec![],
+            last_live: None,
             history: vec![],
         }
     }
@@ -516,7 +534,36 @@ mod tests {
         p.transition(PoolState::Retired, now).unwrap();
         p.transition(PoolState::Deleted, now).unwrap();
         assert!(p.transition(PoolState::Live, now).is_err());
-        assert_eq!(p.history.len(), 9);
+        assert!(p.history.is_empty(), "the event log keeps the changes");
+        assert_eq!(p.last_live_at(), Some(now));
+    }
+
+    #[tokio::test]
+    async fn an_old_records_history_is_folded_at_its_next_change() {
+        let clock = TokioClock::fixed();
+        let then = clock.now();
+        let mut p = pool();
+        p.state = PoolState::HOT;
+        p.history = vec![
+            PoolTransition {
+                from: PoolState::Ready,
+                to: PoolState::Live,
+                at: then,
+            },
+            PoolTransition {
+                from: PoolState::Live,
+                to: PoolState::HOT,
+                at: then,
+            },
+        ];
+        // A record written before `last_live` existed.
+        let mut json = serde_json::to_value(&p).unwrap();
+        json.as_object_mut().unwrap().remove("last_live");
+        let mut p: Pool = serde_json::from_value(json).unwrap();
+        assert_eq!(p.last_live_at(), Some(then), "read from the old list");
+        p.transition(PoolState::COLD, then).unwrap();
+        assert!(p.history.is_empty());
+        assert_eq!(p.last_live_at(), Some(then), "kept");
     }
 
     #[tokio::test]
