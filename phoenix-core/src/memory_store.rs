@@ -34,6 +34,8 @@ struct Stream {
     /// (chunk, offset) of every `RUN`th event, the ones stored whole.
     restarts: Vec<(u32, u32)>,
     len: usize,
+    /// The events' own size, before coding.
+    raw: usize,
     /// The last event, whole: the next one is coded against it.
     last: Vec<u8>,
 }
@@ -103,6 +105,7 @@ impl Stream {
         self.last.truncate(shared);
         self.last.extend_from_slice(rest);
         self.len += 1;
+        self.raw += payload.len();
     }
 
     /// Events `from..` in order, each whole.
@@ -190,6 +193,28 @@ struct Inner {
     leases: BTreeMap<String, LeaseSlot>,
 }
 
+/// What a [`MemoryStore`] holds, for memory measurements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreUsage {
+    /// Records (latest versions only: older ones are not kept).
+    pub records: usize,
+    /// Their keys and values, in bytes.
+    pub record_bytes: usize,
+    /// Events, in every stream.
+    pub events: usize,
+    /// The events' JSON, in bytes.
+    pub event_json_bytes: usize,
+    /// What holds them (front-coded, with the restart index), in bytes.
+    pub event_bytes: usize,
+}
+
+impl StoreUsage {
+    /// Bytes held, records and events.
+    pub fn bytes(&self) -> usize {
+        self.record_bytes + self.event_bytes
+    }
+}
+
 /// An in-memory state store.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
@@ -260,13 +285,23 @@ impl MemoryStore {
     /// Total bytes held (records, and events as stored), for memory
     /// measurements.
     pub fn bytes(&self) -> usize {
+        self.usage().bytes()
+    }
+
+    /// What the store holds, in counts and bytes.
+    pub fn usage(&self) -> StoreUsage {
         let inner = self.lock();
-        inner
-            .records
-            .iter()
-            .map(|(k, v)| k.len() + v.value.len())
-            .sum::<usize>()
-            + inner.events.values().map(Stream::bytes).sum::<usize>()
+        StoreUsage {
+            records: inner.records.len(),
+            record_bytes: inner
+                .records
+                .iter()
+                .map(|(k, v)| k.len() + v.value.len())
+                .sum(),
+            events: inner.events.values().map(Stream::len).sum(),
+            event_json_bytes: inner.events.values().map(|s| s.raw).sum(),
+            event_bytes: inner.events.values().map(Stream::bytes).sum(),
+        }
     }
 }
 
@@ -521,6 +556,8 @@ mod tests {
             .collect();
         let raw: usize = events.iter().map(Vec::len).sum();
         store.commit(append(&events)).await.unwrap();
-        assert!(store.bytes() * 3 < raw, "{} of {raw}", store.bytes());
+        let usage = store.usage();
+        assert_eq!((usage.events, usage.event_json_bytes), (1000, raw));
+        assert!(usage.event_bytes * 3 < raw, "{usage:?}");
     }
 }
