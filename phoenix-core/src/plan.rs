@@ -1,6 +1,8 @@
 //! Plans: ordered, typed steps that can be printed (a dry run),
 //! serialised, checked, and applied by the executor.
 
+mod compact;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -70,6 +72,9 @@ pub struct NewSlot {
 
 /// One step of a plan. Every step is idempotent: the executor re-runs the
 /// step it was in when it crashed, and the step converges.
+///
+/// Slot lists are written to JSON in runs of consecutive slots (see
+/// `compact.rs`); lists written one entry per slot read as well.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
@@ -95,6 +100,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// New slots.
+        #[serde(with = "compact::new_slots")]
         slots: Vec<NewSlot>,
     },
     /// Launches the slots' servers and waits until they run, replacing
@@ -103,6 +109,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Health-checks and smoke-tests the slots' servers directly.
@@ -110,6 +117,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Moves a pool to a new lifecycle state.
@@ -124,6 +132,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Stages the slots' servers on the balancer (checked by it, taking no
@@ -133,6 +142,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Moves all traffic to the slots' servers in one atomic balancer call
@@ -143,8 +153,10 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots that take the traffic.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
         /// Slots of other pools that serve now and leave.
+        #[serde(with = "compact::slot_refs")]
         away: Vec<SlotRef>,
         /// The leaving members stay as standby members under the
         /// balancer's checks (a balancer that keeps standby members).
@@ -156,6 +168,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Waits `duration` while the slots stay healthy behind the balancer.
@@ -163,6 +176,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
         /// Bake time.
         #[serde(with = "duration_ms")]
@@ -175,8 +189,10 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
         /// What must be serving before they leave.
+        #[serde(with = "compact::slot_refs")]
         replacements: Vec<SlotRef>,
     },
     /// Takes the slots' servers out of the traffic, like [`Step::Detach`]
@@ -197,6 +213,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Stops the slots' servers (cold standby).
@@ -204,6 +221,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Starts stopped servers and waits until they run.
@@ -211,6 +229,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Terminates the slots' servers once a fresh balancer read shows them
@@ -219,6 +238,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Terminates servers the pool gave up on (failed launches).
@@ -250,6 +270,7 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
     },
     /// Terminates labelled servers that belong to no recorded pool, each

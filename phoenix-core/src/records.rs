@@ -178,12 +178,36 @@ pub fn decode<T: DeserializeOwned>(
     })
 }
 
-/// Encodes a JSON record.
+/// Encodes a JSON record into a buffer of exactly its size.
+///
+/// The record is measured first and then written: a pool of ten thousand
+/// slots is megabytes, and a buffer grown by doubling would hold up to
+/// twice that, copy it as it grows, and keep the spare capacity for as
+/// long as the store keeps the record.
 pub fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, RecordError> {
-    serde_json::to_vec(value).map_err(|source| RecordError::Encode {
+    let fail = |source| RecordError::Encode {
         key: key.to_owned(),
         source,
-    })
+    };
+    let mut size = ByteCount(0);
+    serde_json::to_writer(&mut size, value).map_err(fail)?;
+    let mut out = Vec::with_capacity(size.0);
+    serde_json::to_writer(&mut out, value).map_err(fail)?;
+    Ok(out)
+}
+
+/// A writer that only counts what it is given.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A record with the version it was read at.

@@ -77,7 +77,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use phoenix_core::events::{Event, Outcome};
+use phoenix_core::events::{Event, EventKind, Outcome};
 use phoenix_core::executor::{
     LeaseHold, OperationProgress, OperationStatus, RollbackJournal, StepRecord, StepStatus,
 };
@@ -188,7 +188,10 @@ pub struct PoolEntry {
 }
 
 impl PoolEntry {
-    fn of(pool: &Pool) -> Self {
+    /// The pool with its state changes: those of the event log, or, for a
+    /// pool whose changes predate them there, the list its record kept.
+    fn of(pool: &Pool, changes: &mut BTreeMap<PoolId, Vec<PoolChange>>) -> Self {
+        let logged = changes.remove(&pool.id).unwrap_or_default();
         Self {
             id: pool.id.clone(),
             role: pool.role.clone(),
@@ -198,15 +201,18 @@ impl PoolEntry {
             servers: pool.in_service().filter(|s| s.server.is_some()).count(),
             created_at: pool.created_at,
             created_by: pool.created_by.clone(),
-            transitions: pool
-                .history
-                .iter()
-                .map(|t| PoolChange {
-                    from: t.from,
-                    to: t.to,
-                    at: t.at,
-                })
-                .collect(),
+            transitions: if logged.is_empty() {
+                pool.history
+                    .iter()
+                    .map(|t| PoolChange {
+                        from: t.from,
+                        to: t.to,
+                        at: t.at,
+                    })
+                    .collect()
+            } else {
+                logged
+            },
         }
     }
 }
@@ -318,6 +324,40 @@ async fn all_events(
     }
 }
 
+/// Every pool's state changes, from the deployment's event log (pool
+/// records do not keep them). Only pool events are decoded: the log holds
+/// several events per server.
+async fn pool_changes(
+    store: &dyn StateStore,
+    deployment: &DeploymentId,
+) -> Result<BTreeMap<PoolId, Vec<PoolChange>>, HistoryError> {
+    const MARK: &[u8] = b"\"event\":\"pool_state_changed\"";
+    let stream = key::events(deployment);
+    let mut out: BTreeMap<PoolId, Vec<PoolChange>> = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = store.events(&stream, after, PAGE).await?;
+        let n = page.len();
+        for e in page {
+            after = e.seq;
+            if !e.payload.windows(MARK.len()).any(|w| w == MARK) {
+                continue;
+            }
+            let event: Event = decode(&format!("events:{stream}#{}", e.seq), "event", &e.payload)?;
+            if let EventKind::PoolStateChanged { pool, from, to } = event.kind {
+                out.entry(pool).or_default().push(PoolChange {
+                    from,
+                    to,
+                    at: event.at,
+                });
+            }
+        }
+        if n < PAGE {
+            return Ok(out);
+        }
+    }
+}
+
 /// The releases, pools and operations of a deployment, and who holds its
 /// lease now.
 pub async fn deployment_history(
@@ -341,14 +381,15 @@ pub async fn deployment_history(
         let p: Pool = decode(&k, "pool", &v.value)?;
         pools.insert(p.id.clone(), p);
     }
+    let mut changes = pool_changes(store, deployment).await?;
     // Creation order as the header records it; anything it misses after.
     let mut ordered: Vec<PoolEntry> = head
         .pools
         .iter()
         .filter_map(|id| pools.remove(id))
-        .map(|p| PoolEntry::of(&p))
+        .map(|p| PoolEntry::of(&p, &mut changes))
         .collect();
-    ordered.extend(pools.values().map(PoolEntry::of));
+    ordered.extend(pools.values().map(|p| PoolEntry::of(p, &mut changes)));
     let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
     let mut journals: BTreeMap<String, OperationProgress> = BTreeMap::new();
     let prefix = key::operations_prefix(deployment);

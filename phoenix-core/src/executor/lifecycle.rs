@@ -58,6 +58,7 @@ impl Run {
             pruned_slots: 0,
             discarded: Vec::new(),
             lost: Vec::new(),
+            last_live: None,
             history: Vec::new(),
         };
         self.snap.pools.insert(pool_id.clone(), new_stored(pool));

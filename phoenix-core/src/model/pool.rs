@@ -158,12 +158,12 @@ pub struct Slot {
     pub attempt: u32,
     /// Of those attempts, how many replaced a launch whose answer was lost
     /// (not a failure: they use no replacement budget).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub relaunches: u32,
     /// Fingerprint of the payload the current attempt was launched with
     /// (never the payload: it holds secrets). A relaunch under the same
     /// token must carry the same payload.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
     /// Idempotency token of the current attempt.
     pub token: IdempotencyToken,
@@ -182,10 +182,10 @@ pub struct Slot {
     /// Smoke-tested.
     pub verified: bool,
     /// Its warm-up hook ran since it was last attached.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub warmed: bool,
     /// Its drain hook ran since it was last attached.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub drained: bool,
     /// Traffic state.
     pub traffic: Traffic,
@@ -199,9 +199,22 @@ pub struct Slot {
     /// When it finished its bake time behind the balancer.
     pub baked_at: Option<Timestamp>,
     /// The slot this one replaces, for heal and refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<u32>,
     /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
+}
+
+// A pool record holds every slot and is written again with every change,
+// so a slot leaves out the fields that hold their default (some 70 of its
+// 460 bytes); each reads back as its default, in earlier versions too.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Slot {
@@ -348,7 +361,18 @@ pub struct Pool {
     /// Launches given up on whose server may still appear.
     #[serde(default)]
     pub lost: Vec<LostLaunch>,
-    /// Every state change, oldest first.
+    /// When it last became live, for ordering rollback candidates (`None`
+    /// if it never served).
+    #[serde(default)]
+    pub last_live: Option<Timestamp>,
+    /// State changes recorded in the pool by earlier versions. New
+    /// records leave it empty: every state change is a
+    /// [`PoolStateChanged`](crate::events::EventKind::PoolStateChanged)
+    /// event in the deployment's event log, so the record does not grow
+    /// with every operation. An old record's list is folded into
+    /// `last_live` and dropped at its next state change. (Still written,
+    /// empty, so that earlier versions can read new records.)
+    #[serde(default)]
     pub history: Vec<PoolTransition>,
 }
 
@@ -367,11 +391,15 @@ impl Pool {
                 reason: "not a legal lifecycle step".into(),
             });
         }
-        self.history.push(PoolTransition {
-            from: self.state,
-            to,
-            at,
-        });
+        if !self.history.is_empty() {
+            // An old record: keep what the list was read for, drop the
+            // rest (the event log has every change).
+            self.last_live = self.last_live_at();
+            self.history = Vec::new();
+        }
+        if to == PoolState::Live {
+            self.last_live = Some(at);
+        }
         self.state = to;
         Ok(())
     }
@@ -465,93 +493,15 @@ impl Pool {
 
     /// When the pool last became live, for ordering rollback candidates.
     pub fn last_live_at(&self) -> Option<Timestamp> {
-        self.history
+        let legacy = self
+            .history
             .iter()
             .rev()
             .find(|t| t.to == PoolState::Live)
-            .map(|t| t.at)
+            .map(|t| t.at);
+        self.last_live.max(legacy)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::time::{Clock, TokioClock};
-
-    fn pool() -> Pool {
-        let op = OperationId::new("op").unwrap();
-        let id = PoolId::new("web-v1-1").unwrap();
-        Pool {
-            slots: (0..3).map(|i| Slot::pending(&op, &id, i, None)).collect(),
-            next_slot: 3,
-            pruned_slots: 0,
-            id,
-            deployment: DeploymentId::new("shop").unwrap(),
-            environment: EnvironmentName::new("prod").unwrap(),
-            role: RoleName::new("web").unwrap(),
-            release: ReleaseLabel::new("v1").unwrap(),
-            image: ImageId::new("img").unwrap(),
-            state: PoolState::Provisioning,
-            size: 3,
-            created_at: TokioClock::fixed().now(),
-            created_by: op,
-            discarded: vec![],
-            lost: vec![],
-            history: vec![],
-        }
-    }
-
-    #[tokio::test]
-    async fn illegal_transitions_are_typed_errors() {
-        let now = TokioClock::fixed().now();
-        let mut p = pool();
-        let err = p.transition(PoolState::Live, now).unwrap_err();
-        assert_eq!(err.from, "provisioning");
-        assert_eq!(err.to, "live");
-        assert_eq!(p.state, PoolState::Provisioning, "state untouched");
-        p.transition(PoolState::Verifying, now).unwrap();
-        p.transition(PoolState::Ready, now).unwrap();
-        p.transition(PoolState::Live, now).unwrap();
-        p.transition(PoolState::HOT, now).unwrap();
-        p.transition(PoolState::COLD, now).unwrap();
-        assert!(
-            p.transition(PoolState::Live, now).is_err(),
-            "cold must start first"
-        );
-        p.transition(PoolState::HOT, now).unwrap();
-        p.transition(PoolState::Live, now).unwrap();
-        assert_eq!(p.last_live_at(), Some(now));
-        p.transition(PoolState::Retired, now).unwrap();
-        p.transition(PoolState::Deleted, now).unwrap();
-        assert!(p.transition(PoolState::Live, now).is_err());
-        assert_eq!(p.history.len(), 9);
-    }
-
-    #[tokio::test]
-    async fn new_attempt_gets_new_token() {
-        let mut p = pool();
-        let op = OperationId::new("op").unwrap();
-        let id = p.id.clone();
-        let slot = p.slot_mut(1).unwrap();
-        let first = slot.token.clone();
-        slot.next_attempt(&op, &id, "stuck in BUILD".into());
-        assert_eq!(slot.attempt, 1);
-        assert_ne!(slot.token, first);
-        assert_eq!(p.next_index(), 3);
-    }
-
-    #[tokio::test]
-    async fn pruning_never_reuses_indices() {
-        let mut p = pool();
-        p.slot_mut(2).unwrap().state = SlotState::Terminated;
-        p.slot_mut(0).unwrap().state = SlotState::Terminated;
-        assert_eq!(p.prune_terminated(), 2);
-        assert_eq!(p.slots.len(), 1);
-        assert_eq!(p.next_index(), 3, "index 2 stays used");
-        assert!(p.was_pruned(2) && p.was_pruned(0) && !p.was_pruned(1) && !p.was_pruned(3));
-        let op = OperationId::new("op").unwrap();
-        let id = p.id.clone();
-        p.add_slot(Slot::pending(&op, &id, 3, Some(2)));
-        assert_eq!(p.next_index(), 4);
-    }
-}
+mod tests;

@@ -76,7 +76,7 @@ impl SimCompute {
                 let same = w
                     .servers
                     .get(&existing)
-                    .is_some_and(|s| s.payload == payload);
+                    .is_some_and(|s| *s.payload == *payload);
                 if !same {
                     // Sending a token again with other parameters is the
                     // executor's mistake: EC2 refuses it and the first
@@ -186,7 +186,7 @@ impl SimCompute {
             death,
             terminated_at: None,
             misreported,
-            payload,
+            payload: w.payload(payload),
         };
         let view = building_view(&server);
         w.tokens.insert(r.token.to_string(), id.clone());

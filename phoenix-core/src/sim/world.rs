@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -64,8 +65,9 @@ pub(crate) struct SimServer {
     /// declared window, or a termination answered but not done): Phoenix
     /// cannot be expected to have it in its records, only to find it.
     pub(crate) misreported: bool,
-    /// Fingerprint of the payload it was launched with.
-    pub(crate) payload: String,
+    /// Fingerprint of the payload it was launched with (shared: every
+    /// server of a release carries the same one).
+    pub(crate) payload: Arc<str>,
 }
 
 impl SimServer {
@@ -239,6 +241,8 @@ pub(crate) struct World {
     /// Strict refereeing: leases, fresh reads, certification.
     pub(crate) strict: Option<MemoryStore>,
     pub(crate) surge: Vec<SurgeWatch>,
+    /// Every payload fingerprint seen, so that servers share one copy.
+    pub(crate) payloads: BTreeSet<Arc<str>>,
 }
 
 impl World {
@@ -260,7 +264,18 @@ impl World {
             smoke_passed: BTreeMap::new(),
             strict: None,
             surge: Vec::new(),
+            payloads: BTreeSet::new(),
         }
+    }
+
+    /// The shared copy of a payload fingerprint.
+    pub(crate) fn payload(&mut self, fingerprint: String) -> Arc<str> {
+        if let Some(known) = self.payloads.get(fingerprint.as_str()) {
+            return known.clone();
+        }
+        let shared: Arc<str> = fingerprint.into();
+        self.payloads.insert(shared.clone());
+        shared
     }
 
     pub(crate) fn chance(&mut self, p: f64) -> bool {
