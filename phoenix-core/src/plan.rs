@@ -203,8 +203,10 @@ pub enum Step {
         /// Pool.
         pool: PoolId,
         /// Slots.
+        #[serde(with = "compact::slots")]
         slots: Vec<u32>,
         /// What must be serving before they leave.
+        #[serde(with = "compact::slot_refs")]
         replacements: Vec<SlotRef>,
     },
     /// Waits until a fresh balancer read shows the slots detached and

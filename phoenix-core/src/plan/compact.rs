@@ -336,6 +336,7 @@ mod tests {
                         slot: 1
                     }
                 ],
+                standby: false,
             }
         );
         let old = json!({"step": "add_slots", "pool": "p", "slots": [{"index": 4, "replaces": 1}]});
