@@ -164,7 +164,9 @@ async fn run_journaled(
         rollback,
         step: step.to_string(),
     });
-    run.save(&[]).await.map_err(|e| interrupted(run, e))?;
+    // Committed with the step's first change, or before it waits for
+    // anything: a step that neither changes nor waits costs no commit.
+    run.journal_pending = true;
     let span = tracing::info_span!("phoenix_step", index, rollback, step = %step);
     run.restoring = rollback;
     run.current = Some((index, rollback));
@@ -179,7 +181,8 @@ async fn run_journaled(
                 r.finished_at = Some(now);
             }
             run.emit(EventKind::StepFinished { index, rollback });
-            run.save(&[]).await.map_err(|e| interrupted(run, e))?;
+            // Rides on the next commit (the next step's, or the end's).
+            run.journal_pending = true;
             Ok(Ok(()))
         }
         Err(StepError::Interrupted(i)) => Err(interrupted(run, i)),

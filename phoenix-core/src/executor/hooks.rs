@@ -66,6 +66,8 @@ impl Run {
         if targets.is_empty() {
             return Ok(());
         }
+        // Hooks take time: the step is seen started before they run.
+        self.flush_journal().await?;
         let mut policy = self.plan.policy.hooks.clone();
         // A hook changes what a server holds: it runs under the lease. The
         // lease is renewed while hooks run (they may take their whole

@@ -33,7 +33,14 @@ pub(crate) struct Run {
     pub(crate) snap: Snapshot,
     pub(crate) progress: Stored<OperationProgress>,
     progress_dirty: bool,
-    outbox: Vec<EventKind>,
+    /// Events not committed yet, stamped when they happened.
+    outbox: Vec<(crate::time::Timestamp, EventKind)>,
+    /// A step's start or end is recorded but not committed: it rides on
+    /// the next commit, which comes before any wait (so that a step that
+    /// takes time is seen started) and at the latest with the operation's
+    /// end. A crash in between re-runs the step, as a crash at any point
+    /// of a step does.
+    pub(crate) journal_pending: bool,
     /// Running rollback steps: they restore service, so nothing optional
     /// (a hook) may stop them.
     pub(crate) restoring: bool,
@@ -126,6 +133,7 @@ impl Run {
             progress,
             progress_dirty: false,
             outbox: Vec::new(),
+            journal_pending: false,
             restoring: false,
             current: None,
             emergency: false,
@@ -196,7 +204,8 @@ impl Run {
     }
 
     pub(crate) fn emit(&mut self, kind: EventKind) {
-        self.outbox.push(kind);
+        let at = self.now();
+        self.outbox.push((at, kind));
     }
 
     pub(crate) fn progress_mut(&mut self) -> &mut OperationProgress {
@@ -371,11 +380,10 @@ impl Run {
             .filter(|id| self.snap.pools.contains_key(**id))
             .map(|id| (*id).clone())
             .collect();
-        let at = self.now();
         let events: Vec<Event> = self
             .outbox
             .drain(..)
-            .map(|kind| Event {
+            .map(|(at, kind)| Event {
                 at,
                 deployment: dep.clone(),
                 operation: Some(self.plan.id.clone()),
@@ -423,6 +431,7 @@ impl Run {
             self.progress.version = versions.next().unwrap_or_default();
             self.progress_dirty = false;
         }
+        self.journal_pending = false;
         for e in events {
             tracing::debug!(event = ?e.kind, "phoenix event");
             self.env.events.publish(e);
@@ -513,6 +522,7 @@ impl Run {
     /// point where a pre-emption is asked for (checked at least every
     /// poll interval).
     pub(crate) async fn sleep(&mut self, d: Duration) -> Result<(), Interruption> {
+        self.flush_journal().await?;
         let mut left = d;
         loop {
             if !left.is_zero() {
@@ -531,6 +541,15 @@ impl Run {
     }
 
     /// Sleeps one poll interval (see [`Self::sleep`]).
+    /// Commits a step start or end recorded but not committed yet (see
+    /// `journal_pending`).
+    pub(crate) async fn flush_journal(&mut self) -> Result<(), Interruption> {
+        if self.journal_pending {
+            self.save(&[]).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn pause(&mut self) -> Result<(), Interruption> {
         self.sleep(self.poll_interval()).await
     }

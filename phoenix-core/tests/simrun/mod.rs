@@ -330,10 +330,24 @@ impl Sim {
                     self.emergency_failed = true;
                     self.recover().await
                 }
-                Ok(_)
-                | Err(ExecError::Failed { .. })
+                Ok(_) => {}
+                // A failed emergency withdraws its reservation; a store
+                // outage at that moment leaves it to lapse by itself.
+                Err(ExecError::Failed { .. })
                 | Err(ExecError::Planning(_))
-                | Err(ExecError::Preempted { .. }) => {}
+                | Err(ExecError::Preempted { .. }) => {
+                    let left = phoenix_core::ports::StateStore::get(
+                        self.cloud.store().inner(),
+                        &phoenix_core::records::key::preempt(&self.shop),
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some();
+                    if left && self.cloud.store().in_outage() {
+                        self.emergency_failed = true;
+                    }
+                }
                 Err(e) => self.violation(format!("an emergency rollback failed to run: {e}")),
             }
         }
