@@ -14,7 +14,7 @@ use common::{custom_plan, edit_pool, live, r, world, world_with};
 use phoenix_core::events::Outcome;
 use phoenix_core::id::{IdempotencyToken, ServerId};
 use phoenix_core::labels::Labels;
-use phoenix_core::model::{DiscardedServer, Slot, SlotState};
+use phoenix_core::model::{DiscardedServer, LostLaunch, Slot, SlotState};
 use phoenix_core::ops::ReconcileOptions;
 use phoenix_core::plan::Step;
 use phoenix_core::ports::{
@@ -510,4 +510,89 @@ impl Compute for LastAnswerOnly {
     async fn terminate(&self, id: &ServerId) -> Result<(), PortError> {
         self.0.terminate(id).await
     }
+}
+
+/// Seeds 10916, 27097, 39798 and 42469 of 100,000: a token given up after
+/// it went out (its payload changed across a crash) was looked for only
+/// while its consistency window was open. A step that ended after the
+/// window never listed the pool again, so the server that had appeared
+/// for the old token meanwhile ran on, held by nobody, until a reconcile.
+#[tokio::test(start_paused = true)]
+async fn a_token_given_up_is_looked_for_once_its_window_has_passed() {
+    let w = world(SimConfig::default(), 2).await;
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    // Slot 0's first token was given up a while ago, its server not yet
+    // listed then; its window (the call's timeout and the provider's
+    // consistency window) has passed, and the server is listed now.
+    let token = IdempotencyToken::new("given-up").unwrap();
+    let server = lost_launch(&w, &v1, 0, &token).await;
+    let window =
+        w.cloud.compute().capabilities().consistency_window + w.cloud.policy().calls.timeout;
+    let requested_at = w.cloud.now() - (window + Duration::from_secs(30));
+    edit_pool(&w, &v1, |p| {
+        p.lost.push(LostLaunch {
+            slot: 0,
+            attempt: 0,
+            token: token.clone(),
+            requested_at: Some(requested_at),
+        })
+    })
+    .await;
+    let plan = custom_plan(&w, vec![Step::CleanUpDiscarded { pool: v1.clone() }]).await;
+    w.apply(plan).await;
+    assert!(
+        !w.cloud.servers().iter().any(|s| s.id == server),
+        "the server of a given-up token is terminated once it shows"
+    );
+    let snap = w.phoenix.snapshot(&w.shop).await.unwrap();
+    assert!(
+        snap.pools[&v1].value.lost.is_empty(),
+        "the token is settled"
+    );
+}
+
+/// Seed 27097 of 100,000: a slow launch call took effect a while after
+/// it was sent, its answer was lost, and the provider listed the server
+/// within its window of making it, but after the window counted from the
+/// request: the launch was given up as never made while its server was
+/// about to show. A request's window now also covers the call's timeout.
+#[tokio::test(start_paused = true)]
+async fn a_slow_launch_whose_answer_was_lost_is_not_given_up_before_it_can_show() {
+    let w = world(SimConfig::default(), 2).await;
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    let window = w.cloud.compute().capabilities().consistency_window;
+    let timeout = w.cloud.policy().calls.timeout;
+    assert!(
+        timeout > window / 2,
+        "a call may outlast part of the window"
+    );
+    // A token sent a window and a bit ago, given up on; its call took
+    // effect only now (within the call's timeout), and the provider will
+    // list the server within its window of now.
+    let token = IdempotencyToken::new("slow-one").unwrap();
+    let requested_at = w.cloud.now() - (window + timeout / 4);
+    edit_pool(&w, &v1, |p| {
+        p.lost.push(LostLaunch {
+            slot: 0,
+            attempt: 0,
+            token: token.clone(),
+            requested_at: Some(requested_at),
+        })
+    })
+    .await;
+    w.cloud.set_faults(Faults {
+        not_found_after_launch: 1.0,
+        ..Faults::none()
+    });
+    let server = lost_launch(&w, &v1, 0, &token).await;
+    w.cloud.set_faults(Faults::none());
+    let plan = custom_plan(&w, vec![Step::CleanUpDiscarded { pool: v1.clone() }]).await;
+    w.apply(plan).await;
+    tokio::time::sleep(window * 2).await;
+    assert!(
+        !w.cloud.servers().iter().any(|s| s.id == server),
+        "the slow launch's server is found and terminated, not forgotten"
+    );
 }

@@ -432,3 +432,57 @@ async fn hole_17_the_deployment_header_does_not_grow() {
         "the history keeps every operation: {finished}"
     );
 }
+
+/// Seed 44377 of 100,000: two servers of a pool vanished while still
+/// behind the balancer; reconcile planned one detach of both, past a
+/// blast radius of one, and the whole plan was rejected: nothing was
+/// repaired. The detach goes in batches, as every other change does.
+#[tokio::test(start_paused = true)]
+async fn vanished_servers_leave_the_balancer_in_batches() {
+    let w = world_with(SimConfig::default(), 3, |mut p| {
+        p.rollout.batch_size = 1;
+        p
+    })
+    .await;
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    let snap = w.phoenix.snapshot(&w.shop).await.unwrap();
+    let gone: Vec<_> = [0, 2]
+        .iter()
+        .map(|i| {
+            snap.pool(&v1)
+                .unwrap()
+                .slot(*i)
+                .unwrap()
+                .server
+                .clone()
+                .unwrap()
+        })
+        .collect();
+    for g in &gone {
+        w.cloud.reclaim(g);
+    }
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let (report, plan) = w
+        .phoenix
+        .plan_reconcile(
+            &w.shop,
+            &w.web,
+            ReconcileOptions {
+                record_missing: true,
+                ..ReconcileOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.missing.len(), 2, "{report:?}");
+    w.apply(plan).await;
+    assert!(
+        !w.cloud
+            .members()
+            .iter()
+            .any(|m| gone.contains(&m.server) && m.state == MemberState::Active),
+        "the vanished servers' members take no more traffic: {:?}",
+        w.cloud.members()
+    );
+}

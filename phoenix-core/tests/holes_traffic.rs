@@ -637,3 +637,86 @@ async fn hole_15_heal_never_plans_on_an_empty_read() {
     let _ = SlotRef { pool: v1, slot: 0 };
     w.assert_no_violations();
 }
+
+/// Seeds 12450 and 22691 of 100,000: a launch step recorded a server
+/// stuck in BUILD as discarded, then its orchestrator died before
+/// terminating it. The resumed step launched the replacement first, so
+/// the stuck server, the replacement and the pool it replaces ran at
+/// once: one over `max_surge`. Servers given up on now go before any
+/// replacement is asked for.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_launch_step_removes_what_it_gave_up_on_before_it_replaces_it() {
+    use phoenix_core::sim::{CrashOn, CrashPoint};
+    let cloud = SimCloud::new(SimConfig::default());
+    let phoenix = cloud
+        .phoenix()
+        .lease_ttl(Duration::from_secs(10))
+        .policy({
+            let mut p = cloud.policy();
+            p.rollout.batch_size = 1;
+            p.rollout.max_surge = 1;
+            p
+        })
+        .build()
+        .unwrap();
+    let (shop, web) = cloud.demo_deployment(&phoenix, 3).await.unwrap();
+    let w = common::World {
+        cloud: cloud.clone(),
+        phoenix,
+        shop,
+        web,
+    };
+    w.deploy("v1").await;
+    let v1 = live(&w).await;
+    let plan = w
+        .phoenix
+        .plan_rolling_replace(&w.shop, &w.web, &r("v2"))
+        .await
+        .unwrap();
+    let new = plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::CreatePool { pool, .. } => Some(pool.clone()),
+            _ => None,
+        })
+        .unwrap();
+    cloud.strict();
+    cloud.watch_surge(vec![SurgeWatch {
+        pools: [v1, new].into_iter().collect(),
+        limit: 3 + 1,
+        what: "the rolling replacement with max_surge 1".into(),
+        journal: None,
+    }]);
+    // The first new server sticks in BUILD; the orchestrator dies right
+    // after it records giving up on it.
+    cloud.set_faults(Faults {
+        stuck_in_build: 1.0,
+        ..Faults::none()
+    });
+    cloud.store().arm(CrashPoint {
+        commit: 1,
+        after_write: true,
+        on: CrashOn::Event("launch_failed"),
+    });
+    let crashed = cloud.store().crashed();
+    let calm = async {
+        while cloud.stats().launch_calls == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cloud.set_faults(Faults::none());
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        biased;
+        _ = crashed.notified() => {}
+        r = w.phoenix.apply(plan) => panic!("finished without crashing: {r:?}"),
+        () = calm => {}
+    }
+    cloud.store().disarm();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let next = cloud.phoenix_as("successor").build().unwrap();
+    let report = next.resume(&w.shop).await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded);
+    w.assert_no_violations();
+}

@@ -184,3 +184,46 @@ async fn a_reaped_standby_leaves_the_balancer_first() {
         assert!(!members.iter().any(|m| &m.server == s), "{members:?}");
     }
 }
+
+/// Seed 70883 of 100,000 (a flaw of the simulated balancer, not of the
+/// executor): a member a hand had set draining, moved to standby by a
+/// switch, then attached again by the switch's undo stayed a standby
+/// forever, where every real balancer gives an attached member traffic.
+/// The restore then waited in vain for it to serve.
+#[tokio::test(start_paused = true)]
+async fn a_standby_a_hand_also_drained_serves_once_attached_again() {
+    use phoenix_core::ports::{LoadBalancer, Target};
+    for stages in [false, true] {
+        let w = two_releases(stages).await;
+        let lb = w.cloud.balancer();
+        let member = lb
+            .members()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.state == MemberState::Active)
+            .unwrap();
+        lb.sideline(&member.server, Duration::from_secs(3600));
+        lb.swap_standby(
+            &[],
+            std::slice::from_ref(&member.server),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        lb.attach(&[Target {
+            server: member.server.clone(),
+            endpoint: member.endpoint,
+        }])
+        .await
+        .unwrap();
+        let back = lb
+            .members()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.server == member.server)
+            .unwrap();
+        assert_eq!(back.state, MemberState::Active, "{back:?}");
+    }
+}

@@ -87,6 +87,39 @@ pub async fn standby(lb: &dyn LoadBalancer, f: &LbFixture) {
     );
     wait_serving(lb, f, &[a], "the standby serves again").await;
 
+    // Moved to standby and attached again while its drain runs (a
+    // switch undone at once): it serves, at once or, on a balancer that
+    // drains to the end, after a retryable refusal; never a standby
+    // after an attach that succeeded.
+    lb.standby(std::slice::from_ref(&a.server), f.drain)
+        .await
+        .unwrap();
+    super::super::eventually(
+        "attached during its drain, the standby serves again",
+        f.drain + f.settle,
+        f.poll,
+        || async {
+            match lb.attach(std::slice::from_ref(a)).await {
+                Ok(()) => {
+                    let m = lb.members().await.ok()?;
+                    let back = find(&m, &a.server)?;
+                    assert_eq!(
+                        back.state,
+                        MemberState::Active,
+                        "an attach that succeeded gives the standby traffic: {m:?}"
+                    );
+                    Some(())
+                }
+                Err(e) => {
+                    assert!(e.is_retryable(), "refused only for now: {e}");
+                    None
+                }
+            }
+        },
+    )
+    .await;
+    wait_serving(lb, f, &[a], "the standby serves again after its drain").await;
+
     lb.standby(std::slice::from_ref(&a.server), f.drain)
         .await
         .unwrap();

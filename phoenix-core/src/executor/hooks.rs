@@ -66,8 +66,6 @@ impl Run {
         if targets.is_empty() {
             return Ok(());
         }
-        // Hooks take time: the step is seen started before they run.
-        self.flush_journal().await?;
         let mut policy = self.plan.policy.hooks.clone();
         // A hook changes what a server holds: it runs under the lease. The
         // lease is renewed while hooks run (they may take their whole
@@ -107,10 +105,15 @@ impl Run {
             })
             .buffered(policy.concurrency.max(1))
             .collect::<Vec<(HookTarget, Result<HookReport, String>)>>();
-        let outcomes = tokio::select! {
-            outcomes = all => outcomes,
-            lost = self.calls.keeper.heartbeat() => return Err(StepError::Interrupted(lost)),
+        // Hooks take time: the step is seen started while they run. The
+        // commit goes out alongside them, not before (nothing the hooks
+        // do depends on it, and a crash re-runs them either way).
+        let keeper = self.calls.keeper.clone();
+        let (flushed, outcomes) = tokio::select! {
+            both = async { tokio::join!(self.flush_journal(), all) } => both,
+            lost = keeper.heartbeat() => return Err(StepError::Interrupted(lost)),
         };
+        flushed?;
         let mut blocking = None;
         let pool = self.pool_mut(pool_id)?;
         let mut events = Vec::new();
@@ -147,7 +150,11 @@ impl Run {
         for e in events {
             self.emit(e);
         }
-        self.save(&[pool_id]).await?;
+        // A hook that ran is redone if a crash loses its record (hooks
+        // are idempotent hand-overs), so the record rides on the next
+        // commit rather than delaying what the hook made way for (the
+        // traffic leaving the pool).
+        self.defer_save(pool_id);
         match blocking {
             Some(e) => Err(e),
             None => Ok(()),

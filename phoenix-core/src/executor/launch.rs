@@ -115,6 +115,12 @@ impl Run {
         let mut deadline = Deadline::after(limit);
         let mut progress = progress_score(self.pool(pool_id)?, slots);
         loop {
+            // What the step gave up on goes before its replacement is asked
+            // for (a run that died between the two leaves it recorded but
+            // running): each still counts against `max_surge`.
+            if self.pool(pool_id)?.discarded.iter().any(|d| !d.terminated) {
+                self.terminate_discarded(pool_id).await?;
+            }
             let mut failures = Vec::new();
             self.request_pending(pool_id, slots, &mut failures).await?;
             self.settle_requested(pool_id, slots).await?;
@@ -407,6 +413,16 @@ impl Run {
         Ok(())
     }
 
+    /// How long after a launch request went out its server may still
+    /// appear: the call may take effect as late as its timeout (a slow
+    /// answer, an answer lost, a crash mid-call), and the provider lists a
+    /// server within its consistency window of making it. Measured from
+    /// the request alone, a slow call's server would show after the
+    /// launch was given up as never made.
+    pub(crate) fn lost_window(&self) -> std::time::Duration {
+        self.env.ports.compute.capabilities().consistency_window + self.plan.policy.calls.timeout
+    }
+
     /// Moves a slot whose token cannot be sent again to a new attempt with
     /// a new token, remembering the old one (its server may still appear).
     /// Nothing failed, so the replacement budget is not charged; the step
@@ -462,6 +478,7 @@ impl Run {
             return Ok(());
         }
         let caps = self.env.ports.compute.capabilities();
+        let lost_window = self.lost_window();
         let selector =
             LabelSelector::deployment(&self.plan.deployment).with(keys::POOL, pool_id.as_str());
         let compute = self.env.ports.compute.clone();
@@ -499,13 +516,13 @@ impl Run {
                 }
                 let waited = slot
                     .requested_at
-                    .map_or(caps.consistency_window, |t| elapsed_between(t, now));
+                    .map_or(lost_window, |t| elapsed_between(t, now));
                 if caps.idempotent_launch {
                     // The provider de-duplicates: the same token (with the
                     // same payload) is safe to send again.
                     slot.state = SlotState::Pending;
                     changed = true;
-                } else if waited > caps.consistency_window {
+                } else if waited > lost_window {
                     give_up.push(idx);
                 }
             }
@@ -566,7 +583,7 @@ impl Run {
                 idx,
                 format!(
                     "not visible {} after its launch (answer lost)",
-                    crate::time::human(caps.consistency_window)
+                    crate::time::human(lost_window)
                 ),
             )?;
         }

@@ -178,6 +178,10 @@ impl Run {
                 },
             ));
         }
+        if targets.is_empty() {
+            // All verified before (a standby rolled back to): no change.
+            return Ok(());
+        }
         let probe = self.env.ports.probe.clone();
         let calls = self.calls.clone();
         let concurrency = self.plan.policy.provision.concurrency.max(1);

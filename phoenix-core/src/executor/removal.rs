@@ -96,7 +96,7 @@ impl Run {
         let deadline = Deadline::after(policy.rollout.drain + policy.provision.poll_interval * 2);
         let concurrency = policy.provision.concurrency.max(1);
         let mut attempts: BTreeMap<ServerId, usize> = BTreeMap::new();
-        let mut pending: Vec<Subject> = targets.to_vec();
+        let mut pending: Vec<Subject> = self.located(targets).await?;
         while !pending.is_empty() {
             let guard_read = self.guard_read().await?;
             let (read, read_at) = (guard_read.all(), guard_read.taken_at);
@@ -208,7 +208,7 @@ impl Run {
         pool_id: &PoolId,
         slots: &[u32],
     ) -> Result<BTreeMap<u32, ServerId>, StepError> {
-        let window = self.env.ports.compute.capabilities().consistency_window;
+        let window = self.lost_window();
         let mut found = BTreeMap::new();
         loop {
             let pool = self.pool(pool_id)?;
@@ -255,17 +255,19 @@ impl Run {
     /// their token may have gone out (a payload that changed since it was
     /// sent): a server that shows up for one is discarded and terminated,
     /// so that no step ends while a server nobody holds may still appear.
+    ///
+    /// The pool is listed at least once after a token's window has
+    /// passed: a server may have appeared after the last listing inside
+    /// the window (or none was made, the step having ended first). A token
+    /// that such a listing does not show was never made, as far as the
+    /// provider's promise goes, and is forgotten.
     pub(crate) async fn settle_lost(&mut self, pool_id: &PoolId) -> Result<(), StepError> {
-        let window = self.env.ports.compute.capabilities().consistency_window;
+        let window = self.lost_window();
         loop {
-            let now = self.now();
-            let open = |l: &LostLaunch| {
-                l.requested_at
-                    .is_some_and(|t| elapsed_between(t, now) <= window)
-            };
-            if !self.pool(pool_id)?.lost.iter().any(open) {
+            if self.pool(pool_id)?.lost.is_empty() {
                 return Ok(());
             }
+            let listed_at = self.now();
             let selector =
                 LabelSelector::deployment(&self.plan.deployment).with(keys::POOL, pool_id.as_str());
             let compute = self.env.ports.compute.clone();
@@ -279,15 +281,23 @@ impl Run {
                 .filter(|s| s.status != ServerStatus::Deleted)
                 .filter_map(|s| Some((s.labels.token()?.to_string(), s.id)))
                 .collect();
+            // Open: the listing began inside the token's window (or when
+            // it went out is unknown), so "not listed" proves nothing yet.
+            let open = |l: &LostLaunch| {
+                l.requested_at
+                    .is_none_or(|t| elapsed_between(t, listed_at) <= window)
+            };
             let pool = self.pool_mut(pool_id)?;
+            let before = pool.lost.len();
             let mut late = Vec::new();
             pool.lost.retain(|l| match by_token.get(l.token.as_str()) {
                 Some(server) => {
                     late.push((l.clone(), server.clone()));
                     false
                 }
-                None => true,
+                None => open(l),
             });
+            let changed = pool.lost.len() != before;
             let found = !late.is_empty();
             for (lost, server) in late {
                 if !pool.owns(&server) {
@@ -301,10 +311,16 @@ impl Run {
                     });
                 }
             }
-            if found {
+            let still_open = !pool.lost.is_empty();
+            if changed {
                 self.save(&[pool_id]).await?;
+            }
+            if found {
                 self.terminate_discarded(pool_id).await?;
                 continue;
+            }
+            if !still_open {
+                return Ok(());
             }
             self.pause().await?;
         }
@@ -411,6 +427,59 @@ impl Run {
         }
     }
 
+    /// Where the cloud says each server is now (those it lists with an
+    /// address on the role's port), in batches the provider takes.
+    async fn endpoints_of(
+        &mut self,
+        ids: &[ServerId],
+    ) -> Result<BTreeMap<ServerId, std::net::SocketAddr>, StepError> {
+        let port = self.role()?.port;
+        let max = self
+            .env
+            .ports
+            .compute
+            .capabilities()
+            .max_describe_batch
+            .max(1);
+        let mut endpoints = BTreeMap::new();
+        for chunk in ids.chunks(max) {
+            let compute = self.env.ports.compute.clone();
+            for s in self
+                .call("describing servers to remove", || compute.describe(chunk))
+                .await?
+            {
+                if let Some(e) = s.endpoint(port) {
+                    endpoints.insert(s.id.clone(), e);
+                }
+            }
+        }
+        Ok(endpoints)
+    }
+
+    /// The subjects with an endpoint each wherever the cloud knows one.
+    /// A slot whose launch was cut short (a pre-empted or crashed launch
+    /// step) never learned where its server runs, and a balancer may
+    /// report that server under a stand-in id (a floating IP pointed at it
+    /// by hand): without the endpoint the guard could not tell it serves.
+    async fn located(&mut self, targets: &[Subject]) -> Result<Vec<Subject>, StepError> {
+        let unknown: Vec<ServerId> = targets
+            .iter()
+            .filter(|s| s.endpoint.is_none())
+            .map(|s| s.server.clone())
+            .collect();
+        if unknown.is_empty() {
+            return Ok(targets.to_vec());
+        }
+        let endpoints = self.endpoints_of(&unknown).await?;
+        Ok(targets
+            .iter()
+            .map(|s| Subject {
+                server: s.server.clone(),
+                endpoint: s.endpoint.or_else(|| endpoints.get(&s.server).copied()),
+            })
+            .collect())
+    }
+
     /// Terminates the pool's discarded servers that are not serving (a
     /// fresh read of every balancer); those that cannot be terminated now
     /// stay recorded for a later clean-up.
@@ -431,26 +500,7 @@ impl Run {
         // point at it under another id (a floating IP moved by hand, a
         // stand-in id): the guard matches by endpoint too, so the cloud
         // is asked where each one is.
-        let port = self.role()?.port;
-        let max = self
-            .env
-            .ports
-            .compute
-            .capabilities()
-            .max_describe_batch
-            .max(1);
-        let mut endpoints = BTreeMap::new();
-        for chunk in ids.chunks(max) {
-            let compute = self.env.ports.compute.clone();
-            for s in self
-                .call("describing servers given up on", || compute.describe(chunk))
-                .await?
-            {
-                if let Some(e) = s.endpoint(port) {
-                    endpoints.insert(s.id.clone(), e);
-                }
-            }
-        }
+        let endpoints = self.endpoints_of(&ids).await?;
         let targets: Vec<Subject> = ids
             .into_iter()
             .map(|server| Subject {
@@ -490,6 +540,8 @@ impl Run {
     }
 
     pub(crate) async fn clean_up_discarded(&mut self, pool_id: &PoolId) -> Result<(), StepError> {
+        // A token given up on may still bring a server to discard.
+        self.settle_lost(pool_id).await?;
         self.terminate_discarded(pool_id).await?;
         let left: Vec<String> = self
             .pool(pool_id)?

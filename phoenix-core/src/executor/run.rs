@@ -54,6 +54,10 @@ pub(crate) struct Run {
     pub(crate) payloads: std::collections::BTreeMap<String, crate::ports::BootPayload>,
     /// Pool records to delete with the next commit.
     forget: Vec<PoolId>,
+    /// Pools changed in ways a crash may lose (the step that changed them
+    /// redoes it when resumed): they ride on the next commit, like
+    /// `journal_pending`.
+    deferred: Vec<PoolId>,
 }
 
 /// Why a read for a guard was not usable.
@@ -134,6 +138,7 @@ impl Run {
             progress_dirty: false,
             outbox: Vec::new(),
             journal_pending: false,
+            deferred: Vec::new(),
             restoring: false,
             current: None,
             emergency: false,
@@ -375,11 +380,16 @@ impl Run {
         self.keep_alive().await?;
         let dep = self.plan.deployment.clone();
         // Only pools present in the run's records can have been changed.
-        let pools: Vec<PoolId> = pools
+        let mut pools: Vec<PoolId> = pools
             .iter()
             .filter(|id| self.snap.pools.contains_key(**id))
             .map(|id| (*id).clone())
             .collect();
+        for id in &self.deferred {
+            if !pools.contains(id) && self.snap.pools.contains_key(id) {
+                pools.push(id.clone());
+            }
+        }
         let events: Vec<Event> = self
             .outbox
             .drain(..)
@@ -432,6 +442,7 @@ impl Run {
             self.progress_dirty = false;
         }
         self.journal_pending = false;
+        self.deferred.clear();
         for e in events {
             tracing::debug!(event = ?e.kind, "phoenix event");
             self.env.events.publish(e);
@@ -522,7 +533,10 @@ impl Run {
     /// point where a pre-emption is asked for (checked at least every
     /// poll interval).
     pub(crate) async fn sleep(&mut self, d: Duration) -> Result<(), Interruption> {
-        self.flush_journal().await?;
+        // Nothing to see in a wait of no time (a rollback's bake).
+        if !d.is_zero() {
+            self.flush_journal().await?;
+        }
         let mut left = d;
         loop {
             if !left.is_zero() {
@@ -540,11 +554,18 @@ impl Run {
         }
     }
 
-    /// Sleeps one poll interval (see [`Self::sleep`]).
-    /// Commits a step start or end recorded but not committed yet (see
-    /// `journal_pending`).
+    /// Records that `pool` changed in a way its step redoes if a crash
+    /// loses it: the change rides on the next commit.
+    pub(crate) fn defer_save(&mut self, pool: &PoolId) {
+        if !self.deferred.contains(pool) {
+            self.deferred.push(pool.clone());
+        }
+    }
+
+    /// Commits a step start or end, or a deferred pool change, recorded
+    /// but not committed yet (see `journal_pending` and `deferred`).
     pub(crate) async fn flush_journal(&mut self) -> Result<(), Interruption> {
-        if self.journal_pending {
+        if self.journal_pending || !self.deferred.is_empty() {
             self.save(&[]).await?;
         }
         Ok(())

@@ -389,10 +389,11 @@ pub fn reconcile(
                         .collect()
                 })
                 .unwrap_or_default();
-            if !behind.is_empty() {
+            // In batches: the blast radius holds for repairs too.
+            for chunk in behind.chunks(input.policy.rollout.batch_size.max(1)) {
                 steps.push(Step::Detach {
                     pool: pool.clone(),
-                    slots: behind,
+                    slots: chunk.to_vec(),
                     replacements: Vec::new(),
                 });
             }

@@ -252,9 +252,14 @@ impl LoadBalancer for SimBalancer {
             // Attaching a staged (or standby) member gives it traffic; its
             // health, as checked while staged, carries over. Its checks
             // start again if they had stopped.
-            if m.staged && m.draining.is_none() {
+            // A standby a hand also set draining is attached the same way
+            // once the balancer lets it out of its drain.
+            if m.staged && (m.draining.is_none() || reactivates) {
                 m.staged = false;
                 m.conns_until = None;
+                if m.draining.take().is_some() {
+                    m.leaves_at = None;
+                }
                 if m.checks_stopped.is_some_and(|t| t < now) {
                     m.checks_stopped = None;
                     m.attached_at = now;

@@ -498,9 +498,21 @@ impl Sim {
                 _ => "v1",
             })
             .unwrap_or("v1");
-        for op in [Op::Heal, Op::Deploy(settle)] {
-            if let Ok(plan) = self.plan(&op).await {
+        // A server whose death was drawn before the faults stopped may die
+        // during that deploy, which then fails and reverts (as it should):
+        // like any reconcile loop, heal and try again, a bounded number of
+        // times.
+        for _ in 0..3 {
+            if let Ok(plan) = self.plan(&Op::Heal).await {
                 self.apply_checked(plan, &mut rng, None).await;
+            }
+            let Ok(plan) = self.plan(&Op::Deploy(settle)).await else {
+                break;
+            };
+            let (failed, rolled_back) = (self.tally.failed, self.tally.rolled_back);
+            self.apply_checked(plan, &mut rng, None).await;
+            if (self.tally.failed, self.tally.rolled_back) == (failed, rolled_back) {
+                break;
             }
         }
         for op in [Op::Heal, Op::Reconcile, Op::Reap, Op::Heal] {
