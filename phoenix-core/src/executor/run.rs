@@ -390,6 +390,8 @@ impl Run {
                 pools.push(id.clone());
             }
         }
+        // A pool deleted by this commit is not written by it too.
+        pools.retain(|id| !self.forget.contains(id));
         let events: Vec<Event> = self
             .outbox
             .drain(..)
