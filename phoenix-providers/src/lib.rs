@@ -89,9 +89,9 @@ pub mod api_stats;
 pub mod aws;
 #[cfg(feature = "openstack")]
 pub mod openstack;
-#[cfg(feature = "vsphere")]
-pub mod vsphere;
 #[cfg(any(feature = "openstack", feature = "aws", feature = "vsphere"))]
 pub(crate) mod redact;
 #[cfg(any(feature = "openstack", feature = "aws"))]
 pub(crate) mod retry_after;
+#[cfg(feature = "vsphere")]
+pub mod vsphere;

@@ -26,7 +26,7 @@ fi
 vcsim_port="$(free_port)"
 vcsim_out="$PHOENIX_PEERS_DIR/vcsim.out"
 : >"$vcsim_out"
-"$vcsim_bin" -l "127.0.0.1:$vcsim_port" >"$vcsim_out" 2>"$PHOENIX_PEERS_DIR/vcsim.log" &
+"$vcsim_bin" -l "127.0.0.1:$vcsim_port" -login "phoenix:vcsim-pass" >"$vcsim_out" 2>"$PHOENIX_PEERS_DIR/vcsim.log" &
 vcsim_pid=$!
 on_exit "kill $vcsim_pid 2>/dev/null; wait $vcsim_pid 2>/dev/null"
 
@@ -44,6 +44,6 @@ for i in $(seq 1 50); do
   [ "$i" -eq 50 ] && { echo "vcsim does not answer" >&2; exit 1; }
   sleep 0.1
 done
-PHOENIX_VCSIM_URL="https://user:pass@127.0.0.1:$vcsim_port/sdk"
+PHOENIX_VCSIM_URL="https://phoenix:vcsim-pass@127.0.0.1:$vcsim_port/sdk"
 export PHOENIX_VCSIM_URL PHOENIX_VCSIM_THUMBPRINT
 echo "vcsim: $PHOENIX_VCSIM_URL (pid $vcsim_pid, thumbprint $PHOENIX_VCSIM_THUMBPRINT, log $PHOENIX_PEERS_DIR/vcsim.log)" >&2

@@ -345,12 +345,13 @@ impl VsphereClient {
         );
         let call = SoapCall::new("Login", &content.session_manager, args);
         let answer = self.post(&call, None).await?;
+        // A refused login (InvalidLogin) is a fault without a cookie.
+        self.read(&call, &answer.body)?;
         self.inner.logins.fetch_add(1, Ordering::Relaxed);
         let cookie = answer.cookie.ok_or_else(|| {
             bad_answer(&call, "the login answer set no vmware_soap_session cookie")
         })?;
         self.inner.redactor.add(&cookie);
-        self.read(&call, &answer.body)?;
         Ok(cookie)
     }
 
@@ -397,11 +398,12 @@ impl VsphereClient {
         // Faults come with HTTP 500; anything else non-2xx without a SOAP
         // body is the web server or a proxy talking.
         if !(200..300).contains(&status) && !text.contains("Fault") {
-            let msg = format!("HTTP {status}: {}", excerpt(text.as_bytes(), &inner.redactor));
+            let msg = format!(
+                "HTTP {status}: {}",
+                excerpt(text.as_bytes(), &inner.redactor)
+            );
             let kind = match status {
-                429 => ErrorKind::Throttled {
-                    retry_after: None,
-                },
+                429 => ErrorKind::Throttled { retry_after: None },
                 500..=599 => ErrorKind::Temporary(msg),
                 401 | 403 => ErrorKind::Unauthorized(msg),
                 404 => ErrorKind::Invalid(format!("no SDK at this URL: {msg}")),
@@ -445,6 +447,20 @@ impl VsphereClient {
                 },
             ));
         }
+        if let Some(fault_type) = unauthenticated_read(body) {
+            // vcsim answers a property read in a session it no longer
+            // knows with each property missing as NotAuthenticated rather
+            // than a fault, as vCenter does: make it the fault, so the
+            // session is renewed the same way.
+            return Err(fault::port_error(
+                &op,
+                VsphereFault {
+                    method: call.method.to_owned(),
+                    fault_type,
+                    message: "the session is not authenticated (property read)".into(),
+                },
+            ));
+        }
         Ok(body.clone())
     }
 
@@ -457,6 +473,17 @@ impl VsphereClient {
 struct Answer {
     body: String,
     cookie: Option<String>,
+}
+
+/// `NotAuthenticated` when a property read's answer reports its
+/// properties missing for that reason.
+fn unauthenticated_read(body: &Element) -> Option<String> {
+    let r = body.child("returnval")?;
+    r.children_named("objects")
+        .flat_map(|o| o.children_named("missingSet"))
+        .filter_map(|m| m.child("fault")?.child("fault")?.xsi_type())
+        .find(|t| *t == "NotAuthenticated")
+        .map(str::to_owned)
 }
 
 /// The session id in a `Set-Cookie` header, if it sets ours.

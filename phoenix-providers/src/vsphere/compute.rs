@@ -379,9 +379,7 @@ impl VsphereCompute {
             el("name", &p.name),
             el("annotation", &annotation),
             vm::extra_config(extra.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            snapshot
-                .map(|s| s.to_xml("snapshot"))
-                .unwrap_or_default(),
+            snapshot.map(|s| s.to_xml("snapshot")).unwrap_or_default(),
         );
         let call = SoapCall::new("CloneVM_Task", &template, args).not_idempotent();
         let result = tasks::run(client, &call).await?;
@@ -450,9 +448,10 @@ impl VsphereCompute {
             ("PowerOffVM_Task", "poweredOff")
         };
         let op = format!("vsphere {method} {id}");
-        let s = self.own_vm(id, &op).await?.ok_or_else(|| {
-            PortError::not_found(&op, format!("VM {id}"))
-        })?;
+        let s = self
+            .own_vm(id, &op)
+            .await?
+            .ok_or_else(|| PortError::not_found(&op, format!("VM {id}")))?;
         if s.power_state == want {
             return Ok(());
         }

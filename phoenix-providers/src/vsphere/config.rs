@@ -210,9 +210,7 @@ impl VsphereConfig {
 
     /// [`Self::from_env`] over any source of variables (for tests and
     /// for programs that keep settings elsewhere).
-    pub fn from_vars(
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, VsphereConfigError> {
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, VsphereConfigError> {
         let get = |k: &str| var(k).filter(|v| !v.trim().is_empty());
         let url = get("GOVC_URL").ok_or(VsphereConfigError::Missing {
             what: "GOVC_URL",
@@ -582,17 +580,16 @@ mod tests {
         assert!(e.to_string().contains("user name"), "{e}");
         let e = VsphereConfig::from_vars(vars(&[("GOVC_URL", "u@vc")])).unwrap_err();
         assert!(e.to_string().contains("password"), "{e}");
-        let e = VsphereConfig::from_vars(vars(&[
-            ("GOVC_URL", "ftp://u:hunter2-secret@vc"),
-        ]))
-        .unwrap_err();
+        let e = VsphereConfig::from_vars(vars(&[("GOVC_URL", "ftp://u:hunter2-secret@vc")]))
+            .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("GOVC_URL") && !text.contains("hunter2"), "{text}");
-        let e = VsphereConfig::from_vars(vars(&[
-            ("GOVC_URL", "u:p@vc"),
-            ("GOVC_INSECURE", "maybe"),
-        ]))
-        .unwrap_err();
+        assert!(
+            text.contains("GOVC_URL") && !text.contains("hunter2"),
+            "{text}"
+        );
+        let e =
+            VsphereConfig::from_vars(vars(&[("GOVC_URL", "u:p@vc"), ("GOVC_INSECURE", "maybe")]))
+                .unwrap_err();
         assert!(e.to_string().contains("GOVC_INSECURE"), "{e}");
     }
 
@@ -602,7 +599,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("known_hosts");
         let sha1 = "01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67";
-        std::fs::write(&file, format!("other.example 00:11\nvc.example:8443 {sha1}\n")).unwrap();
+        std::fs::write(
+            &file,
+            format!("other.example 00:11\nvc.example:8443 {sha1}\n"),
+        )
+        .unwrap();
         let c = VsphereConfig::from_vars(vars(&[
             ("GOVC_URL", "u:p@vc.example:8443"),
             ("GOVC_TLS_KNOWN_HOSTS", file.to_str().unwrap()),

@@ -155,7 +155,10 @@ pub fn values(o: &ObjectContent, names: &BTreeMap<i32, String>) -> BTreeMap<Stri
 }
 
 fn key_value(v: &Element) -> Option<(&str, &str)> {
-    Some((v.child_text("key")?, v.child_text("value").unwrap_or_default()))
+    Some((
+        v.child_text("key")?,
+        v.child_text("value").unwrap_or_default(),
+    ))
 }
 
 #[cfg(test)]

@@ -185,7 +185,10 @@ mod tests {
         // Without xsi:type the element name says it.
         let doc = r#"<Envelope><Body><Fault><faultstring>x</faultstring><detail><InvalidPowerStateFault/></detail></Fault></Body></Envelope>"#;
         let env = xml::parse(doc).unwrap();
-        assert_eq!(read_soap_fault(xml::body(&env).unwrap()).0, "InvalidPowerState");
+        assert_eq!(
+            read_soap_fault(xml::body(&env).unwrap()).0,
+            "InvalidPowerState"
+        );
     }
 
     #[test]
@@ -200,7 +203,12 @@ mod tests {
     #[test]
     fn classification_retryable_or_permanent() {
         let k = |t: &str| kind_of(t, t.to_owned());
-        for t in ["TaskInProgress", "HostCommunication", "SystemError", "Timedout"] {
+        for t in [
+            "TaskInProgress",
+            "HostCommunication",
+            "SystemError",
+            "Timedout",
+        ] {
             assert!(matches!(k(t), ErrorKind::Temporary(_)), "{t}");
         }
         assert!(matches!(k("ManagedObjectNotFound"), ErrorKind::NotFound(_)));

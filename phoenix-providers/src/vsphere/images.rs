@@ -124,7 +124,9 @@ impl VsphereImages {
             name: attrs.get(NAME_ATTR).cloned().unwrap_or(vm_name),
             version: attrs.get(VERSION_ATTR).cloned().unwrap_or_default(),
             base: attrs.get(BASE_ATTR).cloned(),
-            digest: o.text("config.instanceUuid").map(|u| format!("vsphere-uuid:{u}")),
+            digest: o
+                .text("config.instanceUuid")
+                .map(|u| format!("vsphere-uuid:{u}")),
             state,
             created_at: attrs
                 .get(BAKED_AT_ATTR)

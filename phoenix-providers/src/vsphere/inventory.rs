@@ -33,9 +33,7 @@ pub struct Inventory {
 impl Inventory {
     /// The placement, resolved at the first call.
     pub async fn placement(&self, client: &VsphereClient) -> Result<&Placement, PortError> {
-        self.placement
-            .get_or_try_init(|| resolve(client))
-            .await
+        self.placement.get_or_try_init(|| resolve(client)).await
     }
 }
 

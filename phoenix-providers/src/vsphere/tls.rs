@@ -84,8 +84,8 @@ pub(crate) fn http_client(config: &VsphereConfig) -> Result<reqwest::Client, Vsp
         TlsTrust::Verify { ca_pem } => {
             let mut b = builder;
             for pem in ca_pem {
-                let certs = reqwest::Certificate::from_pem_bundle(pem)
-                    .map_err(VsphereConfigError::Http)?;
+                let certs =
+                    reqwest::Certificate::from_pem_bundle(pem).map_err(VsphereConfigError::Http)?;
                 for c in certs {
                     b = b.add_root_certificate(c);
                 }
@@ -98,10 +98,7 @@ pub(crate) fn http_client(config: &VsphereConfig) -> Result<reqwest::Client, Vsp
         TlsTrust::Insecure => {
             // Nothing is checked; the handshake signatures still are,
             // which costs nothing and keeps one code path.
-            builder.use_preconfigured_tls(pinned_config(
-                Thumbprint::Sha256([0; 32]),
-                false,
-            )?)
+            builder.use_preconfigured_tls(pinned_config(Thumbprint::Sha256([0; 32]), false)?)
         }
     };
     builder.build().map_err(VsphereConfigError::Http)

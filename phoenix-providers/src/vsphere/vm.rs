@@ -35,7 +35,9 @@ pub const PATHS: &[&str] = &[
     "name",
     "config.template",
     "runtime.powerState",
-    "runtime.bootTime",
+    // vCenter keeps the boot time in `runtime.bootTime` and its copy in
+    // `summary.runtime`; vcsim (0.24) updates only the copy.
+    "summary.runtime.bootTime",
     "guest.ipAddress",
     "guest.toolsRunningStatus",
     "customValue",
@@ -54,7 +56,7 @@ pub struct VmSummary {
     pub power_state: String,
     /// `guest.toolsRunningStatus` (`guestToolsRunning`, …), if reported.
     pub tools: Option<String>,
-    /// `runtime.bootTime`, if powered on.
+    /// The last boot, if powered on.
     pub boot_time: Option<Timestamp>,
     /// Whether it is a template.
     pub template: bool,
@@ -111,7 +113,10 @@ pub fn phoenix_extra_config(o: &ObjectContent) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(ec) = o.props.get("config.extraConfig") {
         for v in &ec.children {
-            if let Some(k) = v.child_text("key").filter(|k| k.starts_with(RESERVED_PREFIX)) {
+            if let Some(k) = v
+                .child_text("key")
+                .filter(|k| k.starts_with(RESERVED_PREFIX))
+            {
                 out.insert(
                     k.to_owned(),
                     v.child_text("value").unwrap_or_default().to_owned(),
@@ -146,7 +151,7 @@ pub fn summary(o: &ObjectContent, custom: &BTreeMap<String, String>) -> Option<V
     }
     let power_state = o.text("runtime.powerState").unwrap_or("unknown").to_owned();
     let ip: Option<IpAddr> = o.text("guest.ipAddress").and_then(|t| t.parse().ok());
-    let boot_time = o.text("runtime.bootTime").and_then(timestamp);
+    let boot_time = o.text("summary.runtime.bootTime").and_then(timestamp);
     let status = match power_state.as_str() {
         // A running VM takes traffic once its guest reports an address
         // (through VMware Tools); until then it is still booting.
@@ -162,10 +167,7 @@ pub fn summary(o: &ObjectContent, custom: &BTreeMap<String, String>) -> Option<V
         addresses: ip.into_iter().collect(),
         service_port: None,
         status,
-        launched_at: ec
-            .get(LAUNCHED_AT)
-            .and_then(|t| timestamp(t))
-            .or(boot_time),
+        launched_at: ec.get(LAUNCHED_AT).and_then(|t| timestamp(t)).or(boot_time),
         image: ec.get(IMAGE).and_then(|i| ImageId::new(i.clone()).ok()),
         labels,
         id,
@@ -192,8 +194,10 @@ mod tests {
             ..ObjectContent::default()
         };
         for (k, v) in props {
-            o.props
-                .insert((*k).to_owned(), xml::parse(&format!("<val>{v}</val>")).unwrap());
+            o.props.insert(
+                (*k).to_owned(),
+                xml::parse(&format!("<val>{v}</val>")).unwrap(),
+            );
         }
         o
     }
@@ -214,14 +218,21 @@ mod tests {
             ("name", "d-p-0"),
             ("runtime.powerState", "poweredOn"),
             ("guest.ipAddress", "10.0.0.5"),
-            ("runtime.bootTime", "2026-12-04T10:00:00Z"),
+            ("summary.runtime.bootTime", "2026-12-04T10:00:00Z"),
             ("config.extraConfig", &ec),
         ]);
         let s = summary(&on, &BTreeMap::new()).unwrap();
         assert_eq!(s.server.status, ServerStatus::Active);
-        assert_eq!(s.server.addresses, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            s.server.addresses,
+            vec!["10.0.0.5".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(s.server.labels.get("phoenix-role"), Some("web"));
-        assert_eq!(s.server.labels.get("phoenix-pool"), Some("new"), "last wins");
+        assert_eq!(
+            s.server.labels.get("phoenix-pool"),
+            Some("new"),
+            "last wins"
+        );
         assert_eq!(s.server.labels.get("guestinfo.userdata"), None);
         assert_eq!(
             s.server.launched_at.unwrap().to_rfc3339(),
@@ -237,7 +248,10 @@ mod tests {
             summary(&booting, &BTreeMap::new()).unwrap().server.status,
             ServerStatus::Building
         );
-        let off = content(&[("runtime.powerState", "poweredOff"), ("guest.ipAddress", "10.0.0.5")]);
+        let off = content(&[
+            ("runtime.powerState", "poweredOff"),
+            ("guest.ipAddress", "10.0.0.5"),
+        ]);
         assert_eq!(
             summary(&off, &BTreeMap::new()).unwrap().server.status,
             ServerStatus::Stopped

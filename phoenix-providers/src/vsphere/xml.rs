@@ -172,7 +172,8 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
             }
             Event::Text(t) => {
                 let s = t.decode().map_err(|e| XmlError::Text(e.to_string()))?;
-                let s = quick_xml::escape::unescape(&s).map_err(|e| XmlError::Text(e.to_string()))?;
+                let s =
+                    quick_xml::escape::unescape(&s).map_err(|e| XmlError::Text(e.to_string()))?;
                 if let Some(top) = stack.last_mut() {
                     top.text.push_str(&s);
                 }
@@ -211,12 +212,16 @@ fn open(start: &quick_xml::events::BytesStart<'_>) -> Result<Element, XmlError> 
     for a in start.attributes() {
         let a = a.map_err(|e| XmlError::Text(e.to_string()))?;
         let key = a.key;
-        // `xsi:type` keeps its prefix so that it never shadows a
-        // reference's own `type`; other attributes go by local name.
-        let k = if key.as_ref() == b"xsi:type" {
+        // A prefixed `type` is the schema-instance one, whatever the
+        // prefix (`xsi:` from vCenter; vcsim writes
+        // `XMLSchema-instance:type` with a local declaration): it is kept
+        // as `xsi:type` so that it never shadows a reference's own,
+        // unprefixed `type`. Other attributes go by local name.
+        let local = key.local_name();
+        let k = if key.prefix().is_some() && local.as_ref() == b"type" {
             "xsi:type".to_owned()
         } else {
-            String::from_utf8_lossy(key.local_name().as_ref()).into_owned()
+            String::from_utf8_lossy(local.as_ref()).into_owned()
         };
         let v = a
             .unescape_value()
@@ -276,7 +281,7 @@ mod tests {
     #[test]
     fn polymorphic_values_and_prefixes() {
         let doc = r#"<?xml version="1.0"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="VirtualMachine">vm-1</obj><propSet><name>config.extraConfig</name><val xsi:type="ArrayOfOptionValue"><OptionValue xsi:type="OptionValue"><key>guestinfo.phoenix.pool</key><value xsi:type="xsd:string">p&amp;1</value></OptionValue></val></propSet><propSet><name>resourcePool</name><val type="ResourcePool" xsi:type="ManagedObjectReference">resgroup-9</val></propSet></objects><token>t1</token></returnval></RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>"#;
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="VirtualMachine">vm-1</obj><propSet><name>config.extraConfig</name><val xsi:type="ArrayOfOptionValue"><OptionValue xsi:type="OptionValue"><key>guestinfo.phoenix.pool</key><value xsi:type="xsd:string">p&amp;1</value></OptionValue></val></propSet><propSet><name>resourcePool</name><val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="ManagedObjectReference" type="ResourcePool">resgroup-9</val></propSet></objects><token>t1</token></returnval></RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>"#;
         let env = parse(doc).unwrap();
         let b = body(&env).unwrap();
         assert_eq!(b.name, "RetrievePropertiesExResponse");
@@ -295,6 +300,7 @@ mod tests {
             Some("p&1")
         );
         let rp = sets[1].child("val").unwrap();
+        assert_eq!(rp.xsi_type(), Some("ManagedObjectReference"));
         assert_eq!(
             MoRef::from_element(rp),
             Some(MoRef::new("ResourcePool", "resgroup-9"))
