@@ -18,7 +18,7 @@
 //!   folder (`DuplicateName`), which covers a clone racing another.
 //! - Describe and list: one `RetrievePropertiesEx` over a container view
 //!   of the folder per call, whatever the number of VMs
-//!   ([`Folder`](super::folder::Folder)).
+//!   ([`Folder`]).
 //! - Stop and start power off and on (cold standby); terminate powers off
 //!   first and destroys only a powered-off VM, and only one that carries
 //!   Phoenix's token label: never a template or a VM Phoenix did not make.

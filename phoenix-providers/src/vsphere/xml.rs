@@ -161,12 +161,13 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                     parent.children.push(e);
                 }
             }
-            Event::End(_) => {
-                if stack.len() > 1 {
-                    if let Some(done) = stack.pop() {
-                        if let Some(parent) = stack.last_mut() {
-                            parent.children.push(done);
-                        }
+            // The bottom of the stack is the document itself: an end tag
+            // without its start (quick-xml reports that as an error
+            // first) never pops it.
+            Event::End(_) if stack.len() > 1 => {
+                if let Some(done) = stack.pop() {
+                    if let Some(parent) = stack.last_mut() {
+                        parent.children.push(done);
                     }
                 }
             }
