@@ -27,8 +27,8 @@ use phoenix_core::retry::RetryPolicy;
 use phoenix_providers::vsphere::property_collector::{self, From, Query};
 use phoenix_providers::vsphere::xml::{el, MoRef};
 use phoenix_providers::vsphere::{
-    fault_type, inventory, SoapCall, Thumbprint, VsphereClient, VsphereCompute, VsphereConfig,
-    VsphereImages,
+    fault_type, inventory, CloneMode, SoapCall, Thumbprint, VsphereClient, VsphereCompute,
+    VsphereConfig, VsphereConfigBuilder, VsphereImages,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -37,6 +37,10 @@ const NEEDS_VCSIM: &str = "PHOENIX_VCSIM_URL is set by scripts/test (scripts/pee
 const BUILDER: &str = "/DC0/vm/DC0_H0_VM0";
 
 fn config() -> VsphereConfig {
+    config_builder().build().unwrap()
+}
+
+fn config_builder() -> VsphereConfigBuilder {
     let url = std::env::var("PHOENIX_VCSIM_URL").expect(NEEDS_VCSIM);
     let thumbprint = std::env::var("PHOENIX_VCSIM_THUMBPRINT").expect(NEEDS_VCSIM);
     VsphereConfig::builder(&url)
@@ -50,8 +54,6 @@ fn config() -> VsphereConfig {
             max_delay: Duration::from_millis(200),
             ..RetryPolicy::default()
         })
-        .build()
-        .unwrap()
 }
 
 fn client() -> VsphereClient {
@@ -626,4 +628,104 @@ async fn a_wrong_thumbprint_is_refused() {
         .build()
         .unwrap();
     assert!(VsphereClient::new(cfg).unwrap().content().await.is_err());
+}
+
+/// The networks a VM is connected to (its `network` property).
+async fn networks_of(client: &VsphereClient, id: &ServerId) -> Vec<MoRef> {
+    let vm = MoRef::new("VirtualMachine", id.as_str());
+    let got = property_collector::retrieve(
+        client,
+        &Query {
+            kind: "VirtualMachine",
+            paths: &["network"],
+            from: From::Object(&vm),
+        },
+    )
+    .await
+    .unwrap();
+    got[0].props["network"]
+        .children
+        .iter()
+        .filter_map(MoRef::from_element)
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
+async fn clones_join_the_configured_network() {
+    // The builder's card is on the distributed port group DC0_DVPG0; the
+    // clone is moved to the standard "VM Network", and back.
+    for (network, kind) in [
+        ("VM Network", "Network"),
+        ("DC0_DVPG0", "DistributedVirtualPortgroup"),
+    ] {
+        let client =
+            VsphereClient::new(config_builder().network(network).build().unwrap()).unwrap();
+        let slots = Slots::new(template(&client).await).await;
+        let compute = compute(&client);
+        let ids = slots.launch(&compute, 0..1).await;
+        let want = inventory::find_by_path(&client, &format!("/DC0/network/{network}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(want.kind, kind);
+        let nets = networks_of(&client, &ids[0]).await;
+        assert!(nets.contains(&want), "{network}: {nets:?}");
+        cleanup(&compute, &ids).await;
+    }
+    // A network that does not exist is refused before any clone.
+    let client =
+        VsphereClient::new(config_builder().network("no-such-net").build().unwrap()).unwrap();
+    let slots = Slots::new(template(&client).await).await;
+    client.stats().reset();
+    let e = compute(&client)
+        .launch(&[slots.request(0)])
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Invalid(_)), "{e}");
+    assert_eq!(client.stats().count("vsphere CloneVM_Task"), 0);
+}
+
+#[tokio::test]
+#[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
+async fn linked_clones_start_from_the_templates_snapshot() {
+    let client = client();
+    let images = VsphereImages::builder(client.clone())
+        .snapshot_for_linked_clones(true)
+        .build();
+    let image = images
+        .bake(&BakeRequest {
+            source: BakeSource::Server(builder_vm(&client).await),
+            name: "web".into(),
+            version: conformance::unique("linked"),
+            base: None,
+            properties: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    let linked = VsphereCompute::builder(client.clone())
+        .vcsim_guest_ips(true)
+        .clone_mode(CloneMode::Linked)
+        .build();
+    let slots = Slots::new(image.id.clone()).await;
+    let ids = slots.launch(&linked, 0..1).await;
+    assert_eq!(
+        linked.describe(&ids).await.unwrap()[0].status,
+        ServerStatus::Active
+    );
+    cleanup(&linked, &ids).await;
+    // A template without a snapshot cannot be linked to: refused, no clone.
+    let plain = template(&client).await;
+    let slots = Slots::new(plain.clone()).await;
+    client.stats().reset();
+    let e = linked
+        .launch(&[slots.request(0)])
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert!(e.to_string().contains("snapshot"), "{e}");
+    assert_eq!(client.stats().count("vsphere CloneVM_Task"), 0);
+    images.delete(&image.id).await.unwrap();
+    images.delete(&plain).await.unwrap();
 }

@@ -42,6 +42,7 @@ use super::custom_fields;
 use super::fault;
 use super::folder::Folder;
 use super::inventory;
+use super::network;
 use super::tasks;
 use super::vm::{self, VmSummary};
 use super::xml::{el, MoRef};
@@ -69,6 +70,10 @@ pub struct VsphereCompute {
     consistency_window: Duration,
     vcsim_guest_ips: bool,
     describe_stats: Arc<Mutex<DescribeStats>>,
+    /// Where `GOVC_NETWORK` is, resolved once.
+    network: Arc<tokio::sync::OnceCell<Option<network::Backing>>>,
+    /// Per template: the device change that connects its card there.
+    nics: Arc<tokio::sync::Mutex<HashMap<String, String>>>,
 }
 
 /// Builds a [`VsphereCompute`].
@@ -142,6 +147,8 @@ impl VsphereCompute {
                 consistency_window: Duration::from_secs(2),
                 vcsim_guest_ips: false,
                 describe_stats: Arc::default(),
+                network: Arc::default(),
+                nics: Arc::default(),
             },
         }
     }
@@ -366,6 +373,9 @@ impl VsphereCompute {
             location.push_str("<diskMoveType>createNewChildDiskBacking</diskMoveType>");
         }
         location.push_str(&pool.to_xml("pool"));
+        if let Some(nic) = self.nic_change(&template).await? {
+            location.push_str(&nic);
+        }
         let annotation = format!(
             "Phoenix: pool {} slot {} (release {}). Replaced, never patched.",
             r.labels.get(keys::POOL).unwrap_or("?"),
@@ -392,6 +402,50 @@ impl VsphereCompute {
                     ErrorKind::BadResponse("the clone task named no VM".into()),
                 )
             })
+    }
+
+    /// The device change connecting the template's first card to the
+    /// configured network, if one is configured.
+    async fn nic_change(&self, template: &MoRef) -> Result<Option<String>, PortError> {
+        let client = self.client();
+        let Some(name) = client.config().network() else {
+            return Ok(None);
+        };
+        let backing = self
+            .network
+            .get_or_try_init(|| async {
+                let dc = self.folder.placement().await?.datacenter_path.clone();
+                network::resolve(client, &self.folder, &dc, name)
+                    .await
+                    .map(Some)
+            })
+            .await?;
+        let Some(backing) = backing else {
+            return Ok(None);
+        };
+        let mut nics = self.nics.lock().await;
+        if let Some(edit) = nics.get(&template.value) {
+            return Ok(Some(edit.clone()));
+        }
+        let devices = self
+            .folder
+            .read_one(template, &["config.hardware.device"])
+            .await?;
+        let edit = devices
+            .as_ref()
+            .and_then(|d| d.props.get("config.hardware.device"))
+            .and_then(|d| network::nic_edit(d, backing))
+            .ok_or_else(|| {
+                PortError::new(
+                    format!("vsphere launch from {}", template.value),
+                    ErrorKind::Invalid(format!(
+                        "template {} has no network card to connect to {name}",
+                        template.value
+                    )),
+                )
+            })?;
+        nics.insert(template.value.clone(), edit.clone());
+        Ok(Some(edit))
     }
 
     async fn reconfigure(&self, vm: &MoRef, p: &Prepared<'_>) -> Result<(), PortError> {

@@ -80,31 +80,27 @@ impl Folder {
 
     /// Reads `paths` of every VM and template in the folder.
     pub async fn read(&self, paths: &[&str]) -> Result<FolderRead, PortError> {
-        let calls = |c: &VsphereClient| {
-            c.stats().count("vsphere RetrievePropertiesEx")
-                + c.stats().count("vsphere ContinueRetrievePropertiesEx")
-        };
-        let before = calls(&self.client);
         let view = self.view(None).await?;
         let q = |view| Query {
             kind: "VirtualMachine",
             paths,
             from: From::View(view),
         };
-        let objects = match property_collector::retrieve(&self.client, &q(&view)).await {
-            // vCenter dropped the view (a new session after a re-login,
-            // or someone destroyed it): make another one, once.
-            Err(e) if e.is_not_found() => {
-                let view = self.view(Some(&view)).await?;
-                property_collector::retrieve(&self.client, &q(&view)).await?
-            }
-            other => other?,
-        };
+        let (objects, property_calls) =
+            match property_collector::retrieve_counted(&self.client, &q(&view)).await {
+                // vCenter dropped the view (a new session after a re-login,
+                // or someone destroyed it): make another one, once.
+                Err(e) if e.is_not_found() => {
+                    let view = self.view(Some(&view)).await?;
+                    let (objects, calls) =
+                        property_collector::retrieve_counted(&self.client, &q(&view)).await?;
+                    (objects, calls + 1)
+                }
+                other => other?,
+            };
         Ok(FolderRead {
             objects,
-            // Other callers sharing the client may have counted calls
-            // meanwhile: this is an upper bound, exact when alone.
-            property_calls: calls(&self.client).saturating_sub(before),
+            property_calls,
         })
     }
 

@@ -42,6 +42,7 @@ pub mod fault;
 pub mod folder;
 pub mod images;
 pub mod inventory;
+pub mod network;
 pub mod property_collector;
 pub mod tasks;
 mod tls;

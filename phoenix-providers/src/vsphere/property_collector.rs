@@ -103,6 +103,14 @@ pub async fn retrieve(
     client: &VsphereClient,
     q: &Query<'_>,
 ) -> Result<Vec<ObjectContent>, PortError> {
+    Ok(retrieve_counted(client, q).await?.0)
+}
+
+/// [`retrieve`], also returning how many calls it took (one per page).
+pub async fn retrieve_counted(
+    client: &VsphereClient,
+    q: &Query<'_>,
+) -> Result<(Vec<ObjectContent>, u64), PortError> {
     let pc = client.content().await?.property_collector.clone();
     let args = format!(
         "{}<options><maxObjects>{PAGE}</maxObjects></options>",
@@ -127,7 +135,7 @@ pub async fn retrieve(
         }
         token = following;
     }
-    Ok(out)
+    Ok((out, pages as u64))
 }
 
 /// Reads one page into `out`; returns its continuation token.
