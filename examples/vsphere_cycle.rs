@@ -540,8 +540,22 @@ async fn cycle(
                         digest: image.digest.clone(),
                     });
                     ok(phoenix.register_image(&image).await)?;
+                    // On the template too, for whoever looks in the
+                    // vSphere Client: the state and the evidence.
                     let mut props = BTreeMap::new();
                     props.insert("phoenix-image-state".to_owned(), "certified".to_owned());
+                    if let Some(e) = image.evidence.last() {
+                        props.insert(
+                            "phoenix-evidence".to_owned(),
+                            format!(
+                                "{} {} at {} for {}",
+                                e.suite,
+                                if e.passed { "passed" } else { "failed" },
+                                e.at.to_rfc3339(),
+                                e.digest.as_deref().unwrap_or("?")
+                            ),
+                        );
+                    }
                     ok(images.set_properties(&id, &props).await)?;
                     println!("   template {id} ({} {})", image.name, image.version);
                     Ok(id)

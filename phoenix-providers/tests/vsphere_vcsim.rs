@@ -435,6 +435,26 @@ async fn vcsim_appends_custom_values_and_we_read_the_last() {
     let image = images.get(&id).await.unwrap();
     assert_eq!(image.state, phoenix_core::model::ImageState::Certified);
     assert!(image.digest.is_some(), "the instance UUID");
+    // The annotation keeps the history, the attribute the latest.
+    let vm = MoRef::new("VirtualMachine", id.as_str());
+    let got = property_collector::retrieve(
+        &client,
+        &Query {
+            kind: "VirtualMachine",
+            paths: &["config.annotation"],
+            from: From::Object(&vm),
+        },
+    )
+    .await
+    .unwrap();
+    let annotation = got[0].text("config.annotation").unwrap().to_owned();
+    let lines: Vec<&str> = annotation.lines().collect();
+    assert!(
+        lines[0].starts_with("Phoenix image web version"),
+        "{annotation}"
+    );
+    assert!(lines[lines.len() - 2].ends_with("phoenix-image-state=tested"));
+    assert!(lines[lines.len() - 1].ends_with("phoenix-image-state=certified"));
     images.delete(&id).await.unwrap();
 }
 

@@ -376,18 +376,11 @@ impl VsphereCompute {
         if let Some(nic) = self.nic_change(&template).await? {
             location.push_str(&nic);
         }
-        let annotation = format!(
-            "Phoenix: pool {} slot {} (release {}). Replaced, never patched.",
-            r.labels.get(keys::POOL).unwrap_or("?"),
-            r.labels.get(keys::SLOT).unwrap_or("?"),
-            r.labels.get(keys::RELEASE).unwrap_or("?"),
-        );
         let args = format!(
             "{}{}<spec><location>{location}</location><template>false</template>\
-             <config>{}{}</config><powerOn>false</powerOn>{}</spec>",
+             <config>{}</config><powerOn>false</powerOn>{}</spec>",
             placement.folder.to_xml("folder"),
             el("name", &p.name),
-            el("annotation", &annotation),
             vm::extra_config(extra.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             snapshot.map(|s| s.to_xml("snapshot")).unwrap_or_default(),
         );
@@ -455,9 +448,22 @@ impl VsphereCompute {
             fake_ip = fake_address(&p.name);
             pairs.push(("SET.guest.ipAddress", fake_ip.as_str()));
         }
+        let r = p.request;
+        let annotation = format!(
+            "Phoenix: pool {} slot {} (release {}). Replaced, never patched.",
+            r.labels.get(keys::POOL).unwrap_or("?"),
+            r.labels.get(keys::SLOT).unwrap_or("?"),
+            r.labels.get(keys::RELEASE).unwrap_or("?"),
+        );
         // vcsim (0.24) appends these on every reconfigure instead of
         // replacing them; readers take the last value. vCenter replaces.
-        let args = format!("<spec>{}</spec>", vm::extra_config(pairs));
+        // The annotation is set here, not in the clone's spec, which
+        // vcsim's clone ignores (vCenter honours it).
+        let args = format!(
+            "<spec>{}{}</spec>",
+            el("annotation", &annotation),
+            vm::extra_config(pairs)
+        );
         let call = SoapCall::new("ReconfigVM_Task", vm, args);
         tasks::run(self.client(), &call).await.map(|_| ())
     }

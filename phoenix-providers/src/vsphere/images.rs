@@ -1,17 +1,18 @@
 //! `Images` on vSphere templates.
 //!
 //! - Bake: clone the builder VM (or a base template) into the folder,
-//!   powered off, with an annotation saying what it is and its name and
-//!   version mirrored in `guestinfo.phoenix.*`; power it off if it runs;
+//!   powered off, its name and version in `guestinfo.phoenix.*`; customise
+//!   it (an annotation saying what it is); power it off if it runs;
 //!   optionally snapshot it (for linked clones); `MarkAsTemplate`; then the
 //!   lifecycle state, version, base and bake time as custom attributes.
 //!   A template of that name already in the folder with the same version
 //!   is the same bake, finished or resumed, not a second one.
 //! - List: the templates of the folder that carry the `phoenix-image`
 //!   attribute (one `RetrievePropertiesEx`); get: any template by id.
-//! - Set properties: one `SetField` per property (the lifecycle state and
-//!   test evidence go here; the executor records evidence in the state
-//!   store, the attribute is what an operator sees in the vSphere Client).
+//! - Set properties: one `SetField` per property (the lifecycle state, and
+//!   test evidence where the caller passes it; the executor records
+//!   evidence in the state store, the attribute is what an operator sees
+//!   in the vSphere Client), and a line of history in the annotation.
 //! - Delete: `Destroy_Task` of a Phoenix template; a template Phoenix did
 //!   not bake is refused.
 //!
@@ -152,7 +153,15 @@ impl VsphereImages {
         }
     }
 
-    async fn mark(&self, vm: &MoRef, request: &BakeRequest) -> Result<(), PortError> {
+    /// Customises the clone (its annotation), powers it off, snapshots
+    /// it if asked, and marks it as a template; a clone already marked
+    /// (a resumed bake) is left as it is.
+    async fn mark(
+        &self,
+        vm: &MoRef,
+        request: &BakeRequest,
+        annotation: &str,
+    ) -> Result<(), PortError> {
         let client = self.client();
         let state = self
             .folder
@@ -161,6 +170,10 @@ impl VsphereImages {
         if state.as_ref().and_then(|s| s.flag("config.template")) == Some(true) {
             return Ok(());
         }
+        // Set here rather than in the clone's spec, which vcsim's clone
+        // ignores (vCenter honours it).
+        let spec = format!("<spec>{}</spec>", el("annotation", annotation));
+        tasks::run(client, &SoapCall::new("ReconfigVM_Task", vm, spec)).await?;
         if state.as_ref().and_then(|s| s.text("runtime.powerState")) != Some("poweredOff") {
             match tasks::run(client, &SoapCall::new("PowerOffVM_Task", vm, "")).await {
                 Ok(_) => {}
@@ -181,6 +194,20 @@ impl VsphereImages {
             .await
             .map(|_| ())
     }
+}
+
+/// Most characters of annotation kept: the oldest history lines go first.
+const ANNOTATION_MAX: usize = 4000;
+
+/// `annotation` with `line` appended, its oldest history lines dropped
+/// past [`ANNOTATION_MAX`] (the first line, what the template is, stays).
+fn history(annotation: &str, line: &str) -> String {
+    let mut lines: Vec<&str> = annotation.lines().collect();
+    lines.push(line);
+    while lines.len() > 2 && lines.iter().map(|l| l.len() + 1).sum::<usize>() > ANNOTATION_MAX {
+        lines.remove(1);
+    }
+    lines.join("\n")
 }
 
 /// A template name vSphere accepts, from the image's name and version.
@@ -291,23 +318,15 @@ impl Images for VsphereImages {
                     .as_ref()
                     .map(|d| d.to_xml("datastore"))
                     .unwrap_or_default();
-                let annotation = format!(
-                    "Phoenix image {} version {}, baked from {} at {}. Immutable: bake a new version instead of changing it.",
-                    request.name,
-                    request.version,
-                    request.base.as_deref().unwrap_or(&source.value),
-                    chrono::Utc::now().to_rfc3339(),
-                );
                 let extra = vm::extra_config([
                     ("guestinfo.phoenix.image-name", request.name.as_str()),
                     ("guestinfo.phoenix.image-version", request.version.as_str()),
                 ]);
                 let args = format!(
                     "{}{}<spec><location>{datastore}{pool}</location><template>false</template>\
-                     <config>{}{extra}</config><powerOn>false</powerOn></spec>",
+                     <config>{extra}</config><powerOn>false</powerOn></spec>",
                     placement.folder.to_xml("folder"),
                     el("name", &name),
-                    el("annotation", &annotation),
                 );
                 let call = SoapCall::new("CloneVM_Task", &source, args).not_idempotent();
                 tasks::run(client, &call)
@@ -322,7 +341,14 @@ impl Images for VsphereImages {
                     })?
             }
         };
-        self.mark(&vm, request).await?;
+        let annotation = format!(
+            "Phoenix image {} version {}, baked from {} at {}. Immutable: bake a new version instead of changing it.",
+            request.name,
+            request.version,
+            request.base.as_deref().unwrap_or(&source.value),
+            chrono::Utc::now().to_rfc3339(),
+        );
+        self.mark(&vm, request, &annotation).await?;
         let mut attrs: BTreeMap<&str, String> = BTreeMap::new();
         attrs.insert(NAME_ATTR, request.name.clone());
         attrs.insert(VERSION_ATTR, request.version.clone());
@@ -349,13 +375,34 @@ impl Images for VsphereImages {
         id: &ImageId,
         properties: &BTreeMap<String, String>,
     ) -> Result<(), PortError> {
-        // NotFound for an id that is no template.
-        self.get(id).await?;
+        let op = format!("vsphere set properties of {id}");
         let vm = MoRef::new("VirtualMachine", id.as_str());
+        let o = self
+            .folder
+            .read_one(&vm, PATHS)
+            .await?
+            .filter(|o| o.flag("config.template") == Some(true))
+            .ok_or_else(|| PortError::not_found(&op, format!("template {id}")))?;
         for (k, v) in properties {
             self.folder.fields().set(self.client(), &vm, k, v).await?;
         }
-        Ok(())
+        // The annotation keeps the history (lifecycle moves, evidence) in
+        // the vSphere Client, where the attributes show the latest only.
+        let changes: Vec<String> = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let annotation = history(
+            o.text("config.annotation").unwrap_or_default(),
+            &format!(
+                "{}: {}",
+                chrono::Utc::now().to_rfc3339(),
+                changes.join(", ")
+            ),
+        );
+        let call = SoapCall::new(
+            "ReconfigVM_Task",
+            &vm,
+            format!("<spec>{}</spec>", el("annotation", &annotation)),
+        );
+        tasks::run(self.client(), &call).await.map(|_| ())
     }
 
     async fn delete(&self, id: &ImageId) -> Result<(), PortError> {
@@ -386,6 +433,17 @@ impl Images for VsphereImages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_annotation_keeps_a_bounded_history() {
+        let mut a = "Phoenix image web version 1".to_owned();
+        for i in 0..500 {
+            a = history(&a, &format!("t{i}: phoenix-image-state=tested"));
+        }
+        assert!(a.len() <= ANNOTATION_MAX);
+        assert!(a.starts_with("Phoenix image web version 1\n"));
+        assert!(a.ends_with("t499: phoenix-image-state=tested"));
+    }
 
     #[test]
     fn template_names_are_clean() {

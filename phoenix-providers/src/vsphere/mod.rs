@@ -29,7 +29,9 @@
 //!
 //! vcsim (govmomi 0.24, the tests' peer) differs from vCenter where noted
 //! in the code: tasks end inside the call that starts them, `CloneVM_Task`
-//! ignores `powerOn`, customisation and `diskMoveType`, `extraConfig` keys
+//! ignores `powerOn`, customisation, `diskMoveType` and the annotation of
+//! its spec, `runtime.bootTime` stays unset (its `summary` copy is kept),
+//! its own certificate has a 1024-bit RSA key, `extraConfig` keys
 //! are appended rather than replaced, `SetField` appends duplicates,
 //! `RetrievePropertiesEx` ignores `maxObjects`, and VMs have no guest (so
 //! no guest address: [`VsphereComputeBuilder::vcsim_guest_ips`]).
