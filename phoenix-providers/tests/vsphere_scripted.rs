@@ -10,8 +10,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use phoenix_core::id::ServerId;
-use phoenix_core::ports::{Compute, ErrorKind};
+use phoenix_core::id::{IdempotencyToken, ImageId, OperationId, PoolId, ServerId};
+use phoenix_core::labels::{keys, Labels};
+use phoenix_core::ports::{BootPayload, Compute, ErrorKind, LaunchRequest};
 use phoenix_core::retry::RetryPolicy;
 use phoenix_providers::vsphere::xml::MoRef;
 use phoenix_providers::vsphere::{
@@ -445,4 +446,92 @@ async fn dropping_the_last_client_logs_out() {
         waited += 1;
     }
     assert_eq!(server.count("Logout"), 1);
+}
+
+fn request() -> LaunchRequest {
+    let op: OperationId = "op-1".parse().unwrap();
+    let pool: PoolId = "web-v1".parse().unwrap();
+    let token = IdempotencyToken::derive(&op, &pool, 0, 0);
+    let mut labels = Labels::new();
+    labels.insert(keys::DEPLOYMENT, "shop");
+    labels.insert(keys::POOL, "web-v1");
+    labels.insert(keys::TOKEN, token.as_str());
+    LaunchRequest {
+        name: "web-v1-0".into(),
+        image: ImageId::new("vm-1".to_owned()).unwrap(),
+        flavor: None,
+        boot: BootPayload::Guestinfo {
+            properties: Default::default(),
+        },
+        labels,
+        token,
+    }
+}
+
+/// vCenter refuses a second VM of one name in a folder (vcsim does not:
+/// it renames the second one's directory). A clone refused so is a
+/// retried launch meeting its own VM, which is adopted, or a namesake,
+/// which is not.
+async fn clone_meets_a_namesake(namesake_token: String) -> (Result<ServerId, String>, Server) {
+    let script: Script = Arc::new(move |m, body, _| {
+        common(m)
+            .or_else(|| placement(m, body))
+            .unwrap_or_else(|| match m {
+                // The folder read of the batch does not show it yet.
+                "RetrievePropertiesEx" if body.contains("ContainerView") => Reply::Ok(
+                    "<RetrievePropertiesExResponse xmlns=\"urn:vim25\"/>".into(),
+                ),
+                "RetrievePropertiesEx" if body.contains("type=\"Task\"") => {
+                    Reply::Ok(task_info("success"))
+                }
+                "RetrievePropertiesEx" if body.contains(">vm-9<") => Reply::Ok(format!(
+                    "<RetrievePropertiesExResponse xmlns=\"urn:vim25\"><returnval><objects><obj type=\"VirtualMachine\">vm-9</obj><propSet><name>name</name><val>x</val></propSet><propSet><name>runtime.powerState</name><val>poweredOff</val></propSet><propSet><name>config.extraConfig</name><val><OptionValue><key>guestinfo.phoenix.label.phoenix-token</key><value>{namesake_token}</value></OptionValue></val></propSet></objects></returnval></RetrievePropertiesExResponse>"
+                )),
+                "CloneVM_Task" => Reply::Fault("DuplicateName", "The name 'x' already exists."),
+                "FindChild" => Reply::Ok("<FindChildResponse xmlns=\"urn:vim25\"><returnval type=\"VirtualMachine\">vm-9</returnval></FindChildResponse>".into()),
+                "ReconfigVM_Task" | "PowerOnVM_Task" => Reply::Ok(STARTED.into()),
+                _ => Reply::Http(404, "no"),
+            })
+    });
+    let server = Server::start(script).await;
+    let client = VsphereClient::new(
+        VsphereConfig::builder(&server.url)
+            .unwrap()
+            .datacenter("DC0")
+            .resource_pool("C0/Resources")
+            .task_poll(Duration::from_millis(5))
+            .retry(RetryPolicy::none())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let compute = VsphereCompute::builder(client)
+        .custom_attributes(false)
+        .build();
+    let got = compute
+        .launch(&[request()])
+        .await
+        .remove(0)
+        .map(|s| s.id)
+        .map_err(|e| e.to_string());
+    (got, server)
+}
+
+#[tokio::test]
+async fn a_refused_clone_adopts_its_own_vm_only() {
+    let own = request().token.as_str().to_owned();
+    let (got, server) = clone_meets_a_namesake(own).await;
+    assert_eq!(got, Ok(ServerId::new("vm-9".to_owned()).unwrap()));
+    assert_eq!(server.count("CloneVM_Task"), 1, "not cloned again");
+    assert_eq!(server.count("PowerOnVM_Task"), 1, "brought to the end");
+
+    let (got, server) = clone_meets_a_namesake("another-token".into()).await;
+    let e = got.unwrap_err();
+    assert!(e.contains("another token"), "{e}");
+    assert_eq!(
+        server.count("PowerOnVM_Task"),
+        0,
+        "a namesake is never touched"
+    );
+    assert_eq!(server.count("ReconfigVM_Task"), 0);
 }

@@ -15,7 +15,10 @@
 //!   batch first reads the folder once: a VM of that name is adopted and
 //!   brought to the same end (reconfigured and powered on if it is not),
 //!   never cloned twice. vCenter refuses a second VM of one name in one
-//!   folder (`DuplicateName`), which covers a clone racing another.
+//!   folder (`DuplicateName`), which covers a clone racing another: the
+//!   VM of that name is adopted if it carries the same token. vcsim
+//!   (0.24) accepts the second clone (it renames its directory), so
+//!   there the folder read is the only guard.
 //! - Describe and list: one `RetrievePropertiesEx` over a container view
 //!   of the folder per call, whatever the number of VMs
 //!   ([`Folder`]).
@@ -237,20 +240,26 @@ impl VsphereCompute {
         let r = p.request;
         let op = format!("vsphere launch {}", p.name);
         let (vm, found) = match existing.get(&p.name) {
-            Some(s) => (MoRef::new("VirtualMachine", s.server.id.as_str()), Some(s)),
+            Some(s) => (
+                MoRef::new("VirtualMachine", s.server.id.as_str()),
+                Some(s.clone()),
+            ),
             None => match self.clone_vm(p).await {
                 Ok(vm) => (vm, None),
-                // Cloned meanwhile by another attempt of this launch.
+                // Cloned meanwhile by another attempt of this launch (or a
+                // namesake: its token is checked below).
                 Err(e) if fault::fault_type(&e) == Some("DuplicateName") => {
                     let folder = self.folder.placement().await?.folder.clone();
                     let vm = inventory::find_child(client, &folder, &p.name)
                         .await?
                         .ok_or(e)?;
-                    (vm, None)
+                    let s = self.summary_of(&vm, &op).await?;
+                    (vm, s)
                 }
                 Err(e) => return Err(e),
             },
         };
+        let found = found.as_ref();
         if let Some(s) = found {
             // Adopt only our own: the same token, never a namesake.
             if s.server.labels.get(keys::TOKEN) != Some(r.token.as_str()) {
@@ -468,11 +477,9 @@ impl VsphereCompute {
         tasks::run(self.client(), &call).await.map(|_| ())
     }
 
-    /// Reads a VM for a power or destroy call, refusing what Phoenix must
-    /// not touch. `None`: it does not exist.
-    async fn own_vm(&self, id: &ServerId, op: &str) -> Result<Option<VmSummary>, PortError> {
-        let vm = MoRef::new("VirtualMachine", id.as_str());
-        let Some(o) = self.folder.read_one(&vm, vm::PATHS).await? else {
+    /// One VM as a polling round sees it; `None`: it does not exist.
+    async fn summary_of(&self, vm: &MoRef, op: &str) -> Result<Option<VmSummary>, PortError> {
+        let Some(o) = self.folder.read_one(vm, vm::PATHS).await? else {
             return Ok(None);
         };
         let names = if self.custom_attributes {
@@ -480,9 +487,23 @@ impl VsphereCompute {
         } else {
             BTreeMap::new()
         };
-        let s = vm::summary(&o, &custom_fields::values(&o, &names)).ok_or_else(|| {
-            PortError::new(op, ErrorKind::BadResponse(format!("VM {id} is unreadable")))
-        })?;
+        vm::summary(&o, &custom_fields::values(&o, &names))
+            .map(Some)
+            .ok_or_else(|| {
+                PortError::new(
+                    op,
+                    ErrorKind::BadResponse(format!("VM {} is unreadable", vm.value)),
+                )
+            })
+    }
+
+    /// Reads a VM for a power or destroy call, refusing what Phoenix must
+    /// not touch. `None`: it does not exist.
+    async fn own_vm(&self, id: &ServerId, op: &str) -> Result<Option<VmSummary>, PortError> {
+        let vm = MoRef::new("VirtualMachine", id.as_str());
+        let Some(s) = self.summary_of(&vm, op).await? else {
+            return Ok(None);
+        };
         if s.template {
             return Err(PortError::new(
                 op,
