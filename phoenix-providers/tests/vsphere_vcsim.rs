@@ -245,7 +245,8 @@ async fn launch_writes_guestinfo_labels_and_custom_attributes() {
     let client = client();
     let slots = Slots::new(template(&client).await).await;
     let compute = compute(&client);
-    let ids = slots.launch(&compute, 0..1).await;
+    let launched = compute.launch(&[slots.request(0)]).await.remove(0).unwrap();
+    let ids = vec![launched.id.clone()];
     let seen = compute.describe(&ids).await.unwrap();
     assert_eq!(seen.len(), 1);
     let s = &seen[0];
@@ -253,6 +254,10 @@ async fn launch_writes_guestinfo_labels_and_custom_attributes() {
         s.status,
         ServerStatus::Active,
         "powered on, with an address"
+    );
+    assert_eq!(
+        launched.launched_at, s.launched_at,
+        "the launch answers the launch time the VM records"
     );
     assert!(s.launched_at.is_some());
     assert_eq!(s.image.as_ref(), Some(&slots.image));
@@ -748,4 +753,41 @@ async fn linked_clones_start_from_the_templates_snapshot() {
     assert_eq!(client.stats().count("vsphere CloneVM_Task"), 0);
     images.delete(&image.id).await.unwrap();
     images.delete(&plain).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
+async fn a_repeated_bake_resumes_and_a_namesake_is_refused() {
+    let client = client();
+    let images = VsphereImages::builder(client.clone()).build();
+    let version = conformance::unique("r");
+    let request = |version: &str| BakeRequest {
+        source: BakeSource::Artifact(BUILDER.into()),
+        name: "web".into(),
+        version: version.into(),
+        base: None,
+        properties: BTreeMap::new(),
+    };
+    let first = images.bake(&request(&version)).await.unwrap();
+    client.stats().reset();
+    let again = images.bake(&request(&version)).await.unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(
+        client.stats().count("vsphere CloneVM_Task"),
+        0,
+        "not baked twice"
+    );
+    // Another version whose template name is the same ("a/b" and "a-b"
+    // both name web-…-a-b) is not this bake.
+    let slash = images
+        .bake(&request(&format!("{version}-x/y")))
+        .await
+        .unwrap();
+    let e = images
+        .bake(&request(&format!("{version}-x-y")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Conflict(_)), "{e}");
+    images.delete(&first.id).await.unwrap();
+    images.delete(&slash.id).await.unwrap();
 }

@@ -239,13 +239,20 @@ impl VsphereCompute {
         let client = self.client();
         let r = p.request;
         let op = format!("vsphere launch {}", p.name);
+        // The launch time written in the clone's spec: the returned server
+        // must not claim a later one (a launch time is never younger than
+        // the truth).
+        let mut cloned_at = None;
         let (vm, found) = match existing.get(&p.name) {
             Some(s) => (
                 MoRef::new("VirtualMachine", s.server.id.as_str()),
                 Some(s.clone()),
             ),
             None => match self.clone_vm(p).await {
-                Ok(vm) => (vm, None),
+                Ok((vm, at)) => {
+                    cloned_at = Some(at);
+                    (vm, None)
+                }
                 // Cloned meanwhile by another attempt of this launch (or a
                 // namesake: its token is checked below).
                 Err(e) if fault::fault_type(&e) == Some("DuplicateName") => {
@@ -309,9 +316,7 @@ impl VsphereCompute {
             status: found
                 .filter(|s| s.power_state == "poweredOn")
                 .map_or(ServerStatus::Building, |s| s.server.status.clone()),
-            launched_at: found
-                .and_then(|s| s.server.launched_at)
-                .or_else(|| Some(chrono::Utc::now())),
+            launched_at: cloned_at.or_else(|| found.and_then(|s| s.server.launched_at)),
             image: Some(r.image.clone()),
             labels: r.labels.clone(),
         })
@@ -325,7 +330,12 @@ impl VsphereCompute {
         self.launch_one(&p?, existing).await
     }
 
-    async fn clone_vm(&self, p: &Prepared<'_>) -> Result<MoRef, PortError> {
+    /// Clones the slot's VM; returns it and the launch time its spec
+    /// recorded.
+    async fn clone_vm(
+        &self,
+        p: &Prepared<'_>,
+    ) -> Result<(MoRef, chrono::DateTime<chrono::Utc>), PortError> {
         let client = self.client();
         let r = p.request;
         let template = MoRef::new("VirtualMachine", r.image.as_str());
@@ -365,13 +375,13 @@ impl VsphereCompute {
                     })?,
             ),
         };
-        let launched_at = chrono::Utc::now().to_rfc3339();
+        let launched_at = chrono::Utc::now();
         let mut extra: Vec<(String, String)> = r
             .labels
             .iter()
             .map(|(k, v)| (vm::label_key(k), v.to_owned()))
             .collect();
-        extra.push((vm::LAUNCHED_AT.to_owned(), launched_at));
+        extra.push((vm::LAUNCHED_AT.to_owned(), launched_at.to_rfc3339()));
         extra.push((vm::IMAGE.to_owned(), r.image.as_str().to_owned()));
         let mut location = String::new();
         if let Some(ds) = &placement.datastore {
@@ -395,7 +405,7 @@ impl VsphereCompute {
         );
         let call = SoapCall::new("CloneVM_Task", &template, args).not_idempotent();
         let result = tasks::run(client, &call).await?;
-        result
+        let vm = result
             .as_ref()
             .and_then(MoRef::from_element)
             .ok_or_else(|| {
@@ -403,7 +413,8 @@ impl VsphereCompute {
                     call.operation(),
                     ErrorKind::BadResponse("the clone task named no VM".into()),
                 )
-            })
+            })?;
+        Ok((vm, launched_at))
     }
 
     /// The device change connecting the template's first card to the

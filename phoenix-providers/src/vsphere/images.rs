@@ -273,7 +273,10 @@ impl Images for VsphereImages {
             Some(vm) => {
                 // A bake of this name ran before: resume it if it is
                 // ours, at this version.
-                let attrs = self.folder.read_one(&vm, PATHS).await?;
+                let attrs = self
+                    .folder
+                    .read_one(&vm, &["customValue", "config.extraConfig"])
+                    .await?;
                 let names = self.folder.fields().names(client).await?;
                 let version = attrs
                     .as_ref()
