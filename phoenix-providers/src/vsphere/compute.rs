@@ -10,6 +10,8 @@
 //!   The guestinfo goes in before the first power-on because cloud-init
 //!   reads it at first boot; the clone is asked not to power on
 //!   (`powerOn` false), which also makes vcsim's ignoring that flag moot.
+//!   No guest customisation spec is sent (vcsim ignores those too): the
+//!   guest configures itself from the guestinfo, through cloud-init.
 //! - Idempotency: a slot's VM name is derived from the deployment, pool,
 //!   slot, attempt and token ([`vm_name`](super::vm::vm_name)), and the
 //!   batch first reads the folder once: a VM of that name is adopted and
