@@ -82,14 +82,14 @@ const RETRYABLE: &[&str] = &[
     "RequestCanceled",
     "SystemError",
     "Timedout",
+    "HostConnectFault",
     "ResourceInUse",
-    "CannotAccessFile",
-    "NoDiskSpace",
+    // Capacity comes back (HA admission control, a host leaving
+    // maintenance); a later try may get it.
     "InsufficientResourcesFault",
     "InsufficientHostCapacityFault",
     "ApplicationQuiesceFault",
     "NetworkCopyFault",
-    "SSPIChallenge",
 ];
 
 /// Fault types that mean the thing is not there.
@@ -219,6 +219,8 @@ mod tests {
         assert!(matches!(k("InvalidArgument"), ErrorKind::Invalid(_)));
         assert!(matches!(k("NotSupported"), ErrorKind::Unsupported(_)));
         assert!(matches!(k("SomethingNew"), ErrorKind::Permanent(_)));
+        // A full datastore does not empty itself.
+        assert!(matches!(k("NoDiskSpace"), ErrorKind::Permanent(_)));
 
         let e = port_error(
             "vsphere PowerOnVM_Task vm-1",
