@@ -60,7 +60,8 @@ use phoenix_lb::haproxy::{LocalHaproxy, Mode, ServerCheck};
 use phoenix_lb::probe::HttpProbe;
 use phoenix_providers::local::demo_app::{self, DemoConfig};
 use phoenix_providers::vsphere::{
-    inventory, Thumbprint, VsphereClient, VsphereCompute, VsphereConfig, VsphereImages,
+    inventory, ExtraConfigReads, Thumbprint, VsphereClient, VsphereCompute, VsphereConfig,
+    VsphereImages,
 };
 use tokio::sync::oneshot;
 
@@ -371,6 +372,12 @@ async fn run(a: Args) -> Result<(), Box<dyn Error>> {
     let vsphere = Arc::new(
         VsphereCompute::builder(p.client.clone())
             .vcsim_guest_ips(!a.real)
+            // vcsim does not resolve indexed property paths.
+            .extra_config_reads(if a.real {
+                ExtraConfigReads::Indexed
+            } else {
+                ExtraConfigReads::Whole
+            })
             .concurrency(8)
             .build(),
     );

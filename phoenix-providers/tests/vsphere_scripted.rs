@@ -485,7 +485,7 @@ async fn clone_meets_a_namesake(namesake_token: String) -> (Result<ServerId, Str
                     Reply::Ok(task_info("success"))
                 }
                 "RetrievePropertiesEx" if body.contains(">vm-9<") => Reply::Ok(format!(
-                    "<RetrievePropertiesExResponse xmlns=\"urn:vim25\"><returnval><objects><obj type=\"VirtualMachine\">vm-9</obj><propSet><name>name</name><val>x</val></propSet><propSet><name>runtime.powerState</name><val>poweredOff</val></propSet><propSet><name>config.extraConfig</name><val><OptionValue><key>guestinfo.phoenix.label.phoenix-token</key><value>{namesake_token}</value></OptionValue></val></propSet></objects></returnval></RetrievePropertiesExResponse>"
+                    "<RetrievePropertiesExResponse xmlns=\"urn:vim25\"><returnval><objects><obj type=\"VirtualMachine\">vm-9</obj><propSet><name>name</name><val>x</val></propSet><propSet><name>runtime.powerState</name><val>poweredOff</val></propSet><propSet><name>config.extraConfig[&quot;guestinfo.phoenix.label.phoenix-token&quot;]</name><val xsi:type=\"OptionValue\"><key>guestinfo.phoenix.label.phoenix-token</key><value>{namesake_token}</value></val></propSet></objects></returnval></RetrievePropertiesExResponse>"
                 )),
                 "CloneVM_Task" => Reply::Fault("DuplicateName", "The name 'x' already exists."),
                 "FindChild" => Reply::Ok("<FindChildResponse xmlns=\"urn:vim25\"><returnval type=\"VirtualMachine\">vm-9</returnval></FindChildResponse>".into()),
@@ -524,6 +524,11 @@ async fn a_refused_clone_adopts_its_own_vm_only() {
     assert_eq!(got, Ok(ServerId::new("vm-9".to_owned()).unwrap()));
     assert_eq!(server.count("CloneVM_Task"), 1, "not cloned again");
     assert_eq!(server.count("PowerOnVM_Task"), 1, "brought to the end");
+    // Phoenix's keys are read by indexed paths, never the whole
+    // extraConfig (which holds the user data).
+    let reads = server.bodies("RetrievePropertiesEx").join("\n");
+    assert!(reads.contains("<pathSet>config.extraConfig[&quot;guestinfo.phoenix.label.phoenix-token&quot;]</pathSet>"), "{reads}");
+    assert!(!reads.contains("<pathSet>config.extraConfig</pathSet>"));
 
     let (got, server) = clone_meets_a_namesake("another-token".into()).await;
     let e = got.unwrap_err();

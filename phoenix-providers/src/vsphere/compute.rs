@@ -49,7 +49,7 @@ use super::folder::Folder;
 use super::inventory;
 use super::network;
 use super::tasks;
-use super::vm::{self, VmSummary};
+use super::vm::{self, ExtraConfigReads, VmSummary};
 use super::xml::{el, MoRef};
 use crate::api_stats::DescribeStats;
 
@@ -74,6 +74,8 @@ pub struct VsphereCompute {
     launch_batch: usize,
     consistency_window: Duration,
     vcsim_guest_ips: bool,
+    /// The property paths a polling round reads.
+    paths: Vec<String>,
     describe_stats: Arc<Mutex<DescribeStats>>,
     /// Where `GOVC_NETWORK` is, resolved once.
     network: Arc<tokio::sync::OnceCell<Option<network::Backing>>>,
@@ -126,6 +128,14 @@ impl VsphereComputeBuilder {
         self
     }
 
+    /// How polling rounds read Phoenix's guestinfo keys (default
+    /// [`ExtraConfigReads::Indexed`]; vcsim needs
+    /// [`ExtraConfigReads::Whole`]).
+    pub fn extra_config_reads(mut self, reads: ExtraConfigReads) -> Self {
+        self.inner.paths = vm::paths(reads);
+        self
+    }
+
     /// The adapter.
     pub fn build(self) -> VsphereCompute {
         self.inner
@@ -151,6 +161,7 @@ impl VsphereCompute {
                 launch_batch: 20,
                 consistency_window: Duration::from_secs(2),
                 vcsim_guest_ips: false,
+                paths: vm::paths(ExtraConfigReads::default()),
                 describe_stats: Arc::default(),
                 network: Arc::default(),
                 nics: Arc::default(),
@@ -187,7 +198,8 @@ impl VsphereCompute {
     }
 
     async fn poll(&self) -> Result<(Vec<VmSummary>, u64), PortError> {
-        let read = self.folder.read(vm::PATHS).await?;
+        let paths: Vec<&str> = self.paths.iter().map(String::as_str).collect();
+        let read = self.folder.read(&paths).await?;
         let names = if self.custom_attributes {
             self.folder.fields().names(self.client()).await?
         } else {
@@ -492,7 +504,8 @@ impl VsphereCompute {
 
     /// One VM as a polling round sees it; `None`: it does not exist.
     async fn summary_of(&self, vm: &MoRef, op: &str) -> Result<Option<VmSummary>, PortError> {
-        let Some(o) = self.folder.read_one(vm, vm::PATHS).await? else {
+        let paths: Vec<&str> = self.paths.iter().map(String::as_str).collect();
+        let Some(o) = self.folder.read_one(vm, &paths).await? else {
             return Ok(None);
         };
         let names = if self.custom_attributes {

@@ -33,8 +33,10 @@
 //! its spec, `runtime.bootTime` stays unset (its `summary` copy is kept),
 //! its own certificate has a 1024-bit RSA key, `extraConfig` keys
 //! are appended rather than replaced, `SetField` appends duplicates,
-//! `RetrievePropertiesEx` ignores `maxObjects`, and VMs have no guest (so
-//! no guest address: [`VsphereComputeBuilder::vcsim_guest_ips`]).
+//! `RetrievePropertiesEx` ignores `maxObjects` and indexed property paths
+//! (so polling reads the whole `extraConfig` there:
+//! [`ExtraConfigReads::Whole`]), and VMs have no guest (so no guest
+//! address: [`VsphereComputeBuilder::vcsim_guest_ips`]).
 
 pub mod client;
 pub mod compute;
@@ -56,4 +58,4 @@ pub use compute::{CloneMode, VsphereCompute, VsphereComputeBuilder};
 pub use config::{Thumbprint, TlsTrust, VsphereConfig, VsphereConfigBuilder, VsphereConfigError};
 pub use fault::{fault_type, vsphere_fault, VsphereFault};
 pub use images::{VsphereImages, VsphereImagesBuilder};
-pub use vm::VmSummary;
+pub use vm::{ExtraConfigReads, VmSummary};

@@ -159,9 +159,12 @@ pub(crate) fn read_page(
                 props.insert(name.to_owned(), val.clone());
             }
         }
-        // A property vSphere could not read (no permission, the object
-        // went away mid-read) is reported, not silently absent.
-        if let Some(m) = o.child("missingSet") {
+        // A property vSphere could not read (no permission) is reported,
+        // not silently absent; an object that went away mid-read is
+        // skipped, and an indexed path (`config.extraConfig["k"]`) naming
+        // a key the object does not have is just absent.
+        let mut gone = false;
+        for m in o.children_named("missingSet") {
             let path = m.child_text("path").unwrap_or_default();
             let fault = m
                 .child("fault")
@@ -169,6 +172,10 @@ pub(crate) fn read_page(
                 .and_then(|f| f.xsi_type())
                 .unwrap_or("(none)");
             if fault == "ManagedObjectNotFound" {
+                gone = true;
+                continue;
+            }
+            if path.contains('[') && fault == "InvalidProperty" {
                 continue;
             }
             return Err(PortError::new(
@@ -179,7 +186,9 @@ pub(crate) fn read_page(
                 )),
             ));
         }
-        out.push(ObjectContent { obj, props });
+        if !gone {
+            out.push(ObjectContent { obj, props });
+        }
     }
     Ok(r.child_text("token")
         .filter(|t| !t.is_empty())
@@ -250,6 +259,11 @@ mod tests {
         let mut out = Vec::new();
         read_page(&call(), &xml::parse(gone).unwrap(), &mut out).unwrap();
         assert!(out.is_empty());
+        let no_such_key = r#"<R><returnval><objects><obj type="VirtualMachine">vm-1</obj><propSet><name>name</name><val>a</val></propSet><missingSet><path>config.extraConfig["guestinfo.x"]</path><fault><fault xsi:type="InvalidProperty"/></fault></missingSet></objects></returnval></R>"#;
+        read_page(&call(), &xml::parse(no_such_key).unwrap(), &mut out).unwrap();
+        assert_eq!(out.len(), 1, "an absent key is just absent");
+        let bad_path = r#"<R><returnval><objects><obj type="VirtualMachine">vm-1</obj><missingSet><path>config.nonsense</path><fault><fault xsi:type="InvalidProperty"/></fault></missingSet></objects></returnval></R>"#;
+        assert!(read_page(&call(), &xml::parse(bad_path).unwrap(), &mut out).is_err());
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub const IMAGE: &str = "guestinfo.phoenix.image";
 /// Keys under this prefix are Phoenix's own; a boot payload may not set them.
 pub const RESERVED_PREFIX: &str = "guestinfo.phoenix.";
 
-/// The properties one polling round reads for every VM in the folder.
+/// The properties one polling round reads for every VM in the folder,
+/// besides Phoenix's `extraConfig` keys ([`ExtraConfigReads`]).
 pub const PATHS: &[&str] = &[
     "name",
     "config.template",
@@ -41,8 +42,47 @@ pub const PATHS: &[&str] = &[
     "guest.ipAddress",
     "guest.toolsRunningStatus",
     "customValue",
-    "config.extraConfig",
 ];
+
+/// How a polling round reads Phoenix's `guestinfo.phoenix.*` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExtraConfigReads {
+    /// Each key by an indexed path (`config.extraConfig["guestinfo.…"]`):
+    /// only those values cross the wire, never the boot payload's user
+    /// data (which holds secrets and may weigh kilobytes per VM, every
+    /// round). vCenter resolves such paths; vcsim (0.24) does not.
+    #[default]
+    Indexed,
+    /// The whole `config.extraConfig` of every VM, Phoenix's keys kept
+    /// and the rest dropped on reading (for vcsim; labels other than
+    /// Phoenix's own are then read from the mirror too).
+    Whole,
+}
+
+/// Every property path a polling round reads.
+pub fn paths(reads: ExtraConfigReads) -> Vec<String> {
+    let mut out: Vec<String> = PATHS.iter().map(|p| (*p).to_owned()).collect();
+    match reads {
+        ExtraConfigReads::Whole => out.push("config.extraConfig".to_owned()),
+        ExtraConfigReads::Indexed => {
+            let labels = [
+                keys::DEPLOYMENT,
+                keys::ENVIRONMENT,
+                keys::ROLE,
+                keys::RELEASE,
+                keys::POOL,
+                keys::SLOT,
+                keys::TOKEN,
+            ];
+            let guestinfo = labels
+                .iter()
+                .map(|l| label_key(l))
+                .chain([LAUNCHED_AT.to_owned(), IMAGE.to_owned()]);
+            out.extend(guestinfo.map(|k| format!("config.extraConfig[\"{k}\"]")));
+        }
+    }
+    out
+}
 
 /// Most characters of a VM name vSphere accepts.
 const NAME_MAX: usize = 80;
@@ -111,17 +151,23 @@ pub fn extra_config<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
 /// (the boot payload's user data, which holds secrets) are dropped here.
 pub fn phoenix_extra_config(o: &ObjectContent) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if let Some(ec) = o.props.get("config.extraConfig") {
-        for v in &ec.children {
-            if let Some(k) = v
-                .child_text("key")
-                .filter(|k| k.starts_with(RESERVED_PREFIX))
-            {
-                out.insert(
-                    k.to_owned(),
-                    v.child_text("value").unwrap_or_default().to_owned(),
-                );
-            }
+    let mut keep = |v: &super::xml::Element| {
+        if let Some(k) = v
+            .child_text("key")
+            .filter(|k| k.starts_with(RESERVED_PREFIX))
+        {
+            out.insert(
+                k.to_owned(),
+                v.child_text("value").unwrap_or_default().to_owned(),
+            );
+        }
+    };
+    for (path, val) in &o.props {
+        if path == "config.extraConfig" {
+            val.children.iter().for_each(&mut keep);
+        } else if path.starts_with("config.extraConfig[") {
+            // An indexed read answers the one OptionValue itself.
+            keep(val);
         }
     }
     out
@@ -167,7 +213,9 @@ pub fn summary(o: &ObjectContent, custom: &BTreeMap<String, String>) -> Option<V
         addresses: ip.into_iter().collect(),
         service_port: None,
         status,
-        launched_at: ec.get(LAUNCHED_AT).and_then(|t| timestamp(t)).or(boot_time),
+        // Only the clone's own record: the boot time is reset by every
+        // power-on, and a launch time must never be younger than the truth.
+        launched_at: ec.get(LAUNCHED_AT).and_then(|t| timestamp(t)),
         image: ec.get(IMAGE).and_then(|i| ImageId::new(i.clone()).ok()),
         labels,
         id,
@@ -256,6 +304,26 @@ mod tests {
             summary(&off, &BTreeMap::new()).unwrap().server.status,
             ServerStatus::Stopped
         );
+    }
+
+    #[test]
+    fn indexed_reads_name_each_key_and_read_back() {
+        let p = paths(ExtraConfigReads::Indexed);
+        assert!(!p.iter().any(|p| p == "config.extraConfig"));
+        let pool = format!("config.extraConfig[\"{}\"]", label_key(keys::POOL));
+        assert!(p.contains(&pool), "{p:?}");
+        let mut o = content(&[("runtime.powerState", "poweredOff")]);
+        o.props.insert(
+            pool,
+            xml::parse(&format!(
+                "<val xsi:type=\"OptionValue\"><key>{}</key><value>web-v1</value></val>",
+                label_key(keys::POOL)
+            ))
+            .unwrap(),
+        );
+        let s = summary(&o, &BTreeMap::new()).unwrap();
+        assert_eq!(s.server.labels.get(keys::POOL), Some("web-v1"));
+        assert!(paths(ExtraConfigReads::Whole).contains(&"config.extraConfig".to_owned()));
     }
 
     #[test]
