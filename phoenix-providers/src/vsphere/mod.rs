@@ -50,12 +50,14 @@ pub mod network;
 pub mod property_collector;
 pub mod tasks;
 mod tls;
+pub mod trust;
 pub mod vm;
 pub mod xml;
 
 pub use client::{ServiceContent, SoapCall, VsphereClient};
 pub use compute::{CloneMode, VsphereCompute, VsphereComputeBuilder};
-pub use config::{Thumbprint, TlsTrust, VsphereConfig, VsphereConfigBuilder, VsphereConfigError};
+pub use config::{VsphereConfig, VsphereConfigBuilder, VsphereConfigError};
 pub use fault::{fault_type, vsphere_fault, VsphereFault};
 pub use images::{VsphereImages, VsphereImagesBuilder};
+pub use trust::{Thumbprint, TlsTrust};
 pub use vm::{ExtraConfigReads, VmSummary};

@@ -9,7 +9,8 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use super::config::{Thumbprint, TlsTrust, VsphereConfig, VsphereConfigError};
+use super::config::{VsphereConfig, VsphereConfigError};
+use super::trust::{Thumbprint, TlsTrust};
 
 /// Accepts the one certificate whose thumbprint is pinned (names, dates
 /// and issuer are not checked: the pin is the trust), and still checks
