@@ -180,6 +180,18 @@ impl Slots {
     }
 }
 
+impl Slots {
+    /// Terminates the servers, then deletes the template they came from.
+    async fn done(&self, compute: &VsphereCompute, ids: &[ServerId]) {
+        cleanup(compute, ids).await;
+        VsphereImages::builder(compute.client().clone())
+            .build()
+            .delete(&self.image)
+            .await
+            .unwrap();
+    }
+}
+
 async fn cleanup(compute: &VsphereCompute, ids: &[ServerId]) {
     for id in ids {
         compute.terminate(id).await.unwrap();
@@ -217,7 +229,7 @@ async fn compute_conformance_on_vcsim() {
     conformance::compute::run(
         &compute,
         &ComputeFixture {
-            image,
+            image: image.clone(),
             flavor: None,
             boot: Box::new(move |_| payload(&props)),
             ready_within: Duration::from_secs(30),
@@ -225,6 +237,11 @@ async fn compute_conformance_on_vcsim() {
         },
     )
     .await;
+    VsphereImages::builder(client.clone())
+        .build()
+        .delete(&image)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -315,7 +332,7 @@ async fn launch_writes_guestinfo_labels_and_custom_attributes() {
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
-    cleanup(&compute, &ids).await;
+    slots.done(&compute, &ids).await;
 }
 
 #[tokio::test]
@@ -350,7 +367,7 @@ async fn a_repeated_launch_adopts_its_clone() {
     let name_of_first = compute.describe(&first[..1]).await.unwrap()[0].name.clone();
     let clash = phoenix_providers::vsphere::vm::vm_name(&other);
     assert_ne!(clash, name_of_first, "another token names another VM");
-    cleanup(&compute, &first).await;
+    slots.done(&compute, &first).await;
 }
 
 #[tokio::test]
@@ -374,7 +391,7 @@ async fn one_property_collector_call_per_polling_round() {
         (d.calls, d.max_requests_per_call, d.max_ids_per_call),
         (3, 1, 10)
     );
-    cleanup(&compute, &ids).await;
+    slots.done(&compute, &ids).await;
 }
 
 #[tokio::test]
@@ -400,7 +417,7 @@ async fn vcsim_finishes_tasks_inside_the_call_and_we_read_each_once() {
         s.snapshot()
     );
     assert_eq!(s.count("vsphere SetField"), 7, "one per label");
-    cleanup(&compute, &[warm, ids].concat()).await;
+    slots.done(&compute, &[warm, ids].concat()).await;
 }
 
 #[tokio::test]
@@ -429,7 +446,7 @@ async fn vcsim_appends_extra_config_and_we_read_the_last() {
     let seen = compute.describe(&ids).await.unwrap();
     assert_eq!(seen[0].labels.get(keys::POOL), Some(slots.pool.as_str()));
     assert_eq!(seen[0].status, ServerStatus::Active);
-    cleanup(&compute, &ids).await;
+    slots.done(&compute, &ids).await;
 }
 
 #[tokio::test]
@@ -484,7 +501,7 @@ async fn clone_power_on_flag_is_not_relied_on() {
     let vm = vms.iter().find(|v| v.server.id == ids[0]).unwrap();
     assert_eq!(vm.power_state, "poweredOn");
     assert!(vm.boot_time.is_some());
-    cleanup(&compute, &ids).await;
+    slots.done(&compute, &ids).await;
 }
 
 #[tokio::test]
@@ -505,7 +522,7 @@ async fn cold_standby_power_cycle_keeps_the_launch_time() {
     let after = compute.describe(&ids).await.unwrap();
     assert_eq!(after[0].status, ServerStatus::Active);
     assert_eq!(after[0].launched_at, before, "a boot is not a launch");
-    cleanup(&compute, &ids).await;
+    slots.done(&compute, &ids).await;
 }
 
 #[tokio::test]
@@ -702,7 +719,7 @@ async fn clones_join_the_configured_network() {
         assert_eq!(want.kind, kind);
         let nets = networks_of(&client, &ids[0]).await;
         assert!(nets.contains(&want), "{network}: {nets:?}");
-        cleanup(&compute, &ids).await;
+        slots.done(&compute, &ids).await;
     }
     // A network that does not exist is refused before any clone.
     let client =
@@ -716,6 +733,7 @@ async fn clones_join_the_configured_network() {
         .unwrap_err();
     assert!(matches!(e.kind, ErrorKind::Invalid(_)), "{e}");
     assert_eq!(client.stats().count("vsphere CloneVM_Task"), 0);
+    slots.done(&compute(&client), &[]).await;
 }
 
 #[tokio::test]
@@ -820,5 +838,5 @@ async fn vcsim_ignores_indexed_paths_and_we_read_on() {
         "from the custom attribute"
     );
     assert_eq!(seen[0].launched_at, None, "only the mirror has it");
-    cleanup(&whole, &ids).await;
+    slots.done(&whole, &ids).await;
 }
