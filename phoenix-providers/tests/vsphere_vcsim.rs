@@ -32,6 +32,12 @@ use phoenix_providers::vsphere::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+/// vcsim (0.24) shares device objects between a clone and the VM it was
+/// cloned from, so a clone racing a destroy or another bake of related
+/// VMs corrupts the simulator (nil dereferences, `FileAlreadyExists`);
+/// vCenter has no such coupling. The tests take turns, one at a time.
+static VCSIM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const NEEDS_VCSIM: &str = "PHOENIX_VCSIM_URL is set by scripts/test (scripts/peers/vcsim.sh)";
 /// A VM of vcsim's default inventory, standing in for a builder VM.
 const BUILDER: &str = "/DC0/vm/DC0_H0_VM0";
@@ -222,6 +228,7 @@ async fn raw_extra_config(client: &VsphereClient, id: &ServerId, key: &str) -> V
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn compute_conformance_on_vcsim() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let image = template(&client).await;
     let props = guestinfo("conformance").await;
@@ -247,6 +254,7 @@ async fn compute_conformance_on_vcsim() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn images_conformance_on_vcsim() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let images = VsphereImages::builder(client.clone()).build();
     conformance::images::run(
@@ -262,6 +270,7 @@ async fn images_conformance_on_vcsim() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn launch_writes_guestinfo_labels_and_custom_attributes() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let slots = Slots::new(template(&client).await).await;
     let compute = compute(&client);
@@ -338,6 +347,7 @@ async fn launch_writes_guestinfo_labels_and_custom_attributes() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn a_repeated_launch_adopts_its_clone() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let slots = Slots::new(template(&client).await).await;
     let compute = compute(&client);
@@ -373,6 +383,7 @@ async fn a_repeated_launch_adopts_its_clone() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn one_property_collector_call_per_polling_round() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let slots = Slots::new(template(&client).await).await;
     let compute = compute(&client);
@@ -397,6 +408,7 @@ async fn one_property_collector_call_per_polling_round() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn vcsim_finishes_tasks_inside_the_call_and_we_read_each_once() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let slots = Slots::new(template(&client).await).await;
     let compute = compute(&client);
@@ -423,6 +435,7 @@ async fn vcsim_finishes_tasks_inside_the_call_and_we_read_each_once() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn vcsim_appends_extra_config_and_we_read_the_last() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let slots = Slots::new(template(&client).await).await;
     let compute = compute(&client);
@@ -452,6 +465,7 @@ async fn vcsim_appends_extra_config_and_we_read_the_last() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn vcsim_appends_custom_values_and_we_read_the_last() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let images = VsphereImages::builder(client.clone()).build();
     let id = template(&client).await;
@@ -488,6 +502,7 @@ async fn vcsim_appends_custom_values_and_we_read_the_last() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn clone_power_on_flag_is_not_relied_on() {
+    let _turn = VCSIM.lock().await;
     // vcsim ignores CloneVM_Task's powerOn; we send false and power on
     // ourselves after the guestinfo is written, so a clone is never
     // running without its configuration.
@@ -507,6 +522,7 @@ async fn clone_power_on_flag_is_not_relied_on() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn cold_standby_power_cycle_keeps_the_launch_time() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let slots = Slots::new(template(&client).await).await;
     let compute = compute(&client);
@@ -528,6 +544,7 @@ async fn cold_standby_power_cycle_keeps_the_launch_time() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn never_destroys_what_phoenix_did_not_make() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let compute = compute(&client);
     let builder = builder_vm(&client).await;
@@ -556,6 +573,7 @@ async fn never_destroys_what_phoenix_did_not_make() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn faults_keep_their_type_and_task_errors_their_message() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     // A SOAP fault: powering on a template.
     let template = template(&client).await;
@@ -590,6 +608,7 @@ async fn faults_keep_their_type_and_task_errors_their_message() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn a_terminated_session_is_renewed() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let compute = compute(&client);
     compute.summaries().await.unwrap();
@@ -628,6 +647,7 @@ async fn a_terminated_session_is_renewed() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn a_wrong_password_is_unauthorized_and_never_shown() {
+    let _turn = VCSIM.lock().await;
     let url = std::env::var("PHOENIX_VCSIM_URL").expect(NEEDS_VCSIM);
     // The peer checks the password of its one user (scripts/peers/vcsim).
     let cfg = VsphereConfig::builder(&url)
@@ -651,6 +671,7 @@ async fn a_wrong_password_is_unauthorized_and_never_shown() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn a_wrong_thumbprint_is_refused() {
+    let _turn = VCSIM.lock().await;
     let url = std::env::var("PHOENIX_VCSIM_URL").expect(NEEDS_VCSIM);
     let cfg = VsphereConfig::builder(&url)
         .unwrap()
@@ -701,6 +722,7 @@ async fn networks_of(client: &VsphereClient, id: &ServerId) -> Vec<MoRef> {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn clones_join_the_configured_network() {
+    let _turn = VCSIM.lock().await;
     // The builder's card is on the distributed port group DC0_DVPG0; the
     // clone is moved to the standard "VM Network", and back.
     for (network, kind) in [
@@ -739,6 +761,7 @@ async fn clones_join_the_configured_network() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn linked_clones_start_from_the_templates_snapshot() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let images = VsphereImages::builder(client.clone())
         .snapshot_for_linked_clones(true)
@@ -783,6 +806,7 @@ async fn linked_clones_start_from_the_templates_snapshot() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn a_repeated_bake_resumes_and_a_namesake_is_refused() {
+    let _turn = VCSIM.lock().await;
     let client = client();
     let images = VsphereImages::builder(client.clone()).build();
     let version = conformance::unique("r");
@@ -820,6 +844,7 @@ async fn a_repeated_bake_resumes_and_a_namesake_is_refused() {
 #[tokio::test]
 #[ignore = "needs vcsim: scripts/peers/vcsim.sh"]
 async fn vcsim_ignores_indexed_paths_and_we_read_on() {
+    let _turn = VCSIM.lock().await;
     // vCenter answers `config.extraConfig["k"]` with the one value; vcsim
     // (0.24) reports each such path missing (InvalidProperty). The read
     // goes on (an absent key is absent), so a polling round still works;

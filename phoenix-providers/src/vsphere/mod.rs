@@ -35,8 +35,11 @@
 //! are appended rather than replaced, `SetField` appends duplicates,
 //! `RetrievePropertiesEx` ignores `maxObjects` and indexed property paths
 //! (so polling reads the whole `extraConfig` there:
-//! [`ExtraConfigReads::Whole`]), and VMs have no guest (so no guest
-//! address: [`VsphereComputeBuilder::vcsim_guest_ips`]).
+//! [`ExtraConfigReads::Whole`]), VMs have no guest (so no guest
+//! address: [`VsphereComputeBuilder::vcsim_guest_ips`]), and a clone
+//! shares device objects with its source, so concurrent clones and
+//! destroys of related VMs can corrupt the simulator (its tests take
+//! turns).
 
 pub mod client;
 pub mod compute;
