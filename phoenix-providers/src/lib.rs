@@ -13,9 +13,14 @@
 //!   the service catalog; Nova servers (`NovaCompute`), Glance v2 or Nova
 //!   images (`OpenStackImages`), Neutron floating IPs; `openstack-testing`
 //!   adds a scripted API server and Mimic's controls for tests;
-//! - `aws`, `vmware`: not yet (EC2 over the Query API; vSphere over vim25
-//!   SOAP). Meanwhile `phoenix_core::sim` (feature `sim` of `phoenix-core`)
-//!   provides a simulated cloud for tests.
+//! - `aws`: EC2 instances, Auto Scaling groups and AMIs over the Query
+//!   APIs (the `aws` module);
+//! - `vsphere`: VMware vSphere (the `vsphere` module): VMs cloned from
+//!   templates over a thin vim25 SOAP client, guestinfo boot
+//!   configuration, custom attributes, power off and on for cold standby.
+//!
+//! `phoenix_core::sim` (feature `sim` of `phoenix-core`) provides a
+//! simulated cloud for tests.
 //!
 //! Bake a local image from a script and run a server from it:
 //!
@@ -78,13 +83,15 @@
 #[cfg(feature = "local")]
 pub mod local;
 
-#[cfg(any(feature = "openstack", feature = "aws"))]
+#[cfg(any(feature = "openstack", feature = "aws", feature = "vsphere"))]
 pub mod api_stats;
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "openstack")]
 pub mod openstack;
-#[cfg(any(feature = "openstack", feature = "aws"))]
+#[cfg(any(feature = "openstack", feature = "aws", feature = "vsphere"))]
 pub(crate) mod redact;
 #[cfg(any(feature = "openstack", feature = "aws"))]
 pub(crate) mod retry_after;
+#[cfg(feature = "vsphere")]
+pub mod vsphere;
