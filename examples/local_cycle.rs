@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use examples::local::{
     block_on_main, run_cycle, serve_demo_app_if_asked, BalancerChoice, CycleOptions, LocalStack,
-    StackError, StackOptions,
+    StackError,
 };
 
 struct Args {
@@ -72,7 +72,7 @@ fn parse() -> Result<Args, String> {
 }
 
 async fn main_async(args: Args) -> Result<bool, StackError> {
-    let mut options = StackOptions::here()?;
+    let mut options = examples::local::options()?;
     options.servers = args.servers;
     if let Some(dir) = args.dir {
         options.dir = dir;

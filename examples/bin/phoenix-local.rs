@@ -40,8 +40,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::{Arc, OnceLock};
+
 use examples::local::{
-    serve_demo_app_if_asked, BalancerChoice, HooksChoice, LocalStack, StackError, StackOptions,
+    serve_demo_app_if_asked, BalancerChoice, HooksChoice, KillSwitch, KillSwitchStore, LocalStack,
+    StackError,
 };
 use phoenix_core::executor::{ExecError, Interruption};
 use phoenix_core::id::{OperationId, ReleaseLabel};
@@ -156,7 +159,7 @@ impl From<StackError> for Failure {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
-    let mut options = StackOptions::here()?;
+    let mut options = examples::local::options()?;
     options.dir = args.dir;
     options.balancer = BalancerChoice::Remote(args.socket);
     options.servers = args.servers;
@@ -188,6 +191,15 @@ async fn run(args: Args) -> Result<(), Failure> {
     if let Some(ttl) = args.lease_ttl {
         options.lease_ttl = ttl;
     }
+    // The kill switch of the fault tests, over the store; kept here to
+    // count commits.
+    let switch: Arc<OnceLock<KillSwitchStore>> = Arc::default();
+    let kept = switch.clone();
+    options.store_layer = Some(Arc::new(move |store| {
+        let s = KillSwitch::from_env(store);
+        let _ = kept.set(s.clone());
+        Arc::new(s)
+    }));
     let stack = LocalStack::open(options).await?;
     let (d, role) = (stack.deployment.clone(), stack.role.clone());
     let result: Result<(), StackError> = async {
@@ -241,7 +253,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 println!("live {}", live.unwrap_or_else(|| "none".into()));
             }
             Some("history") => {
-                let store = stack.store.wrapped().as_ref();
+                let store = stack.base_store.as_ref();
                 let shown = match args.command.get(1) {
                     Some(op) => {
                         let op: OperationId = op.parse().map_err(|e| {
@@ -264,7 +276,10 @@ async fn run(args: Args) -> Result<(), Failure> {
         Ok(())
     }
     .await;
-    eprintln!("commits {}", stack.store.commits());
+    eprintln!(
+        "commits {}",
+        switch.get().map(KillSwitchStore::commits).unwrap_or(0)
+    );
     result.map_err(Failure::from)
 }
 

@@ -299,6 +299,42 @@ pub struct PolicyError {
 }
 
 impl Policy {
+    /// The preset for a few servers on one machine (the local provider,
+    /// tests, demos): fast polls, 2 s bakes and drains, whole-pool batches
+    /// (`batch_size` and `max_surge` = `servers`, `min_healthy` 100%), one
+    /// hot standby kept, hooks that do not block a removal when a server
+    /// died; everything else as in [`Policy::default`] (production).
+    pub fn local(servers: usize) -> Self {
+        let mut p = Self::default();
+        p.provision.concurrency = 8;
+        p.provision.server_deadline = Duration::from_secs(20);
+        p.provision.health_timeout = Duration::from_secs(15);
+        p.provision.poll_interval = Duration::from_millis(100);
+        p.provision.replace_budget = 2;
+        p.rollout.batch_size = servers.max(1);
+        p.rollout.max_surge = servers.max(1);
+        p.rollout.min_healthy = Capacity::Percent(100);
+        p.rollout.bake_time = Duration::from_secs(2);
+        p.rollout.drain = Duration::from_secs(2);
+        p.rollout.progress_deadline = Duration::from_secs(60);
+        p.retention.keep = 1;
+        p.retention.hot = 1;
+        p.refresh.max_age = Duration::from_secs(3600);
+        p.refresh.max_replacements = 100;
+        p.refresh.window = Duration::from_secs(60);
+        // A server that died cannot hand anything over: the failure is
+        // recorded (a HookRan event) and the operation goes on.
+        p.hooks.on_failure = HookFailure::Proceed;
+        p.hooks.timeout = Duration::from_secs(5);
+        p.retry = RetryPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            max_retries: 5,
+            jitter_seed: None,
+        };
+        p
+    }
+
     /// Checks the policy for values no operation can work with.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let refuse = |field, reason: &str| {

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,31 +9,34 @@ use phoenix_core::id::{DeploymentId, EnvironmentName, ReleaseLabel, RoleName, Se
 use phoenix_core::labels::LabelSelector;
 use phoenix_core::model::{Deployment, Environment, Release, Role};
 use phoenix_core::ops::ReconcileOptions;
-use phoenix_core::policy::HookFailure;
-use phoenix_core::policy::{Capacity, Policy};
+use phoenix_core::policy::Policy;
 use phoenix_core::ports::{Compute, Images, LoadBalancer, ServerHooks, StateStore};
-use phoenix_core::retry::RetryPolicy;
 use phoenix_core::Phoenix;
 use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
+#[cfg(feature = "haproxy")]
 use phoenix_lb::haproxy::{LocalHaproxy, Mode, ServerCheck};
 use phoenix_lb::probe::HttpProbe;
 use phoenix_lb::remote::{AdminServer, RemoteBalancer};
 use phoenix_providers::local::{LocalCompute, LocalImages};
 use phoenix_state::hooks::{Hooks, HttpDrain, WarmUp};
 
-use super::crash::{KillSwitch, KillSwitchStore};
 use super::error::StackError;
 use super::timing::TimedBalancer;
 
-/// The deployment the local stack runs.
+/// The deployment the local stack runs unless told otherwise.
 pub const DEPLOYMENT: &str = "shop";
-/// Its environment.
+/// Its environment unless told otherwise.
 pub const ENVIRONMENT: &str = "local";
-/// Its role.
+/// Its role unless told otherwise.
 pub const ROLE: &str = "web";
+
+/// Wraps the state store the stack opens (to count commits, inject
+/// faults, trace): given the store, returns the one Phoenix uses.
+pub type StoreLayer = Arc<dyn Fn(Arc<dyn StateStore>) -> Arc<dyn StateStore> + Send + Sync>;
 
 /// Where the balancer runs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum BalancerChoice {
     /// In this process, listening on the address (port 0: any free port),
     /// optionally also served on an admin socket.
@@ -46,19 +49,21 @@ pub enum BalancerChoice {
     /// In another process, reached through its admin socket.
     Remote(PathBuf),
     /// A haproxy of its own (Debian's `haproxy`, or `PHOENIX_HAPROXY`),
-    /// driven through its runtime API.
+    /// driven through its runtime API (feature `haproxy`).
+    #[cfg(feature = "haproxy")]
     Haproxy,
 }
 
 /// Which drain and warm-up hooks the stack's Phoenix runs.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub enum HooksChoice {
     /// None.
+    #[default]
     None,
     /// The demo app's: `POST /drain` before a server leaves, a crawl of
     /// its `/sitemap.xml` before it is attached
     /// ([`LocalStack::demo_hooks`]).
-    #[default]
     Demo,
     /// These.
     Custom(Arc<dyn ServerHooks>),
@@ -74,23 +79,27 @@ impl std::fmt::Debug for HooksChoice {
     }
 }
 
-/// How to open the stack.
-#[derive(Debug, Clone)]
-pub struct StackOptions {
+/// How to open the stack: every field has a default
+/// ([`LocalOptions::here`]); [`crate::local()`] sets them one by one.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct LocalOptions {
     /// The working directory (state, images, servers): `.phoenix`.
     pub dir: PathBuf,
     /// The binary baked into images (it serves the demo app when started
-    /// with the demo-app argument).
+    /// with [`DEMO_APP_ARG`](super::DEMO_APP_ARG)): by default this
+    /// program, the app-is-this-binary trick of demos and tests.
     pub app: PathBuf,
     /// The balancer.
     pub balancer: BalancerChoice,
-    /// Servers per pool.
+    /// Servers per pool (the role's desired count).
     pub servers: usize,
     /// Who this orchestrator is, in leases.
     pub holder: String,
-    /// The configuration directory.
-    pub config: PathBuf,
-    /// The policy of plans (default: [`LocalStack::policy`]).
+    /// The phoenix-config directory (`base.toml`, `env/`, `role/`, …);
+    /// `None`: servers receive only Phoenix's identity variables.
+    pub config: Option<PathBuf>,
+    /// The policy of plans (default: [`Policy::local`]).
     pub policy: Option<Policy>,
     /// How long the deployment lease lasts unless renewed.
     pub lease_ttl: Duration,
@@ -99,16 +108,45 @@ pub struct StackOptions {
     /// `ExecError::Busy`.
     pub lease_wait: Duration,
     /// The state store, as a URL (`sqlite://PATH` or `postgres://…`, see
-    /// `phoenix_state::open`); by default `state.sqlite` in `dir`.
+    /// [`phoenix_state::open`]); by default `state.sqlite` in `dir`.
     pub state: Option<String>,
     /// The drain and warm-up hooks.
     pub hooks: HooksChoice,
+    /// A layer over the state store (see [`StoreLayer`]).
+    pub store_layer: Option<StoreLayer>,
+    /// The deployment's name.
+    pub deployment: DeploymentId,
+    /// Its environment.
+    pub environment: EnvironmentName,
+    /// Its role.
+    pub role: RoleName,
+    /// The port the role's service listens on (the local provider gives
+    /// every server its own port; this is what the records say).
+    pub port: u16,
 }
 
-impl StackOptions {
+impl std::fmt::Debug for LocalOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalOptions")
+            .field("dir", &self.dir)
+            .field("app", &self.app)
+            .field("balancer", &self.balancer)
+            .field("servers", &self.servers)
+            .field("holder", &self.holder)
+            .field("config", &self.config)
+            .field("state", &self.state.as_deref().map(redact_url))
+            .field("hooks", &self.hooks)
+            .field("deployment", &self.deployment)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalOptions {
     /// The defaults: `.phoenix` under the current directory, three servers,
     /// an in-process balancer on any free loopback port, this binary as the
-    /// app, the example configuration, and the state store named by
+    /// app, no configuration directory, no hooks, deployment `shop` in
+    /// environment `local` with role `web`, and the state store named by
     /// `PHOENIX_STATE_URL` when it is set (SQLite in `.phoenix` otherwise).
     pub fn here() -> Result<Self, StackError> {
         let cwd = std::env::current_dir().map_err(StackError::io("cannot read", "."))?;
@@ -122,24 +160,22 @@ impl StackOptions {
                 admin: None,
             },
             servers: 3,
-            holder: format!("local-cycle@{}", std::process::id()),
-            config: default_config_dir(),
+            holder: format!("phoenix@{}", std::process::id()),
+            config: None,
             policy: None,
             lease_ttl: Duration::from_secs(5),
             lease_wait: Duration::from_secs(20),
             state: std::env::var(phoenix_state::STATE_URL_ENV)
                 .ok()
                 .filter(|u| !u.is_empty()),
-            hooks: HooksChoice::Demo,
+            hooks: HooksChoice::None,
+            store_layer: None,
+            deployment: id(DEPLOYMENT)?,
+            environment: id(ENVIRONMENT)?,
+            role: id(ROLE)?,
+            port: 8080,
         })
     }
-}
-
-/// The example configuration shipped with this package.
-pub fn default_config_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("local")
-        .join("config")
 }
 
 /// The local stack, opened.
@@ -152,8 +188,10 @@ pub struct LocalStack {
     pub compute: Arc<LocalCompute>,
     /// Images.
     pub images: Arc<LocalImages>,
-    /// The store, with its kill switch.
-    pub store: KillSwitchStore,
+    /// The state store (with its layer, when one was given).
+    pub store: Arc<dyn StateStore>,
+    /// The state store as opened, under any layer.
+    pub base_store: Arc<dyn StateStore>,
     /// The balancer, timed.
     pub balancer: TimedBalancer,
     /// The in-process balancer, when it is one.
@@ -161,11 +199,16 @@ pub struct LocalStack {
     /// The admin socket served, when asked for.
     pub admin: Option<AdminServer>,
     /// The haproxy this stack started, when it uses one.
+    #[cfg(feature = "haproxy")]
     pub haproxy: Option<LocalHaproxy>,
     /// The deployment.
     pub deployment: DeploymentId,
     /// The role.
     pub role: RoleName,
+    /// The environment.
+    pub environment: EnvironmentName,
+    /// The port recorded for the role.
+    pub port: u16,
     /// The app binary baked into images.
     pub app: PathBuf,
     /// Servers per pool.
@@ -189,37 +232,10 @@ where
 }
 
 impl LocalStack {
-    /// The policy for a few local processes: fast polls, short bakes and
-    /// drains, everything else as in production.
+    /// The policy for a few local processes ([`Policy::local`]): fast
+    /// polls, short bakes and drains, everything else as in production.
     pub fn policy(servers: usize) -> Policy {
-        let mut p = Policy::default();
-        p.provision.concurrency = 8;
-        p.provision.server_deadline = Duration::from_secs(20);
-        p.provision.health_timeout = Duration::from_secs(15);
-        p.provision.poll_interval = Duration::from_millis(100);
-        p.provision.replace_budget = 2;
-        p.rollout.batch_size = servers.max(1);
-        p.rollout.max_surge = servers.max(1);
-        p.rollout.min_healthy = Capacity::Percent(100);
-        p.rollout.bake_time = Duration::from_secs(2);
-        p.rollout.drain = Duration::from_secs(2);
-        p.rollout.progress_deadline = Duration::from_secs(60);
-        p.retention.keep = 1;
-        p.retention.hot = 1;
-        p.refresh.max_age = Duration::from_secs(3600);
-        p.refresh.max_replacements = 100;
-        p.refresh.window = Duration::from_secs(60);
-        // A server that died cannot hand anything over: the failure is
-        // recorded (a HookRan event) and the operation goes on.
-        p.hooks.on_failure = HookFailure::Proceed;
-        p.hooks.timeout = Duration::from_secs(5);
-        p.retry = RetryPolicy {
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-            max_retries: 5,
-            jitter_seed: None,
-        };
-        p
+        Policy::local(servers)
     }
 
     /// The demo app's hooks: `POST /drain` (its session count is the
@@ -243,21 +259,29 @@ impl LocalStack {
             .build()
     }
 
-    /// Opens (or creates) the stack in `options.dir`.
-    pub async fn open(options: StackOptions) -> Result<Self, StackError> {
+    /// Opens (or creates) the stack in `options.dir`, and registers its
+    /// deployment (idempotent). It does not touch servers: call
+    /// [`Self::restore`] to pick up where an earlier run left off.
+    pub async fn open(options: LocalOptions) -> Result<Self, StackError> {
         let dir = options.dir.clone();
         std::fs::create_dir_all(&dir).map_err(StackError::io("cannot create", &dir))?;
-        let state: Arc<dyn StateStore> = match &options.state {
+        let base_store: Arc<dyn StateStore> = match &options.state {
             Some(url) => phoenix_state::open(url).await?,
             None => {
                 phoenix_state::open(&format!("sqlite://{}", dir.join("state.sqlite").display()))
                     .await?
             }
         };
-        let store = KillSwitch::from_env(state);
+        let store = match &options.store_layer {
+            Some(layer) => layer(base_store.clone()),
+            None => base_store.clone(),
+        };
         let compute = Arc::new(LocalCompute::builder().root(dir.join("local")).build()?);
         let images = Arc::new(LocalImages::builder().root(dir.join("local")).build()?);
-        let config = Arc::new(phoenix_config::ConfigSet::load(&options.config)?);
+        let config = Arc::new(match &options.config {
+            Some(path) => phoenix_config::ConfigSet::load(path)?,
+            None => phoenix_config::ConfigSet::from_files(&dir, [("base.toml", "")])?,
+        });
         let probe = Arc::new(
             HttpProbe::builder()
                 .health_path("/health")
@@ -265,6 +289,7 @@ impl LocalStack {
                 .timeout(Duration::from_secs(2))
                 .build()?,
         );
+        #[cfg(feature = "haproxy")]
         let mut haproxy = None;
         let (inner, embedded, admin): (Arc<dyn LoadBalancer>, _, _) = match &options.balancer {
             BalancerChoice::Embedded { listen, admin } => {
@@ -292,6 +317,7 @@ impl LocalStack {
             BalancerChoice::Remote(path) => {
                 (Arc::new(RemoteBalancer::connect(path).await?), None, None)
             }
+            #[cfg(feature = "haproxy")]
             BalancerChoice::Haproxy => {
                 let local = LocalHaproxy::builder()
                     .mode(Mode::Http)
@@ -319,7 +345,7 @@ impl LocalStack {
             .balancer(Arc::new(balancer.clone()))
             .boot_config(config)
             .probe(probe)
-            .store(Arc::new(store.clone()))
+            .store(store.clone())
             .policy(
                 options
                     .policy
@@ -336,12 +362,16 @@ impl LocalStack {
             compute,
             images,
             store,
+            base_store,
             balancer,
             embedded,
             admin,
+            #[cfg(feature = "haproxy")]
             haproxy,
-            deployment: id(DEPLOYMENT)?,
-            role: id(ROLE)?,
+            deployment: options.deployment,
+            role: options.role,
+            environment: options.environment,
+            port: options.port,
             app: options.app,
             servers: options.servers,
         };
@@ -350,35 +380,28 @@ impl LocalStack {
     }
 
     /// The deployment's definition.
-    pub fn definition(&self) -> Result<Deployment, StackError> {
-        let env: EnvironmentName = id(ENVIRONMENT)?;
-        Ok(Deployment::new(
+    pub fn definition(&self) -> Deployment {
+        Deployment::new(
             self.deployment.clone(),
             Environment {
-                name: env,
+                name: self.environment.clone(),
                 production: false,
             },
         )
-        .with_role(Role {
-            name: self.role.clone(),
-            desired: self.servers,
-            flavor: None,
-            // The local provider gives every server its own port.
-            port: 8080,
-        }))
+        .with_role(Role::new(self.role.clone(), self.servers).with_port(self.port))
     }
 
     async fn ensure_deployment(&self) -> Result<(), StackError> {
-        self.phoenix.register(&self.definition()?).await?;
+        self.phoenix.register(&self.definition()).await?;
         Ok(())
     }
 
     /// Where the balancer this stack runs listens (in-process or haproxy).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.embedded
-            .as_ref()
-            .map(|lb| lb.local_addr())
-            .or_else(|| self.haproxy.as_ref().map(LocalHaproxy::frontend_addr))
+        let embedded = self.embedded.as_ref().map(|lb| lb.local_addr());
+        #[cfg(feature = "haproxy")]
+        let embedded = embedded.or_else(|| self.haproxy.as_ref().map(LocalHaproxy::frontend_addr));
+        embedded
     }
 
     /// The next release number: one more than the highest `vN` recorded.
@@ -482,12 +505,32 @@ impl LocalStack {
             lb.shutdown().await;
         }
         let dir = self.dir.clone();
-        let mut this = self;
-        if let Some(h) = this.haproxy.take() {
-            h.stop().await?;
+        #[cfg(feature = "haproxy")]
+        {
+            let mut this = self;
+            if let Some(h) = this.haproxy.take() {
+                h.stop().await?;
+            }
         }
-        drop(this);
+        #[cfg(not(feature = "haproxy"))]
+        drop(self);
         std::fs::remove_dir_all(&dir).map_err(StackError::io("cannot remove", &dir))?;
         Ok(servers.len())
+    }
+}
+
+/// A URL with any password hidden: `postgres://user:***@host/db`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_owned(),
     }
 }
