@@ -81,15 +81,15 @@ pub use phoenix_core::{
 /// re-exported so that no `tokio_util` type is needed by hand.
 pub use tokio_util::sync::CancellationToken;
 
-// pub mod exit;
-// pub mod file;
+pub mod exit;
+pub mod file;
 #[cfg(feature = "local")]
 pub mod local;
-// pub mod report;
-// mod stack;
-// pub mod status;
+pub mod report;
+mod stack;
+pub mod status;
 
-// pub use stack::{Stack, StackFileError};
+pub use stack::{Stack, StackFileError, StackSelect};
 
 /// Opens the local stack builder-style: local processes from baked
 /// images, the embedded balancer, SQLite under `.phoenix` (see

@@ -31,6 +31,7 @@ mod timing;
 pub use builder::LocalBuilder;
 pub use demo::{block_on_main, serve_demo_app_if_asked, DEMO_APP_ARG};
 pub use error::StackError;
+pub(crate) use ops::label as parse_label;
 pub use stack::{
     BalancerChoice, HooksChoice, LocalOptions, LocalStack, StoreLayer, DEPLOYMENT, ENVIRONMENT,
     ROLE,

@@ -123,6 +123,9 @@ pub struct LocalOptions {
     /// The port the role's service listens on (the local provider gives
     /// every server its own port; this is what the records say).
     pub port: u16,
+    /// The deployment's whole definition, when it has more roles than
+    /// `role` (by default: one role, `role`, of `servers` servers).
+    pub definition: Option<Deployment>,
 }
 
 impl std::fmt::Debug for LocalOptions {
@@ -174,6 +177,7 @@ impl LocalOptions {
             environment: id(ENVIRONMENT)?,
             role: id(ROLE)?,
             port: 8080,
+            definition: None,
         })
     }
 }
@@ -209,6 +213,8 @@ pub struct LocalStack {
     pub environment: EnvironmentName,
     /// The port recorded for the role.
     pub port: u16,
+    /// The deployment's whole definition, if given.
+    definition: Option<Deployment>,
     /// The app binary baked into images.
     pub app: PathBuf,
     /// Servers per pool.
@@ -372,6 +378,7 @@ impl LocalStack {
             role: options.role,
             environment: options.environment,
             port: options.port,
+            definition: options.definition,
             app: options.app,
             servers: options.servers,
         };
@@ -381,6 +388,9 @@ impl LocalStack {
 
     /// The deployment's definition.
     pub fn definition(&self) -> Deployment {
+        if let Some(d) = &self.definition {
+            return d.clone();
+        }
         Deployment::new(
             self.deployment.clone(),
             Environment {
@@ -450,18 +460,20 @@ impl LocalStack {
     /// live servers are put back; processes that died are recorded and
     /// replaced; orphans are removed). Returns what it found.
     pub async fn restore(&self) -> Result<String, StackError> {
+        self.restore_with(ReconcileOptions {
+            remove_orphans: true,
+            record_missing: true,
+            restore_members: true,
+        })
+        .await
+    }
+
+    /// [`Self::restore`] with these reconcile options.
+    pub async fn restore_with(&self, options: ReconcileOptions) -> Result<String, StackError> {
         self.resume().await?;
         let (report, plan) = self
             .phoenix
-            .plan_reconcile(
-                &self.deployment,
-                &self.role,
-                ReconcileOptions {
-                    remove_orphans: true,
-                    record_missing: true,
-                    restore_members: true,
-                },
-            )
+            .plan_reconcile(&self.deployment, &self.role, options)
             .await?;
         let found = report.to_string();
         if !plan.is_noop() {
