@@ -64,13 +64,14 @@ pub async fn deployment_events(
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let page = store
-            .events(&stream, after, PAGE)
-            .await
-            .map_err(|source| ReportError::Store {
-                deployment: deployment.clone(),
-                source,
-            })?;
+        let page =
+            store
+                .events(&stream, after, PAGE)
+                .await
+                .map_err(|source| ReportError::Store {
+                    deployment: deployment.clone(),
+                    source,
+                })?;
         let n = page.len();
         for e in page {
             after = e.seq;
@@ -228,7 +229,11 @@ impl RowState {
     fn enter(&mut self, kind: Option<SpanKind>, at: f64) {
         if let Some((k, from)) = self.open.take() {
             if at > from || k == SpanKind::Serving {
-                self.spans.push(Span { kind: k, from, to: at });
+                self.spans.push(Span {
+                    kind: k,
+                    from,
+                    to: at,
+                });
             }
         }
         self.open = kind.map(|k| (k, at));
@@ -247,7 +252,9 @@ fn pool_of(kind: &EventKind) -> Option<(&PoolId, Option<u32>, Option<String>)> {
         | ServerDrained { pool, slot, server }
         | ServerStopped { pool, slot, server }
         | ServerStarted { pool, slot, server }
-        | ServerMissing { pool, slot, server } => Some((pool, Some(*slot), Some(server.to_string()))),
+        | ServerMissing { pool, slot, server } => {
+            Some((pool, Some(*slot), Some(server.to_string())))
+        }
         LaunchFailed {
             pool, slot, server, ..
         } => Some((pool, Some(*slot), server.as_ref().map(|s| s.to_string()))),
@@ -369,7 +376,8 @@ impl Timeline {
                             r.enter(Some(SpanKind::Booting), at);
                         }
                         EventKind::ServerHealthy { .. } | EventKind::ServerVerified { .. } => {
-                            if !matches!(r.open, Some((SpanKind::Serving | SpanKind::Draining, _))) {
+                            if !matches!(r.open, Some((SpanKind::Serving | SpanKind::Draining, _)))
+                            {
                                 r.enter(Some(SpanKind::Healthy), at);
                             }
                         }
@@ -389,7 +397,8 @@ impl Timeline {
                             r.enter(None, at);
                         }
                         EventKind::ServerTerminated { .. } => {
-                            r.points.push((PointKind::Terminated, at, "terminated".into()));
+                            r.points
+                                .push((PointKind::Terminated, at, "terminated".into()));
                             r.enter(None, at);
                             if serving_now.remove(&server) {
                                 serving.push((at, serving_now.len()));
@@ -405,7 +414,9 @@ impl Timeline {
                         }
                         _ => {}
                     }
-                } else if let (EventKind::LaunchFailed { reason, slot, .. }, None) = (&e.kind, &slot) {
+                } else if let (EventKind::LaunchFailed { reason, slot, .. }, None) =
+                    (&e.kind, &slot)
+                {
                     let r = row(&mut rows, pool, *slot, &format!("slot {slot}"));
                     r.points.push((PointKind::LaunchFailed, at, reason.clone()));
                 }
@@ -425,7 +436,9 @@ impl Timeline {
                 continue;
             }
             match &e.kind {
-                EventKind::OperationStarted { kind, summary: s, .. } => {
+                EventKind::OperationStarted {
+                    kind, summary: s, ..
+                } => {
                     summary = format!("{kind}: {s}");
                 }
                 EventKind::OperationFinished { outcome: o, .. } => outcome = Some(*o),
@@ -547,7 +560,9 @@ impl Timeline {
             start = self.start.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
         );
         h.push_str(&self.to_svg());
-        h.push_str("\n<h2>Steps</h2>\n<table><tr><th>#</th><th>from</th><th>to</th><th>step</th></tr>\n");
+        h.push_str(
+            "\n<h2>Steps</h2>\n<table><tr><th>#</th><th>from</th><th>to</th><th>step</th></tr>\n",
+        );
         for s in &self.steps {
             let _ = writeln!(
                 h,
@@ -664,8 +679,8 @@ impl<'a> Svg<'a> {
     fn ticks(&self) -> (f64, Vec<f64>) {
         let len = self.t.length;
         let step = [
-            0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0,
-            1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0,
+            60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
         ]
         .into_iter()
         .find(|s| len / s <= 12.0)
@@ -681,28 +696,17 @@ impl<'a> Svg<'a> {
 
     fn draw(mut self) -> String {
         let t = self.t;
-        let server_rows: usize = t.pools.iter().map(|p| p.servers.len().max(1)).sum();
-        let step_rows = t.steps.len().clamp(1, 14);
-        let height = 110.0
-            + 24.0
-            + step_rows as f64 * 12.0
-            + 20.0
-            + t.pools.len() as f64 * 30.0
-            + server_rows as f64 * ROW
-            + 40.0
-            + 110.0
-            + 50.0
-            + 40.0;
-        let _ = writeln!(
-            self.out,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="{FONT}">"#
-        );
-        let _ = writeln!(
-            self.out,
-            r##"<rect x="0" y="0" width="{WIDTH}" height="{height:.0}" fill="#ffffff"/>"##
-        );
+        let step_rows = t.steps.len().clamp(1, 24);
         // Title.
-        self.text(20.0, 32.0, 20.0, "start", "#212121", "bold", &format!("{} · {}", t.deployment, t.operation));
+        self.text(
+            20.0,
+            32.0,
+            20.0,
+            "start",
+            "#212121",
+            "bold",
+            &format!("{} · {}", t.deployment, t.operation),
+        );
         let sub = format!(
             "{} — {}, {} (started {})",
             truncate(&t.summary, 90),
@@ -715,7 +719,15 @@ impl<'a> Svg<'a> {
         self.y = 110.0;
 
         // Steps: one thin bar per step, stacked in rows.
-        self.text(20.0, self.y + 12.0, 13.0, "start", "#212121", "bold", "steps");
+        self.text(
+            20.0,
+            self.y + 12.0,
+            13.0,
+            "start",
+            "#212121",
+            "bold",
+            "steps",
+        );
         let top = self.y;
         for (i, s) in t.steps.iter().enumerate() {
             let y = top + (i % step_rows) as f64 * 12.0 + 2.0;
@@ -734,14 +746,49 @@ impl<'a> Svg<'a> {
                 s.text,
                 s.from,
                 s.to,
-                s.failed.as_deref().map(|e| format!(" FAILED: {e}")).unwrap_or_default()
+                s.failed
+                    .as_deref()
+                    .map(|e| format!(" FAILED: {e}"))
+                    .unwrap_or_default()
             );
             self.rect(x1, y, x2, 9.0, fill, &title);
-            let label = truncate(&s.text, 60);
-            let room = WIDTH - RIGHT - x2 - 6.0;
-            if room > 60.0 {
-                let label = truncate(&label, (room / 5.6) as usize);
-                self.text(x2 + 4.0, y + 8.0, 9.0, "start", "#546e7a", "normal", &label);
+            // The label goes right of the bar, or inside it, or left of it:
+            // wherever it has the most room.
+            let label = format!("{}. {}", s.index + 1, s.text);
+            let right = WIDTH - RIGHT - x2 - 6.0;
+            let left = x1 - LEFT - 6.0;
+            let inside = x2 - x1 - 8.0;
+            let fit = |room: f64| truncate(&label, (room / 5.2).max(0.0) as usize);
+            if right >= 200.0 || (right >= left && right >= inside && right > 40.0) {
+                self.text(
+                    x2 + 4.0,
+                    y + 8.0,
+                    9.0,
+                    "start",
+                    "#546e7a",
+                    "normal",
+                    &fit(right),
+                );
+            } else if inside >= left && inside > 40.0 {
+                self.text(
+                    x1 + 4.0,
+                    y + 8.0,
+                    9.0,
+                    "start",
+                    "#ffffff",
+                    "bold",
+                    &fit(inside),
+                );
+            } else if left > 40.0 {
+                self.text(
+                    x1 - 4.0,
+                    y + 8.0,
+                    9.0,
+                    "end",
+                    "#546e7a",
+                    "normal",
+                    &fit(left),
+                );
             }
         }
         let steps_bottom = top + step_rows as f64 * 12.0 + 8.0;
@@ -759,11 +806,35 @@ impl<'a> Svg<'a> {
                 self.y,
                 WIDTH - 20.0
             );
-            self.text(20.0, self.y + 17.0, 14.0, "start", "#212121", "bold", &format!("{} · {}", p.release, p.state));
-            self.text(20.0, self.y + 31.0, 10.0, "start", "#78909c", "normal", &truncate(&p.pool, 44));
+            self.text(
+                20.0,
+                self.y + 17.0,
+                14.0,
+                "start",
+                "#212121",
+                "bold",
+                &format!("{} · {}", p.release, p.state),
+            );
+            self.text(
+                20.0,
+                self.y + 31.0,
+                10.0,
+                "start",
+                "#78909c",
+                "normal",
+                &truncate(&p.pool, 44),
+            );
             let mut y = self.y + 26.0;
             for s in &p.servers {
-                self.text(LEFT - 8.0, y + 12.0, 10.0, "end", "#455a64", "normal", &truncate(&s.server, 28));
+                self.text(
+                    LEFT - 8.0,
+                    y + 12.0,
+                    10.0,
+                    "end",
+                    "#455a64",
+                    "normal",
+                    &truncate(&s.server, 28),
+                );
                 let _ = writeln!(
                     self.out,
                     r##"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#eceff1"/>"##,
@@ -778,7 +849,8 @@ impl<'a> Svg<'a> {
                         SpanKind::Serving => (C_SERVING, 12.0, 2.0, "serving"),
                         SpanKind::Draining => (C_DRAIN, 12.0, 2.0, "draining"),
                     };
-                    let title = format!("{} {what} +{:.2}s … +{:.2}s", s.server, span.from, span.to);
+                    let title =
+                        format!("{} {what} +{:.2}s … +{:.2}s", s.server, span.from, span.to);
                     let (x1, x2) = (self.x(span.from), self.x(span.to));
                     self.rect(x1, y + dy, x2, h, fill, &title);
                 }
@@ -791,22 +863,44 @@ impl<'a> Svg<'a> {
                             let _ = writeln!(
                                 self.out,
                                 r##"<path d="M{:.1},{:.1} L{:.1},{cy:.1} L{:.1},{:.1} Z" fill="#37474f"><title>{title}</title></path>"##,
-                                x - 4.0, cy - 5.0, x + 4.0, x - 4.0, cy + 5.0
+                                x - 4.0,
+                                cy - 5.0,
+                                x + 4.0,
+                                x - 4.0,
+                                cy + 5.0
                             );
                         }
                         PointKind::Terminated | PointKind::Stopped => {
-                            let color = if *kind == PointKind::Stopped { "#6d4c41" } else { "#212121" };
+                            let color = if *kind == PointKind::Stopped {
+                                "#6d4c41"
+                            } else {
+                                "#212121"
+                            };
                             let _ = writeln!(
                                 self.out,
                                 r#"<g stroke="{color}" stroke-width="2"><title>{title}</title><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/></g>"#,
-                                x - 4.0, cy - 4.0, x + 4.0, cy + 4.0, x - 4.0, cy + 4.0, x + 4.0, cy - 4.0
+                                x - 4.0,
+                                cy - 4.0,
+                                x + 4.0,
+                                cy + 4.0,
+                                x - 4.0,
+                                cy + 4.0,
+                                x + 4.0,
+                                cy - 4.0
                             );
                         }
                         PointKind::LaunchFailed | PointKind::Missing => {
                             let _ = writeln!(
                                 self.out,
                                 r#"<g stroke="{C_FAIL}" stroke-width="3"><title>{title}</title><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/></g>"#,
-                                x - 5.0, cy - 5.0, x + 5.0, cy + 5.0, x - 5.0, cy + 5.0, x + 5.0, cy - 5.0
+                                x - 5.0,
+                                cy - 5.0,
+                                x + 5.0,
+                                cy + 5.0,
+                                x - 5.0,
+                                cy + 5.0,
+                                x + 5.0,
+                                cy - 5.0
                             );
                         }
                     }
@@ -814,7 +908,15 @@ impl<'a> Svg<'a> {
                 y += ROW;
             }
             if p.servers.is_empty() {
-                self.text(LEFT, y + 12.0, 10.0, "start", "#90a4ae", "normal", "no servers in this operation");
+                self.text(
+                    LEFT,
+                    y + 12.0,
+                    10.0,
+                    "start",
+                    "#90a4ae",
+                    "normal",
+                    "no servers in this operation",
+                );
             }
             self.y += lane_h + 4.0;
         }
@@ -825,8 +927,24 @@ impl<'a> Svg<'a> {
         let chart_top = self.y;
         let chart_h = 80.0;
         let max = t.serving.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
-        self.text(20.0, chart_top + 14.0, 13.0, "start", "#212121", "bold", "serving members");
-        self.text(20.0, chart_top + 30.0, 10.0, "start", "#78909c", "normal", "behind the balancer, taking traffic");
+        self.text(
+            20.0,
+            chart_top + 14.0,
+            13.0,
+            "start",
+            "#212121",
+            "bold",
+            "serving members",
+        );
+        self.text(
+            20.0,
+            chart_top + 30.0,
+            10.0,
+            "start",
+            "#78909c",
+            "normal",
+            "behind the balancer, taking traffic",
+        );
         let _ = writeln!(
             self.out,
             r##"<rect x="{LEFT}" y="{chart_top:.1}" width="{:.1}" height="{chart_h}" fill="#fafafa" stroke="#e0e0e0"/>"##,
@@ -843,7 +961,15 @@ impl<'a> Svg<'a> {
                 r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eeeeee"/>"##,
                 WIDTH - RIGHT
             );
-            self.text(LEFT - 6.0, y + 4.0, 10.0, "end", "#607d8b", "normal", &n.to_string());
+            self.text(
+                LEFT - 6.0,
+                y + 4.0,
+                10.0,
+                "end",
+                "#607d8b",
+                "normal",
+                &n.to_string(),
+            );
         }
         let mut d = String::new();
         let mut prev: Option<usize> = None;
@@ -884,8 +1010,20 @@ impl<'a> Svg<'a> {
             let ly = lanes_top - 6.0 - label_row;
             let anchor = if x > WIDTH - 200.0 { "end" } else { "start" };
             let dx = if anchor == "end" { -3.0 } else { 3.0 };
-            self.text(x + dx, ly, 10.0, anchor, color, "bold", &truncate(&m.label, 50));
-            label_row = if label_row >= 20.0 { 0.0 } else { label_row + 10.0 };
+            self.text(
+                x + dx,
+                ly,
+                10.0,
+                anchor,
+                color,
+                "bold",
+                &truncate(&m.label, 50),
+            );
+            label_row = if label_row >= 20.0 {
+                0.0
+            } else {
+                label_row + 10.0
+            };
         }
         let _ = lanes_bottom;
 
@@ -904,12 +1042,22 @@ impl<'a> Svg<'a> {
                 r##"<line x1="{x:.1}" y1="{axis_y:.1}" x2="{x:.1}" y2="{:.1}" stroke="#455a64"/>"##,
                 axis_y + 5.0
             );
-            let label = if step < 1.0 {
+            let label = if step < 0.1 {
+                format!("+{:.0}ms", s * 1000.0)
+            } else if step < 1.0 {
                 format!("+{s:.1}s")
             } else {
                 format!("+{}", human(std::time::Duration::from_secs_f64(s)))
             };
-            self.text(x, axis_y + 18.0, 10.0, "middle", "#455a64", "normal", &label);
+            self.text(
+                x,
+                axis_y + 18.0,
+                10.0,
+                "middle",
+                "#455a64",
+                "normal",
+                &label,
+            );
         }
         self.text(
             LEFT,
@@ -920,8 +1068,19 @@ impl<'a> Svg<'a> {
             "normal",
             "time since the operation started · hover a bar for details",
         );
-        self.out.push_str("</svg>\n");
-        self.out
+        let height = (axis_y + 50.0).ceil();
+        let mut svg = String::with_capacity(self.out.len() + 400);
+        let _ = writeln!(
+            svg,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="{FONT}">"#
+        );
+        let _ = writeln!(
+            svg,
+            r##"<rect x="0" y="0" width="{WIDTH}" height="{height:.0}" fill="#ffffff"/>"##
+        );
+        svg.push_str(&self.out);
+        svg.push_str("</svg>\n");
+        svg
     }
 
     fn legend(&mut self, x0: f64, y: f64) {
@@ -945,23 +1104,65 @@ impl<'a> Svg<'a> {
         let _ = writeln!(
             self.out,
             r##"<path d="M{:.1},{:.1} L{:.1},{y:.1} L{:.1},{:.1} Z" fill="#37474f"/>"##,
-            x, y - 5.0, x + 8.0, x, y + 5.0
+            x,
+            y - 5.0,
+            x + 8.0,
+            x,
+            y + 5.0
         );
-        self.text(x + 14.0, y + 4.0, 11.0, "start", "#37474f", "normal", "launched");
+        self.text(
+            x + 14.0,
+            y + 4.0,
+            11.0,
+            "start",
+            "#37474f",
+            "normal",
+            "launched",
+        );
         x += 80.0;
         let _ = writeln!(
             self.out,
             r##"<g stroke="#212121" stroke-width="2"><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/></g>"##,
-            x, y - 4.0, x + 8.0, y + 4.0, x, y + 4.0, x + 8.0, y - 4.0
+            x,
+            y - 4.0,
+            x + 8.0,
+            y + 4.0,
+            x,
+            y + 4.0,
+            x + 8.0,
+            y - 4.0
         );
-        self.text(x + 14.0, y + 4.0, 11.0, "start", "#37474f", "normal", "terminated");
+        self.text(
+            x + 14.0,
+            y + 4.0,
+            11.0,
+            "start",
+            "#37474f",
+            "normal",
+            "terminated",
+        );
         x += 90.0;
         let _ = writeln!(
             self.out,
             r#"<g stroke="{C_FAIL}" stroke-width="3"><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/></g>"#,
-            x, y - 5.0, x + 10.0, y + 5.0, x, y + 5.0, x + 10.0, y - 5.0
+            x,
+            y - 5.0,
+            x + 10.0,
+            y + 5.0,
+            x,
+            y + 5.0,
+            x + 10.0,
+            y - 5.0
         );
-        self.text(x + 16.0, y + 4.0, 11.0, "start", "#37474f", "normal", "failure");
+        self.text(
+            x + 16.0,
+            y + 4.0,
+            11.0,
+            "start",
+            "#37474f",
+            "normal",
+            "failure",
+        );
         x += 80.0;
         let _ = writeln!(
             self.out,
@@ -969,7 +1170,15 @@ impl<'a> Svg<'a> {
             y - 7.0,
             y + 7.0
         );
-        self.text(x + 6.0, y + 4.0, 11.0, "start", "#37474f", "normal", "traffic switch");
+        self.text(
+            x + 6.0,
+            y + 4.0,
+            11.0,
+            "start",
+            "#37474f",
+            "normal",
+            "traffic switch",
+        );
         x += 110.0;
         let _ = writeln!(
             self.out,
@@ -977,6 +1186,14 @@ impl<'a> Svg<'a> {
             y - 7.0,
             y + 7.0
         );
-        self.text(x + 6.0, y + 4.0, 11.0, "start", "#37474f", "normal", "rollback / failed step");
+        self.text(
+            x + 6.0,
+            y + 4.0,
+            11.0,
+            "start",
+            "#37474f",
+            "normal",
+            "rollback / failed step",
+        );
     }
 }

@@ -107,6 +107,7 @@ pub struct StackSelect {
 pub struct Stack {
     file: StackFile,
     path: PathBuf,
+    workdir: PathBuf,
     deployment: DeploymentId,
     role: RoleName,
     backend: Backend,
@@ -157,10 +158,7 @@ impl Stack {
     }
 
     /// Composes the chosen deployment and role of a `phoenix.toml`.
-    pub async fn open(
-        path: impl AsRef<Path>,
-        select: StackSelect,
-    ) -> Result<Self, StackFileError> {
+    pub async fn open(path: impl AsRef<Path>, select: StackSelect) -> Result<Self, StackFileError> {
         let path = path.as_ref().to_path_buf();
         let file = StackFile::load(&path)?;
         let dep_key = choose(
@@ -180,7 +178,13 @@ impl Stack {
         .clone();
         let r = &d.roles[&role_key];
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let relative = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let relative = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let workdir = relative(file.workdir.as_deref().unwrap_or(Path::new(".phoenix")));
         let provider_name = d.provider.get_ref().clone();
         let balancer_name = r.balancer.get_ref().clone();
@@ -199,13 +203,15 @@ impl Stack {
                 o.port = r.port;
                 o.deployment = dep_key.0.clone();
                 o.role = role_key.0.clone();
-                o.environment = d.environment.get_ref().parse().map_err(|e| {
-                    StackError::InvalidName {
-                        what: "environment",
-                        value: d.environment.get_ref().clone(),
-                        reason: format!("{e}"),
-                    }
-                })?;
+                o.environment =
+                    d.environment
+                        .get_ref()
+                        .parse()
+                        .map_err(|e| StackError::InvalidName {
+                            what: "environment",
+                            value: d.environment.get_ref().clone(),
+                            reason: format!("{e}"),
+                        })?;
                 o.config = file.config.as_deref().map(relative);
                 o.policy = Some(policy);
                 if let Some(url) = &file.state {
@@ -235,6 +241,7 @@ impl Stack {
         Ok(Self {
             file,
             path,
+            workdir,
             deployment: dep_key.0,
             role: role_key.0,
             backend,
@@ -249,6 +256,11 @@ impl Stack {
     /// Where the file is.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The working directory (local images and servers, reports).
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
     }
 
     /// The deployment.
@@ -315,7 +327,11 @@ impl Stack {
             #[cfg(feature = "local")]
             (Backend::Local(s), Some(image)) => {
                 let label: ReleaseLabel = crate::local::parse_label(label)?;
-                let snap = s.phoenix.snapshot(&s.deployment).await.map_err(StackError::from)?;
+                let snap = s
+                    .phoenix
+                    .snapshot(&s.deployment)
+                    .await
+                    .map_err(StackError::from)?;
                 if let Some(r) = snap.releases.get(&label) {
                     return Ok(r.clone());
                 }

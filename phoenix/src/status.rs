@@ -98,7 +98,9 @@ fn slot_state(s: SlotState) -> &'static str {
 fn pool_state(p: &Pool) -> String {
     let draining = p.in_service().any(|s| s.traffic == Traffic::Draining);
     match p.state {
-        PoolState::Live | PoolState::Standby { .. } if draining => format!("{} (draining)", p.state),
+        PoolState::Live | PoolState::Standby { .. } if draining => {
+            format!("{} (draining)", p.state)
+        }
         other => other.to_string(),
     }
 }
@@ -179,7 +181,12 @@ impl StatusTree {
             deployment: d.id.to_string(),
             environment: d.environment.name.to_string(),
             generation: snap.generation(),
-            active_operation: snap.record.value.active_operation.as_ref().map(|o| o.to_string()),
+            active_operation: snap
+                .record
+                .value
+                .active_operation
+                .as_ref()
+                .map(|o| o.to_string()),
             roles,
         }
     }
@@ -202,7 +209,11 @@ impl fmt::Display for StatusTree {
         writeln!(f)?;
         for (ri, role) in self.roles.iter().enumerate() {
             let last_role = ri + 1 == self.roles.len();
-            let (branch, indent) = if last_role { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+            let (branch, indent) = if last_role {
+                ("└─ ", "   ")
+            } else {
+                ("├─ ", "│  ")
+            };
             writeln!(
                 f,
                 "{branch}role {}: {}/{} serving",
@@ -213,11 +224,19 @@ impl fmt::Display for StatusTree {
             }
             for (li, rel) in role.releases.iter().enumerate() {
                 let last_rel = li + 1 == role.releases.len();
-                let (b2, i2) = if last_rel { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+                let (b2, i2) = if last_rel {
+                    ("└─ ", "   ")
+                } else {
+                    ("├─ ", "│  ")
+                };
                 writeln!(f, "{indent}{b2}release {}", rel.release)?;
                 for (pi, pool) in rel.pools.iter().enumerate() {
                     let last_pool = pi + 1 == rel.pools.len();
-                    let (b3, i3) = if last_pool { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+                    let (b3, i3) = if last_pool {
+                        ("└─ ", "   ")
+                    } else {
+                        ("├─ ", "│  ")
+                    };
                     writeln!(
                         f,
                         "{indent}{i2}{b3}pool {} {} ({} of {} servers)",
@@ -227,7 +246,11 @@ impl fmt::Display for StatusTree {
                         pool.size
                     )?;
                     for (si, s) in pool.servers.iter().enumerate() {
-                        let b4 = if si + 1 == pool.servers.len() { "└─ " } else { "├─ " };
+                        let b4 = if si + 1 == pool.servers.len() {
+                            "└─ "
+                        } else {
+                            "├─ "
+                        };
                         write!(
                             f,
                             "{indent}{i2}{i3}{b4}{} {} {}, {}, {}",

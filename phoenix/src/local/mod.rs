@@ -33,7 +33,7 @@ pub use demo::{block_on_main, serve_demo_app_if_asked, DEMO_APP_ARG};
 pub use error::StackError;
 pub(crate) use ops::label as parse_label;
 pub use stack::{
-    BalancerChoice, HooksChoice, LocalOptions, LocalStack, StoreLayer, DEPLOYMENT, ENVIRONMENT,
-    ROLE,
+    embedded_balancer, BalancerChoice, HooksChoice, LocalOptions, LocalStack, StoreLayer,
+    DEPLOYMENT, ENVIRONMENT, ROLE,
 };
 pub use timing::{BalancerCall, TimedBalancer};

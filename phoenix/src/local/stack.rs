@@ -286,7 +286,15 @@ impl LocalStack {
         let images = Arc::new(LocalImages::builder().root(dir.join("local")).build()?);
         let config = Arc::new(match &options.config {
             Some(path) => phoenix_config::ConfigSet::load(path)?,
-            None => phoenix_config::ConfigSet::from_files(&dir, [("base.toml", "")])?,
+            // No directory: servers receive only Phoenix's own variables.
+            None => phoenix_config::ConfigSet::from_files(
+                &dir,
+                [
+                    ("base.toml".to_owned(), String::new()),
+                    (format!("env/{}.toml", options.environment), String::new()),
+                    (format!("role/{}.toml", options.role), String::new()),
+                ],
+            )?,
         });
         let probe = Arc::new(
             HttpProbe::builder()
@@ -299,17 +307,7 @@ impl LocalStack {
         let mut haproxy = None;
         let (inner, embedded, admin): (Arc<dyn LoadBalancer>, _, _) = match &options.balancer {
             BalancerChoice::Embedded { listen, admin } => {
-                let lb = Arc::new(
-                    EmbeddedBalancer::builder()
-                        .listen(*listen)
-                        .health_check(HealthCheck::http_get("/health"))
-                        .check_interval(Duration::from_millis(100))
-                        .rise(2)
-                        .fall(2)
-                        .drain_default(Duration::from_secs(2))
-                        .start()
-                        .await?,
-                );
+                let lb = Arc::new(embedded_balancer(*listen).await?);
                 let served = match admin {
                     Some(path) => Some(phoenix_lb::remote::serve(
                         lb.clone(),
@@ -529,6 +527,21 @@ impl LocalStack {
         std::fs::remove_dir_all(&dir).map_err(StackError::io("cannot remove", &dir))?;
         Ok(servers.len())
     }
+}
+
+/// The embedded balancer as the local stack runs it: HTTP checks of
+/// `/health` every 100 ms (2 to rise, 2 to fall), 2 s drains by default.
+/// `phoenix lb serve` runs the same one in a process of its own.
+pub async fn embedded_balancer(listen: SocketAddr) -> Result<EmbeddedBalancer, StackError> {
+    Ok(EmbeddedBalancer::builder()
+        .listen(listen)
+        .health_check(HealthCheck::http_get("/health"))
+        .check_interval(Duration::from_millis(100))
+        .rise(2)
+        .fall(2)
+        .drain_default(Duration::from_secs(2))
+        .start()
+        .await?)
 }
 
 /// A URL with any password hidden: `postgres://user:***@host/db`.
