@@ -99,6 +99,10 @@ pub struct StackSelect {
     pub lease_wait: Option<Duration>,
     /// The program a local provider bakes (default: this program).
     pub app: Option<PathBuf>,
+    /// Only the records will be read (status, history, reports): a
+    /// balancer served by another process is not needed then, and an
+    /// idle in-process one stands in for it.
+    pub read_only: bool,
 }
 
 /// A deployment and role of a `phoenix.toml`, composed: its provider,
@@ -224,6 +228,13 @@ impl Stack {
                     o.lease_wait = w;
                 }
                 o.balancer = local_balancer(&path, &balancer_name, balancer, &relative)?;
+                if select.read_only {
+                    // Nothing is planned or applied: no balancer is called.
+                    o.balancer = BalancerChoice::Embedded {
+                        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                        admin: None,
+                    };
+                }
                 o.definition = Some(definition(&file, &dep_key.0)?);
                 Backend::Local(Box::new(LocalStack::open(o).await?))
             }

@@ -35,6 +35,15 @@ pub enum StackError {
     #[cfg(feature = "haproxy")]
     #[error("HAProxy balancer")]
     HaproxyBalancer(#[source] Box<phoenix_lb::haproxy::HaproxyError>),
+    /// No balancer answers on the admin socket.
+    #[error("no balancer answers on {} (start one with `phoenix lb serve`)", socket.display())]
+    NoBalancer {
+        /// The admin socket.
+        socket: PathBuf,
+        /// Cause.
+        #[source]
+        source: phoenix_core::ports::PortError,
+    },
     /// The balancer's admin socket could not be served.
     #[error("cannot serve the balancer's admin socket")]
     Admin(#[from] phoenix_lb::remote::ServeError),

@@ -319,7 +319,13 @@ impl LocalStack {
                 (lb.clone(), Some(lb), served)
             }
             BalancerChoice::Remote(path) => {
-                (Arc::new(RemoteBalancer::connect(path).await?), None, None)
+                let lb = RemoteBalancer::connect(path).await.map_err(|source| {
+                    StackError::NoBalancer {
+                        socket: path.clone(),
+                        source,
+                    }
+                })?;
+                (Arc::new(lb), None, None)
             }
             #[cfg(feature = "haproxy")]
             BalancerChoice::Haproxy => {

@@ -84,7 +84,7 @@ enum Command {
         #[command(subcommand)]
         operation: Operation,
         /// Also save the plan as JSON, for `phoenix apply`.
-        #[arg(long, short)]
+        #[arg(long, short, global = true)]
         out: Option<PathBuf>,
     },
     /// Apply a saved plan (refused when the deployment changed since).
@@ -95,7 +95,8 @@ enum Command {
     /// Bake an image of the app (local provider), not yet certified.
     Bake {
         /// Its version.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        label: String,
     },
     /// Check an image, record the evidence and certify it.
     Certify {
@@ -315,7 +316,17 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), Failure> {
 }
 
 async fn open(cli: &Cli) -> Result<Stack, Failure> {
+    open_with(cli, false).await
+}
+
+/// Opens the stack to read its records only (no balancer needed).
+async fn open_records(cli: &Cli) -> Result<Stack, Failure> {
+    open_with(cli, true).await
+}
+
+async fn open_with(cli: &Cli, read_only: bool) -> Result<Stack, Failure> {
     let mut select = StackSelect::default();
+    select.read_only = read_only;
     select.deployment = cli.deployment.clone();
     select.role = cli.role.clone();
     select.holder = cli.holder.clone();
@@ -383,9 +394,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             apply(&cli, &stack, plan).await
         }
-        Command::Bake { version } => {
+        Command::Bake { label } => {
             let stack = open(&cli).await?;
-            let image = stack.bake(version).await?;
+            let image = stack.bake(label).await?;
             if cli.json {
                 print_json(&image)
             } else {
@@ -476,7 +487,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Status { watch, all } => {
-            let stack = open(&cli).await?;
+            let stack = open_records(&cli).await?;
             loop {
                 let tree = status(&stack, *all).await?;
                 if cli.json {
@@ -501,7 +512,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::History => {
-            let stack = open(&cli).await?;
+            let stack = open_records(&cli).await?;
             let h = phoenix::state::history::deployment_history(
                 stack.store().as_ref(),
                 stack.deployment(),
@@ -516,7 +527,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Export { operation, out } => {
-            let stack = open(&cli).await?;
+            let stack = open_records(&cli).await?;
             let op = operation_or_last(&stack, operation.as_deref()).await?;
             let text = phoenix::state::history::export_operation_json(
                 stack.store().as_ref(),
@@ -535,7 +546,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Report { operation, out } => {
-            let stack = open(&cli).await?;
+            let stack = open_records(&cli).await?;
             let op = operation_or_last(&stack, operation.as_deref()).await?;
             let dir = out
                 .clone()
