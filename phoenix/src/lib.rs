@@ -17,24 +17,31 @@
 //!
 //! # Ten lines
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> std::process::ExitCode {
 //! // A demo's image is this program: started with the demo argument, it
 //! // serves a small HTTP app instead.
-//! if let Some(code) = phoenix::local::serve_demo_app_if_asked() { return code; }
+//! if let Some(code) = phoenix::local::serve_demo_app_if_asked() {
+//!     return code;
+//! }
+//! # let dir = tempfile::tempdir().unwrap();
 //! phoenix::local::block_on_main(async {
-//!     let stack = phoenix::local().dir(".phoenix").servers(2).open().await?;
-//!     stack.release("v1").await?;   // bake, certify, record
-//!     stack.deploy("v1").await?;    // a verified pool goes live
+//!     let stack = phoenix::local().dir(dir.path()).servers(2).open().await?;
+//!     stack.release("v1").await?; // bake, certify, record
+//!     stack.deploy("v1").await?; // a verified pool goes live
 //!     stack.release("v2").await?;
-//!     stack.deploy("v2").await?;    // blue-green switch; v1 kept hot
-//!     stack.rollback(None).await?;  // v1 serves again
+//!     stack.deploy("v2").await?; // blue-green switch; v1 kept hot
+//!     stack.rollback(None).await?; // v1 serves again
+//!     let snap = stack.phoenix.snapshot(&stack.deployment).await?;
+//!     println!("{}", phoenix::status::StatusTree::of(&snap, chrono::Utc::now(), std::time::Duration::from_secs(3600), false));
+//!     stack.teardown().await?;
 //!     Ok::<_, phoenix::local::StackError>(true)
 //! })
 //! # }
 //! ```
 //!
-//! The README's version of this runs in `cargo test`.
+//! The README's version of this (provision, deploy, switch, rollback)
+//! runs in `cargo test` too.
 //!
 //! # Features
 //!
@@ -90,6 +97,11 @@ mod stack;
 pub mod status;
 
 pub use stack::{Stack, StackFileError, StackSelect};
+
+/// The workspace README's examples, run as doc tests (`cargo test`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct RootReadme;
 
 /// Opens the local stack builder-style: local processes from baked
 /// images, the embedded balancer, SQLite under `.phoenix` (see

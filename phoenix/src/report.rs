@@ -375,11 +375,13 @@ impl Timeline {
                         EventKind::ServerStarted { .. } => {
                             r.enter(Some(SpanKind::Booting), at);
                         }
-                        EventKind::ServerHealthy { .. } | EventKind::ServerVerified { .. } => {
-                            if !matches!(r.open, Some((SpanKind::Serving | SpanKind::Draining, _)))
-                            {
-                                r.enter(Some(SpanKind::Healthy), at);
-                            }
+                        EventKind::ServerHealthy { .. } | EventKind::ServerVerified { .. }
+                            if !matches!(
+                                r.open,
+                                Some((SpanKind::Serving | SpanKind::Draining, _))
+                            ) =>
+                        {
+                            r.enter(Some(SpanKind::Healthy), at);
                         }
                         EventKind::ServerAttached { .. } => {
                             r.enter(Some(SpanKind::Serving), at);
@@ -659,6 +661,8 @@ impl<'a> Svg<'a> {
         LEFT + (WIDTH - LEFT - RIGHT) * (secs / self.t.length).clamp(0.0, 1.0)
     }
 
+    // Every attribute of an SVG text, in the order SVG writes them.
+    #[allow(clippy::too_many_arguments)]
     fn text(&mut self, x: f64, y: f64, size: f64, anchor: &str, fill: &str, weight: &str, s: &str) {
         let _ = writeln!(
             self.out,

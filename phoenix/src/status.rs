@@ -118,7 +118,7 @@ impl StatusTree {
                 .map(|p| &p.value)
                 .filter(|p| &p.role == name && (all || p.state != PoolState::Deleted))
                 .collect();
-            pools.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            pools.sort_by_key(|p| std::cmp::Reverse(p.created_at));
             let mut releases: Vec<ReleaseStatus> = Vec::new();
             let mut serving = 0;
             for p in pools {

@@ -3,6 +3,8 @@
 //! `phoenix lb serve`, then plan, deploy, status, rollback, history and
 //! report — and a bad phoenix.toml.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -327,7 +329,7 @@ async fn the_timeline_renders_to_png() {
             .lines()
             .filter(|l| l.contains(&format!(" {op} ")))
             .filter_map(|l| l.split_whitespace().next())
-            .last()
+            .next_back()
             .unwrap()
             .to_owned();
         f.ok(&["report", &id, "--out", out_dir.to_str().unwrap()])
