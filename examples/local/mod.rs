@@ -1,4 +1,4 @@
-//! The local Phoenix stack of the examples: [`phoenix::local`] with the
+//! The local Phoenix stack of the examples: [`phoenix::local()`] with the
 //! example configuration (`examples/local/config`) and the demo app's
 //! hooks, plus what only the examples and their tests need — the demo
 //! cycle under live traffic ([`run_cycle`]) and the kill switch the fault

@@ -11,7 +11,7 @@
 //! - [`local()`]: the whole stack on this machine (local processes, the
 //!   embedded balancer, SQLite), builder-style;
 //! - [`Stack::from_file`]: any provider and balancer, from a
-//!   `phoenix.toml` ([`file`] documents it);
+//!   `phoenix.toml` ([`mod@file`] documents it);
 //! - the `phoenix` command (feature `cli`): `plan`, `apply`, `deploy`,
 //!   `rollback`, `status`, `report`, `lb serve`, … (see its `--help`).
 //!
