@@ -64,8 +64,9 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A `phoenix.toml`, parsed and checked.
-#[derive(Debug, Clone, Deserialize)]
+/// A `phoenix.toml`, parsed and checked. Its `Debug` hides any password
+/// in the state URL.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StackFile {
@@ -93,6 +94,27 @@ pub struct StackFile {
     pub balancers: BTreeMap<String, BalancerSection>,
     /// Deployments by name.
     pub deployments: BTreeMap<Name<DeploymentId>, DeploymentSection>,
+}
+
+impl fmt::Debug for StackFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackFile")
+            .field(
+                "state",
+                &self
+                    .state
+                    .as_deref()
+                    .map(crate::local::redact_url_for_debug),
+            )
+            .field("workdir", &self.workdir)
+            .field("config", &self.config)
+            .field("policy", &self.policy)
+            .field("environments", &self.environments)
+            .field("providers", &self.providers)
+            .field("balancers", &self.balancers)
+            .field("deployments", &self.deployments)
+            .finish()
+    }
 }
 
 /// A name checked as a Phoenix id (`[a-z0-9-]`, …).
@@ -230,24 +252,29 @@ pub enum BalancerSection {
         #[serde(default)]
         admin_socket: Option<PathBuf>,
     },
-    /// A haproxy of its own, through its runtime API.
+    /// HAProxy, through its runtime API: a running one (`socket`, and
+    /// `backend`), or, for the local provider, one the stack starts.
     Haproxy {
-        /// Its stats socket; without it, the command starts one.
+        /// Its stats socket (`level admin`), a path or `host:port`.
         #[serde(default)]
-        socket: Option<PathBuf>,
-        /// Its backend.
+        socket: Option<String>,
+        /// The backend whose servers Phoenix manages (with `socket`).
         #[serde(default)]
         backend: Option<String>,
     },
-    /// Rackspace Cloud Load Balancers.
+    /// Rackspace Cloud Load Balancers (the provider must be `openstack`,
+    /// on Rackspace's identity).
     Rackspace {
         /// The load balancer's id.
-        id: String,
+        id: u64,
     },
     /// OpenStack Octavia.
     Octavia {
         /// The pool's id.
         pool: String,
+        /// The subnet members are on (default: Octavia's choice).
+        #[serde(default)]
+        subnet: Option<String>,
     },
     /// AWS ELBv2: a target group, or a listener over two of them.
     Elbv2 {
@@ -262,8 +289,8 @@ pub enum BalancerSection {
     },
     /// A floating IP (OpenStack) pointed at one server.
     FloatingIp {
-        /// The address.
-        address: String,
+        /// The floating IP's id.
+        id: String,
     },
     /// An Elastic IP (AWS) pointed at one server.
     ElasticIp {
@@ -624,6 +651,18 @@ balancer = "front"
             Ok(_) => panic!("accepted:\n{text}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn debug_hides_the_state_password() {
+        let text = format!("state = \"postgres://phoenix:hunter2@db/phoenix\"\n{GOOD}");
+        let f = StackFile::parse(Path::new("phoenix.toml"), &text).unwrap();
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://phoenix:***@db/phoenix"),
+            "{shown}"
+        );
     }
 
     #[test]

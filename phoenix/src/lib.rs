@@ -47,7 +47,6 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `local` (default) | the local provider: processes from content-addressed images |
 //! | `cli` (default) | the `phoenix` command |
 //! | `openstack` | Nova, Glance (Keystone v3, Rackspace identity), Octavia, Rackspace CLB, floating IPs |
 //! | `aws` | EC2, AMIs, ELBv2, Elastic IPs, AWS's credential chain |
@@ -55,8 +54,9 @@
 //! | `postgres` | PostgreSQL state shared by orchestrators |
 //! | `sim`, `mock` | the simulated cloud and port mocks, for tests |
 //!
-//! The embedded balancer, its admin socket (`remote`), HTTP probes,
-//! SQLite state and hooks are always there.
+//! The embedded default needs no feature: the local provider, the
+//! embedded balancer and its admin socket (`remote`), HTTP probes, SQLite
+//! state and hooks are always there.
 //!
 //! # Exit statuses of the `phoenix` command
 //!
@@ -88,9 +88,9 @@ pub use phoenix_core::{
 /// re-exported so that no `tokio_util` type is needed by hand.
 pub use tokio_util::sync::CancellationToken;
 
+mod compose;
 pub mod exit;
 pub mod file;
-#[cfg(feature = "local")]
 pub mod local;
 pub mod report;
 mod stack;
@@ -106,7 +106,6 @@ struct RootReadme;
 /// Opens the local stack builder-style: local processes from baked
 /// images, the embedded balancer, SQLite under `.phoenix` (see
 /// [`local::LocalBuilder`] for every setting).
-#[cfg(feature = "local")]
 pub fn local() -> local::LocalBuilder {
     local::LocalBuilder::new()
 }

@@ -12,8 +12,12 @@ use phoenix_core::ops::ReconcileOptions;
 use phoenix_core::ports::StateStore;
 use phoenix_core::Phoenix;
 
+use phoenix_core::model::{ImageState, TestEvidence};
+use phoenix_core::ports::LoadBalancer;
+use phoenix_lb::remote::RemoteBalancer;
+
+use crate::compose;
 use crate::file::{BalancerSection, FileError, ProviderSection, StackFile};
-#[cfg(feature = "local")]
 use crate::local::{BalancerChoice, LocalOptions, LocalStack, StackError};
 
 /// Why a stack could not be composed or an operation of it failed.
@@ -36,7 +40,7 @@ pub enum StackFileError {
         declared: String,
     },
     /// The file declares several deployments or roles and none was chosen.
-    #[error("{file}: several {what}s are declared ({declared}); choose one", file = file.display())]
+    #[error("{file}: several {what}s are declared ({declared}); choose one (phoenix --{what} NAME)", file = file.display())]
     Ambiguous {
         /// The file.
         file: PathBuf,
@@ -60,6 +64,20 @@ pub enum StackFileError {
         /// The feature.
         feature: &'static str,
     },
+    /// A provider or balancer could not be set up from its settings
+    /// (`clouds.yaml`, `OS_*`, AWS profiles, a stats socket, …).
+    #[error("{file}: cannot set up {what} {name:?}", file = file.display())]
+    Setup {
+        /// The file.
+        file: PathBuf,
+        /// `provider` or `balancer`.
+        what: &'static str,
+        /// Its name in the file.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The provider and balancer do not go together.
     #[error("{file}: {reason}", file = file.display())]
     Unsupported {
@@ -68,18 +86,16 @@ pub enum StackFileError {
         /// Why.
         reason: String,
     },
-    /// The local stack failed.
-    #[cfg(feature = "local")]
+    /// Opening the stack or an operation failed.
     #[error(transparent)]
-    Local(#[from] StackError),
+    Stack(#[from] StackError),
 }
 
 impl StackFileError {
     /// The operation's error, when an operation failed (for exit statuses).
     pub fn exec(&self) -> Option<&ExecError> {
         match self {
-            #[cfg(feature = "local")]
-            Self::Local(StackError::Exec(e)) => Some(e),
+            Self::Stack(StackError::Exec(e)) => Some(e),
             _ => None,
         }
     }
@@ -119,8 +135,23 @@ pub struct Stack {
 
 #[derive(Debug)]
 enum Backend {
-    #[cfg(feature = "local")]
     Local(Box<LocalStack>),
+    Cloud(Box<CloudStack>),
+}
+
+/// A cloud provider's stack.
+struct CloudStack {
+    phoenix: Phoenix,
+    store: Arc<dyn StateStore>,
+    kind: &'static str,
+}
+
+impl std::fmt::Debug for CloudStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudStack")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 fn choose<'a, K: Ord + 'a>(
@@ -196,7 +227,6 @@ impl Stack {
         let balancer = &file.balancers[&balancer_name];
         let policy = file.policy.resolve(r.desired);
         let backend = match provider {
-            #[cfg(feature = "local")]
             ProviderSection::Local { app } => {
                 let mut o = LocalOptions::here()?;
                 o.dir = workdir.clone();
@@ -238,15 +268,85 @@ impl Stack {
                 o.definition = Some(definition(&file, &dep_key.0)?);
                 Backend::Local(Box::new(LocalStack::open(o).await?))
             }
-            ProviderSection::Vsphere { .. } => return Err(vsphere(&path, &provider_name)),
-            other => {
-                return Err(StackFileError::MissingFeature {
-                    file: path.clone(),
-                    what: "provider",
-                    name: provider_name,
-                    kind: other.kind(),
-                    feature: other.kind(),
-                })
+            cloud => {
+                let ports = compose::provider(&path, &provider_name, cloud, r).await?;
+                let lb: Arc<dyn LoadBalancer> = match balancer {
+                    BalancerSection::Embedded {
+                        admin_socket: Some(socket),
+                        ..
+                    } => Arc::new(RemoteBalancer::connect(relative(socket)).await.map_err(
+                        |source| StackError::NoBalancer {
+                            socket: relative(socket),
+                            source,
+                        },
+                    )?),
+                    BalancerSection::Embedded { listen, .. } => {
+                        Arc::new(crate::local::embedded_balancer(*listen).await?)
+                    }
+                    other => compose::balancer(&path, &balancer_name, other, Some(&ports), r.port)?,
+                };
+                let store = match &file.state {
+                    Some(url) => phoenix_state::open(url).await.map_err(StackError::from)?,
+                    None => {
+                        std::fs::create_dir_all(&workdir)
+                            .map_err(StackError::io("cannot create", &workdir))?;
+                        phoenix_state::open(&format!(
+                            "sqlite://{}",
+                            workdir.join("state.sqlite").display()
+                        ))
+                        .await
+                        .map_err(StackError::from)?
+                    }
+                };
+                let environment = d.environment.get_ref().clone();
+                let config = Arc::new(
+                    match file.config.as_deref().map(relative) {
+                        Some(dir) => phoenix_config::ConfigSet::load(dir),
+                        None => phoenix_config::ConfigSet::from_files(
+                            &workdir,
+                            [
+                                ("base.toml".to_owned(), String::new()),
+                                (format!("env/{environment}.toml"), String::new()),
+                                (format!("role/{}.toml", role_key.0), String::new()),
+                            ],
+                        ),
+                    }
+                    .map_err(StackError::from)?,
+                );
+                let probe = Arc::new(
+                    phoenix_lb::probe::HttpProbe::builder()
+                        .health_path("/health")
+                        .smoke_path("/")
+                        .build()
+                        .map_err(StackError::from)?,
+                );
+                let mut builder = Phoenix::builder()
+                    .compute(ports.compute.clone())
+                    .images(ports.images.clone())
+                    .balancer(lb)
+                    .boot_config(config)
+                    .probe(probe)
+                    .store(store.clone())
+                    .policy(policy)
+                    .holder(
+                        select
+                            .holder
+                            .clone()
+                            .unwrap_or_else(|| format!("phoenix@{}", std::process::id())),
+                    );
+                if let Some(w) = select.lease_wait {
+                    builder = builder.lease_wait(w);
+                }
+                let phoenix = builder.build().map_err(StackError::from)?;
+                phoenix
+                    .register(&definition(&file, &dep_key.0)?)
+                    .await
+                    .map_err(StackError::from)?;
+                Backend::Cloud(Box::new(CloudStack {
+                    phoenix,
+                    store,
+                    kind: cloud.kind(),
+                }))
             }
         };
         Ok(Self {
@@ -287,98 +387,157 @@ impl Stack {
     /// Phoenix over the stack's ports.
     pub fn phoenix(&self) -> &Phoenix {
         match &self.backend {
-            #[cfg(feature = "local")]
             Backend::Local(s) => &s.phoenix,
+            Backend::Cloud(c) => &c.phoenix,
         }
     }
 
     /// The state store.
     pub fn store(&self) -> &Arc<dyn StateStore> {
         match &self.backend {
-            #[cfg(feature = "local")]
             Backend::Local(s) => &s.store,
+            Backend::Cloud(c) => &c.store,
         }
     }
 
     /// The local stack, when the provider is `local`.
-    #[cfg(feature = "local")]
     pub fn local(&self) -> Option<&LocalStack> {
         match &self.backend {
             Backend::Local(s) => Some(s),
+            Backend::Cloud(_) => None,
         }
     }
 
-    /// Bakes an image of version `version` (not certified yet).
+    /// Bakes an image of version `version` (not certified yet). Only the
+    /// local provider bakes; cloud images come from an image pipeline
+    /// (Packer, …) and are certified and released by id.
     pub async fn bake(&self, version: &str) -> Result<Image, StackFileError> {
         match &self.backend {
-            #[cfg(feature = "local")]
             Backend::Local(s) => Ok(s.bake_only(version).await?),
+            Backend::Cloud(c) => Err(StackFileError::Unsupported {
+                file: self.path.clone(),
+                reason: format!(
+                    "{} images are baked by an image pipeline (Packer, …): certify one with `phoenix certify IMAGE --suite NAME` and record it with `phoenix release LABEL --image IMAGE`",
+                    c.kind
+                ),
+            }),
         }
     }
 
-    /// Checks an image, records the evidence and certifies it.
-    pub async fn certify(&self, image: &ImageId) -> Result<Image, StackFileError> {
-        match &self.backend {
-            #[cfg(feature = "local")]
-            Backend::Local(s) => Ok(s.certify(image).await?),
-        }
-    }
-
-    /// Records release `label` with `image` for the role; without an
-    /// image, bakes and certifies one first. An existing release of that
-    /// label is returned as it is.
-    pub async fn release(
+    /// Certifies an image. Without `evidence` the local provider checks
+    /// the image's integrity itself and records that; with it (what a
+    /// test pipeline ran against the image), the evidence is recorded and,
+    /// when it passed, the image is promoted to tested and certified. A
+    /// failed test is recorded and refused.
+    pub async fn certify(
         &self,
-        label: &str,
-        image: Option<&ImageId>,
-    ) -> Result<Release, StackFileError> {
-        match (&self.backend, image) {
-            #[cfg(feature = "local")]
-            (Backend::Local(s), None) => Ok(s.release(label).await?),
-            #[cfg(feature = "local")]
-            (Backend::Local(s), Some(image)) => {
-                let label: ReleaseLabel = crate::local::parse_label(label)?;
-                let snap = s
-                    .phoenix
-                    .snapshot(&s.deployment)
+        image: &ImageId,
+        evidence: Option<TestEvidence>,
+    ) -> Result<Image, StackFileError> {
+        match (&self.backend, evidence) {
+            (Backend::Local(s), None) => Ok(s.certify(image).await?),
+            (Backend::Cloud(c), None) => Err(StackFileError::Unsupported {
+                file: self.path.clone(),
+                reason: format!(
+                    "certifying a {} image needs the evidence of the tests it passed (--suite NAME [--details TEXT])",
+                    c.kind
+                ),
+            }),
+            (_, Some(evidence)) => {
+                let p = self.phoenix();
+                let passed = evidence.passed;
+                let suite = evidence.suite.clone();
+                let recorded = p
+                    .record_evidence(image, evidence)
                     .await
                     .map_err(StackError::from)?;
-                if let Some(r) = snap.releases.get(&label) {
-                    return Ok(r.clone());
+                if !passed {
+                    return Err(StackError::Unexpected(format!(
+                        "image {image} failed {suite}: recorded, not certified"
+                    ))
+                    .into());
                 }
-                let mut images = BTreeMap::new();
-                images.insert(self.role.clone(), image.clone());
-                Ok(s.phoenix
-                    .create_release(&self.deployment, label, images)
+                if recorded.state == ImageState::Built {
+                    p.promote(image, ImageState::Tested)
+                        .await
+                        .map_err(StackError::from)?;
+                }
+                Ok(p.promote(image, ImageState::Certified)
                     .await
                     .map_err(StackError::from)?)
             }
         }
     }
 
+    /// Records release `label` with `image` for the role; without an
+    /// image (local provider only), bakes and certifies one first. An
+    /// existing release of that label is returned as it is.
+    pub async fn release(
+        &self,
+        label: &str,
+        image: Option<&ImageId>,
+    ) -> Result<Release, StackFileError> {
+        let Some(image) = image else {
+            return match &self.backend {
+                Backend::Local(s) => Ok(s.release(label).await?),
+                Backend::Cloud(c) => Err(StackFileError::Unsupported {
+                    file: self.path.clone(),
+                    reason: format!(
+                        "releases on {} name their image (--image IMAGE): only the local provider bakes",
+                        c.kind
+                    ),
+                }),
+            };
+        };
+        let label: ReleaseLabel = crate::local::parse_label(label)?;
+        let p = self.phoenix();
+        let snap = p
+            .snapshot(&self.deployment)
+            .await
+            .map_err(StackError::from)?;
+        if let Some(r) = snap.releases.get(&label) {
+            return Ok(r.clone());
+        }
+        let mut images = BTreeMap::new();
+        images.insert(self.role.clone(), image.clone());
+        Ok(p.create_release(&self.deployment, label, images)
+            .await
+            .map_err(StackError::from)?)
+    }
+
     /// Picks up after a restart: resumes an interrupted operation, repairs
     /// drift between the records, the servers and the balancer (with
     /// `remove_orphans`, unrecorded servers carrying the deployment's
-    /// labels are terminated), and heals the live pool.
+    /// labels are terminated), and heals the live pool. Returns what the
+    /// reconciliation found.
     pub async fn restore(&self, remove_orphans: bool) -> Result<String, StackFileError> {
-        match &self.backend {
-            #[cfg(feature = "local")]
-            Backend::Local(s) => Ok(s
-                .restore_with(ReconcileOptions {
-                    remove_orphans,
-                    record_missing: true,
-                    restore_members: true,
-                })
-                .await?),
-        }
+        Ok(crate::local::restore(
+            self.phoenix(),
+            &self.deployment,
+            &self.role,
+            ReconcileOptions {
+                remove_orphans,
+                record_missing: true,
+                restore_members: true,
+            },
+        )
+        .await?)
     }
 
     /// Ends every server of the deployment and removes its images and
-    /// working directory. Returns how many servers it terminated.
+    /// working directory (the local provider only: on a cloud, `reap`
+    /// removes what retention allows, never a serving server). Returns how
+    /// many servers it terminated.
     pub async fn teardown(self) -> Result<usize, StackFileError> {
         match self.backend {
-            #[cfg(feature = "local")]
             Backend::Local(s) => Ok(s.teardown().await?),
+            Backend::Cloud(c) => Err(StackFileError::Unsupported {
+                file: self.path,
+                reason: format!(
+                    "teardown is for the local stack; on {} use `phoenix reap` (it never removes a serving server)",
+                    c.kind
+                ),
+            }),
         }
     }
 }
@@ -423,8 +582,6 @@ pub(crate) fn definition(
     }
     Ok(out)
 }
-
-#[cfg(feature = "local")]
 fn local_balancer(
     path: &Path,
     name: &str,
@@ -444,33 +601,15 @@ fn local_balancer(
         }),
         #[cfg(feature = "haproxy")]
         BalancerSection::Haproxy { socket: None, .. } => Ok(BalancerChoice::Haproxy),
-        #[cfg(not(feature = "haproxy"))]
-        BalancerSection::Haproxy { .. } => Err(StackFileError::MissingFeature {
-            file: path.to_path_buf(),
-            what: "balancer",
-            name: name.to_owned(),
-            kind: "haproxy",
-            feature: "haproxy",
-        }),
+        BalancerSection::Haproxy { .. } => Ok(BalancerChoice::Given(compose::balancer(
+            path, name, section, None, 0,
+        )?)),
         other => Err(StackFileError::Unsupported {
             file: path.to_path_buf(),
             reason: format!(
-                "balancer {name:?} ({}) cannot front local servers (they listen on loopback): use an embedded balancer, or a haproxy this command starts (kind = \"haproxy\" without socket)",
+                "balancer {name:?} ({}) cannot front local servers (they listen on loopback): use an embedded balancer, or a haproxy",
                 other.kind()
             ),
         }),
-    }
-}
-
-/// The vSphere provider (GOVC_* settings) is wired here, and only here,
-/// once `phoenix-providers` has its `vsphere` feature: this function then
-/// builds `VsphereConfig::from_env()` and the compute and images ports.
-fn vsphere(path: &Path, name: &str) -> StackFileError {
-    StackFileError::MissingFeature {
-        file: path.to_path_buf(),
-        what: "provider",
-        name: name.to_owned(),
-        kind: "vsphere",
-        feature: "vsphere",
     }
 }

@@ -354,3 +354,113 @@ async fn the_timeline_renders_to_png() {
         assert!(bytes.len() > 20_000, "{} bytes", bytes.len());
     }
 }
+
+/// Every provider and balancer of the workspace is reachable from a
+/// phoenix.toml: a stack on AWS (EC2, an ELBv2 target group) and one on
+/// OpenStack (Nova, Octavia) open, show their status and plan (refusing
+/// an unrecorded release) without a cloud call; vSphere is refused with
+/// the feature it needs.
+#[cfg(all(feature = "aws", feature = "openstack"))]
+#[tokio::test]
+async fn cloud_providers_and_balancers_are_reachable_from_the_file() {
+    const CLOUDS: &str = r#"
+[environments.prod]
+production = true
+
+[providers.ec2]
+kind = "aws"
+profile = "ci"
+region = "eu-west-1"
+
+[providers.nova]
+kind = "openstack"
+
+[providers.vcenter]
+kind = "vsphere"
+
+[balancers.alb]
+kind = "elbv2"
+target_group = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123"
+
+[balancers.octavia]
+kind = "octavia"
+pool = "pool-1"
+
+[deployments.shop]
+environment = "prod"
+provider = "ec2"
+[deployments.shop.roles.web]
+desired = 4
+flavor = "t3.small"
+balancer = "alb"
+
+[deployments.blog]
+environment = "prod"
+provider = "nova"
+[deployments.blog.roles.web]
+desired = 2
+flavor = "m1.small"
+balancer = "octavia"
+
+[deployments.vm]
+environment = "prod"
+provider = "vcenter"
+[deployments.vm.roles.web]
+desired = 2
+balancer = "octavia"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("phoenix.toml"), CLOUDS).unwrap();
+    let run = |args: &'static [&'static str]| {
+        let mut c = Command::new(PHOENIX);
+        c.args(args)
+            .current_dir(dir.path())
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+            .env("OS_AUTH_URL", "http://127.0.0.1:9/v3")
+            .env("OS_USERNAME", "demo")
+            .env("OS_PASSWORD", "not-a-secret")
+            .env("OS_PROJECT_NAME", "demo")
+            .env("OS_USER_DOMAIN_NAME", "Default")
+            .env("OS_PROJECT_DOMAIN_NAME", "Default")
+            .env_remove("OS_CLOUD");
+        c
+    };
+    for d in ["shop", "blog"] {
+        let args: &'static [&'static str] = if d == "shop" {
+            &["-d", "shop", "status"]
+        } else {
+            &["-d", "blog", "status"]
+        };
+        let out = run(args).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{d}: {out:?}");
+        assert!(
+            stdout.starts_with(&format!("{d} (environment prod")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("no pools"), "{stdout}");
+    }
+    let out = run(&["-d", "shop", "plan", "deploy", "v1"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("release v1 is not recorded"));
+    let out = run(&["-d", "shop", "release", "v1"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--image IMAGE"));
+
+    let out = run(&["-d", "vm", "status"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("built without feature `vsphere`"),
+        "{out:?}"
+    );
+    let out = run(&["status"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("choose one (phoenix --deployment NAME)"));
+}

@@ -1,5 +1,5 @@
 //! The local stack: the whole Phoenix pattern on one machine, nothing
-//! installed (feature `local`, on by default).
+//! installed (no feature needed).
 //!
 //! Servers are processes started by the local provider from baked,
 //! content-addressed images; the embedded balancer proxies to them (or a
@@ -32,8 +32,9 @@ pub use builder::LocalBuilder;
 pub use demo::{block_on_main, serve_demo_app_if_asked, DEMO_APP_ARG};
 pub use error::StackError;
 pub(crate) use ops::label as parse_label;
+pub(crate) use stack::redact_url as redact_url_for_debug;
 pub use stack::{
-    embedded_balancer, BalancerChoice, HooksChoice, LocalOptions, LocalStack, StoreLayer,
+    embedded_balancer, restore, BalancerChoice, HooksChoice, LocalOptions, LocalStack, StoreLayer,
     DEPLOYMENT, ENVIRONMENT, ROLE,
 };
 pub use timing::{BalancerCall, TimedBalancer};

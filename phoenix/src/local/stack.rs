@@ -35,9 +35,12 @@ pub const ROLE: &str = "web";
 pub type StoreLayer = Arc<dyn Fn(Arc<dyn StateStore>) -> Arc<dyn StateStore> + Send + Sync>;
 
 /// Where the balancer runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub enum BalancerChoice {
+    /// This balancer, built by the caller (a HAProxy on its own stats
+    /// socket, …).
+    Given(Arc<dyn LoadBalancer>),
     /// In this process, listening on the address (port 0: any free port),
     /// optionally also served on an admin socket.
     Embedded {
@@ -52,6 +55,22 @@ pub enum BalancerChoice {
     /// driven through its runtime API (feature `haproxy`).
     #[cfg(feature = "haproxy")]
     Haproxy,
+}
+
+impl std::fmt::Debug for BalancerChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Given(_) => f.write_str("Given(..)"),
+            Self::Embedded { listen, admin } => f
+                .debug_struct("Embedded")
+                .field("listen", listen)
+                .field("admin", admin)
+                .finish(),
+            Self::Remote(path) => f.debug_tuple("Remote").field(path).finish(),
+            #[cfg(feature = "haproxy")]
+            Self::Haproxy => f.write_str("Haproxy"),
+        }
+    }
 }
 
 /// Which drain and warm-up hooks the stack's Phoenix runs.
@@ -318,6 +337,7 @@ impl LocalStack {
                 };
                 (lb.clone(), Some(lb), served)
             }
+            BalancerChoice::Given(lb) => (lb.clone(), None, None),
             BalancerChoice::Remote(path) => {
                 let lb = RemoteBalancer::connect(path).await.map_err(|source| {
                     StackError::NoBalancer {
@@ -474,23 +494,7 @@ impl LocalStack {
 
     /// [`Self::restore`] with these reconcile options.
     pub async fn restore_with(&self, options: ReconcileOptions) -> Result<String, StackError> {
-        self.resume().await?;
-        let (report, plan) = self
-            .phoenix
-            .plan_reconcile(&self.deployment, &self.role, options)
-            .await?;
-        let found = report.to_string();
-        if !plan.is_noop() {
-            self.phoenix.apply(plan).await?;
-        }
-        let snap = self.phoenix.snapshot(&self.deployment).await?;
-        if snap.live_pool(&self.role).is_some() {
-            let plan = self.phoenix.plan_heal(&self.deployment, &self.role).await?;
-            if !plan.is_noop() {
-                self.phoenix.apply(plan).await?;
-            }
-        }
-        Ok(found)
+        restore(&self.phoenix, &self.deployment, &self.role, options).await
     }
 
     /// The process id of a local server, from its record.
@@ -533,6 +537,36 @@ impl LocalStack {
         std::fs::remove_dir_all(&dir).map_err(StackError::io("cannot remove", &dir))?;
         Ok(servers.len())
     }
+}
+
+/// Picks up where an earlier orchestrator left off, on any stack: resumes
+/// an interrupted operation (one that resumes and then fails, rolled back
+/// or halted, is done with: not an error here), then plans and applies a
+/// reconciliation with `options`, then heals the live pool if there is
+/// one. Returns what the reconciliation found.
+pub async fn restore(
+    phoenix: &Phoenix,
+    deployment: &DeploymentId,
+    role: &RoleName,
+    options: ReconcileOptions,
+) -> Result<String, StackError> {
+    match phoenix.resume(deployment).await {
+        Ok(_) | Err(ExecError::Failed { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (report, plan) = phoenix.plan_reconcile(deployment, role, options).await?;
+    let found = report.to_string();
+    if !plan.is_noop() {
+        phoenix.apply(plan).await?;
+    }
+    let snap = phoenix.snapshot(deployment).await?;
+    if snap.live_pool(role).is_some() {
+        let plan = phoenix.plan_heal(deployment, role).await?;
+        if !plan.is_noop() {
+            phoenix.apply(plan).await?;
+        }
+    }
+    Ok(found)
 }
 
 /// The embedded balancer as the local stack runs it: HTTP checks of

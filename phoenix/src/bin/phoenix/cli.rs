@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use phoenix::core::id::{DeploymentId, ImageId, OperationId, PoolId, ReleaseLabel};
+use phoenix::core::model::TestEvidence;
 use phoenix::core::ops::{PlanningError, ReconcileOptions};
 use phoenix::core::ports::Compute as _;
 use phoenix::exit;
@@ -100,8 +101,19 @@ enum Command {
     },
     /// Check an image, record the evidence and certify it.
     Certify {
-        /// The image id `phoenix bake` printed.
+        /// The image id (`phoenix bake` prints it).
         image: String,
+        /// The test suite that ran against the image (a pipeline's
+        /// evidence); without it the local provider checks the image's
+        /// integrity itself.
+        #[arg(long)]
+        suite: Option<String>,
+        /// A summary of the run, or a link to its report.
+        #[arg(long, requires = "suite", default_value = "")]
+        details: String,
+        /// The suite failed: record it, and do not certify.
+        #[arg(long, requires = "suite")]
+        failed: bool,
     },
     /// Record a release; without --image, bake and certify one first.
     Release {
@@ -242,10 +254,11 @@ impl From<StackFileError> for Failure {
             | StackFileError::NotDeclared { .. }
             | StackFileError::Ambiguous { .. }
             | StackFileError::MissingFeature { .. }
-            | StackFileError::Unsupported { .. } => exit::USAGE,
-            StackFileError::Local(StackError::Exec(x)) => exit::for_exec(x),
-            StackFileError::Local(StackError::Planning(_)) => exit::REFUSED,
-            StackFileError::Local(StackError::InvalidName { .. }) => exit::USAGE,
+            | StackFileError::Unsupported { .. }
+            | StackFileError::Setup { .. } => exit::USAGE,
+            StackFileError::Stack(StackError::Exec(x)) => exit::for_exec(x),
+            StackFileError::Stack(StackError::Planning(_)) => exit::REFUSED,
+            StackFileError::Stack(StackError::InvalidName { .. }) => exit::USAGE,
             _ => exit::ERROR,
         };
         Self {
@@ -407,12 +420,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             }
         }
-        Command::Certify { image } => {
+        Command::Certify {
+            image,
+            suite,
+            details,
+            failed,
+        } => {
             let stack = open(&cli).await?;
             let id: ImageId = image
                 .parse()
                 .map_err(|e| Failure::usage(format!("invalid image id {image:?}: {e}")))?;
-            let image = stack.certify(&id).await?;
+            let evidence = suite.as_ref().map(|suite| TestEvidence {
+                suite: suite.clone(),
+                at: chrono::Utc::now(),
+                passed: !failed,
+                details: details.clone(),
+                digest: None,
+            });
+            let image = stack.certify(&id, evidence).await?;
             if cli.json {
                 print_json(&image)
             } else {
