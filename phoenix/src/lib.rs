@@ -86,7 +86,7 @@ pub use phoenix_core::{
 };
 /// Cancellation of long-running services (the balancer's admin socket),
 /// re-exported so that no `tokio_util` type is needed by hand.
-pub use tokio_util::sync::CancellationToken;
+pub use phoenix_lb::remote::CancellationToken;
 
 mod compose;
 pub mod exit;

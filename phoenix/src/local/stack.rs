@@ -331,7 +331,7 @@ impl LocalStack {
                     Some(path) => Some(phoenix_lb::remote::serve(
                         lb.clone(),
                         path,
-                        tokio_util::sync::CancellationToken::new(),
+                        phoenix_lb::remote::CancellationToken::new(),
                     )?),
                     None => None,
                 };
