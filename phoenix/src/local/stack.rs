@@ -584,18 +584,19 @@ pub async fn embedded_balancer(listen: SocketAddr) -> Result<EmbeddedBalancer, S
         .await?)
 }
 
-/// A URL with any password hidden: `postgres://user:***@host/db`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+/// A URL with any password hidden: `postgres://user:***@host/db`. A
+/// string that is not a URL is shown as `<not a URL>`, since it may hold
+/// a secret in a shape this cannot see.
+pub(crate) fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut u) => {
+            if u.password().is_some() && u.set_password(Some("***")).is_err() {
+                return "<a URL with a password>".into();
+            }
+            u.to_string()
         }
-        None => url.to_owned(),
+        // `sqlite:relative.db` and other paths are fine to show.
+        Err(_) if !text.contains('@') => text.to_owned(),
+        Err(_) => "<not a URL>".into(),
     }
 }
