@@ -56,7 +56,7 @@ use phoenix_state::history;
 /// One Phoenix operation at a time on the local stack, against a balancer
 /// in another process.
 #[derive(Debug, Parser)]
-#[command(name = "phoenix-local")]
+#[command(name = "phoenix-local", args_override_self = true)]
 struct Args {
     /// The working directory (state, images, servers).
     #[arg(long)]

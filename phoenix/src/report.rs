@@ -300,6 +300,9 @@ impl Timeline {
 
         // Before the window: who serves, and which pools exist.
         let mut serving_now: BTreeSet<String> = BTreeSet::new();
+        // Servers running before it began (with their pool, slot and
+        // health), to draw the standby pools a rollback brings back.
+        let mut alive: BTreeMap<String, (PoolId, u32, bool)> = BTreeMap::new();
         let mut pool_state: BTreeMap<PoolId, PoolState> = BTreeMap::new();
         let mut server_pool: BTreeMap<String, (PoolId, u32)> = BTreeMap::new();
         for e in events.iter().filter(|e| e.at < start) {
@@ -311,8 +314,20 @@ impl Timeline {
                 EventKind::ServerDetached { server, .. } => {
                     serving_now.remove(server.as_str());
                 }
-                EventKind::ServerTerminated { server, .. } => {
+                EventKind::ServerLaunched { pool, slot, server } => {
+                    alive.insert(server.to_string(), (pool.clone(), *slot, false));
+                }
+                EventKind::ServerHealthy { server, .. }
+                | EventKind::ServerVerified { server, .. } => {
+                    if let Some(a) = alive.get_mut(server.as_str()) {
+                        a.2 = true;
+                    }
+                }
+                EventKind::ServerTerminated { server, .. }
+                | EventKind::ServerStopped { server, .. }
+                | EventKind::ServerMissing { server, .. } => {
                     serving_now.remove(server.as_str());
+                    alive.remove(server.as_str());
                 }
                 EventKind::PoolStateChanged { pool, to, .. } => {
                     pool_state.insert(pool.clone(), *to);
@@ -354,6 +369,25 @@ impl Timeline {
                 lane(&mut lanes, pool);
                 row(&mut rows, pool, *slot, s).enter(Some(SpanKind::Serving), 0.0);
             }
+        }
+        // Running servers of pools this operation touches start with an
+        // open span too: healthy (a standby) or booting.
+        let touched: BTreeSet<&PoolId> = events
+            .iter()
+            .filter(|e| e.at >= start && e.at <= end && e.operation.as_ref() == Some(operation))
+            .filter_map(|e| pool_of(&e.kind).map(|(p, _, _)| p))
+            .collect();
+        for (server, (pool, slot, healthy)) in &alive {
+            if serving_now.contains(server) || !touched.contains(pool) {
+                continue;
+            }
+            lane(&mut lanes, pool);
+            let kind = if *healthy {
+                SpanKind::Healthy
+            } else {
+                SpanKind::Booting
+            };
+            row(&mut rows, pool, *slot, server).enter(Some(kind), 0.0);
         }
         let mut serving = vec![(0.0, serving_now.len())];
         let mut steps: Vec<StepBar> = Vec::new();
@@ -796,7 +830,9 @@ impl<'a> Svg<'a> {
             }
         }
         let steps_bottom = top + step_rows as f64 * 12.0 + 8.0;
-        self.y = steps_bottom + 16.0;
+        // A band for the marks' labels, one row each (at most three).
+        let mark_rows = t.marks.len().min(3) as f64;
+        self.y = steps_bottom + 8.0 + mark_rows * 12.0;
         let lanes_top = self.y;
 
         // Pool lanes.
@@ -997,6 +1033,7 @@ impl<'a> Svg<'a> {
 
         // Marks across lanes and chart.
         let mut label_row = 0.0;
+        let rows = t.marks.len().clamp(1, 3) as f64;
         for m in &t.marks {
             let x = self.x(m.at);
             let color = match m.kind {
@@ -1007,11 +1044,11 @@ impl<'a> Svg<'a> {
             let _ = writeln!(
                 self.out,
                 r#"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="{color}" stroke-width="1.5" stroke-dasharray="5,3"><title>{}</title></line>"#,
-                lanes_top - 4.0,
+                lanes_top - 2.0 - rows * 12.0,
                 self.y,
                 esc(&format!("{} at +{:.2}s", m.label, m.at))
             );
-            let ly = lanes_top - 6.0 - label_row;
+            let ly = lanes_top - 4.0 - (rows - 1.0) * 12.0 + label_row;
             let anchor = if x > WIDTH - 200.0 { "end" } else { "start" };
             let dx = if anchor == "end" { -3.0 } else { 3.0 };
             self.text(
@@ -1023,10 +1060,10 @@ impl<'a> Svg<'a> {
                 "bold",
                 &truncate(&m.label, 50),
             );
-            label_row = if label_row >= 20.0 {
+            label_row = if label_row >= (rows - 1.0) * 12.0 {
                 0.0
             } else {
-                label_row + 10.0
+                label_row + 12.0
             };
         }
         let _ = lanes_bottom;

@@ -102,6 +102,16 @@ impl Fixture {
         serde_json::from_str(&self.ok(&["status", "--json"]).await).unwrap()
     }
 
+    /// Records `label`, a release whose app exits at once (`/bin/false`
+    /// baked instead of the demo app), through a second file naming that
+    /// app for the same deployment.
+    async fn broken_release(&self, label: &str) {
+        let broken = STACK.replace("kind = \"local\"", "kind = \"local\"\napp = \"/bin/false\"");
+        std::fs::write(self.path().join("broken.toml"), broken).unwrap();
+        let out = self.ok(&["-f", "broken.toml", "release", label]).await;
+        assert!(out.contains(&format!("release {label} ready")), "{out}");
+    }
+
     /// Releases v1 and v2 and makes v1 live.
     async fn v1_live(&self) {
         assert!(self
@@ -203,9 +213,22 @@ async fn plan_deploy_status_rollback_history_report_on_the_local_stack() {
     assert_eq!(tree.matches("standby member").count(), 2, "{tree}");
     assert!(tree.contains("max age in"), "{tree}");
 
+    // A release whose servers die at boot: the deploy fails, v1 keeps
+    // serving, and the exit status says "failed and rolled back" (6).
+    f.broken_release("v3").await;
+    let failed = f.run(&["deploy", "v3"]).await;
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("failed and was rolled back"), "{stderr}");
+    let after = f.ok(&["status"]).await;
+    assert!(after.contains("role web: 2/2 serving"), "{after}");
+    assert!(after.contains("pool web-v1-1 live"), "{after}");
+    assert!(after.contains("failed (0 of 2 servers)"), "{after}");
+
     let history = f.ok(&["history"]).await;
-    assert_eq!(history.matches(" deploy ").count(), 2, "{history}");
+    assert_eq!(history.matches(" deploy ").count(), 3, "{history}");
     assert_eq!(history.matches(" rollback ").count(), 1, "{history}");
+    assert!(history.contains(" rolledback "), "{history}");
 
     // The last operation's timeline.
     let report = f.ok(&["report"]).await;
@@ -215,7 +238,7 @@ async fn plan_deploy_status_rollback_history_report_on_the_local_stack() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "svg"))
         .collect();
-    assert_eq!(svgs.len(), 3, "one per operation: {svgs:?}");
+    assert_eq!(svgs.len(), 4, "one per operation: {svgs:?}");
     let html = std::fs::read_to_string(svgs[0].with_extension("html")).unwrap();
     assert!(html.contains("<svg") && html.contains("<h2>Steps</h2>"));
 
@@ -225,6 +248,7 @@ async fn plan_deploy_status_rollback_history_report_on_the_local_stack() {
 
     let gone = f.ok(&["teardown", "--yes"]).await;
     assert!(gone.contains("terminated 4 server(s)"), "{gone}");
+    assert!(!f.path().join(".phoenix").exists());
 }
 
 #[tokio::test]
@@ -320,18 +344,26 @@ async fn the_timeline_renders_to_png() {
     f.v1_live().await;
     f.ok(&["deploy", "v2"]).await;
     f.ok(&["rollback"]).await;
+    f.broken_release("v3").await;
+    assert_eq!(f.run(&["deploy", "v3"]).await.status.code(), Some(6));
     let out_dir = std::env::var_os("PHOENIX_REPORT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| f.path().join("pictures"));
-    for op in ["deploy", "rollback"] {
-        let ops = f.ok(&["history"]).await;
-        let id = ops
-            .lines()
-            .filter(|l| l.contains(&format!(" {op} ")))
+    let ops = f.ok(&["history"]).await;
+    let id_of = |kind: &str, nth: usize| {
+        ops.lines()
+            .filter(|l| l.trim_start().starts_with("op-") && l.contains(&format!(" {kind} ")))
             .filter_map(|l| l.split_whitespace().next())
-            .next_back()
+            .nth(nth)
             .unwrap()
-            .to_owned();
+            .to_owned()
+    };
+    let pictures = [
+        ("deploy", id_of("deploy", 1)),
+        ("rollback", id_of("rollback", 0)),
+        ("failed-deploy", id_of("deploy", 2)),
+    ];
+    for (op, id) in pictures {
         f.ok(&["report", &id, "--out", out_dir.to_str().unwrap()])
             .await;
         let svg = out_dir.join(format!("{id}.svg"));

@@ -22,7 +22,7 @@ impl LocalStack {
     /// app binary, an entrypoint that starts it in demo-app mode, a
     /// VERSION file) becomes an immutable, content-addressed image,
     /// recorded as built (not yet launchable where certification is
-    /// required).
+    /// required). The build output is removed once the image holds it.
     pub async fn bake_only(&self, version: &str) -> Result<Image, StackError> {
         let build = self.dir.join("build").join(version);
         if build.exists() {
@@ -57,6 +57,10 @@ impl LocalStack {
                 properties: BTreeMap::new(),
             })
             .await?;
+        // The image holds its own copy: the build output is not kept (an
+        // app binary is large, and a fleet of releases adds up).
+        make_writable(&build);
+        std::fs::remove_dir_all(&build).map_err(StackError::io("cannot remove", &build))?;
         self.phoenix.register_image(&image).await?;
         Ok(image)
     }
