@@ -162,7 +162,8 @@ pub struct DeploymentSection {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RoleSection {
-    /// Desired number of serving servers.
+    /// Desired number of serving servers (at least 1).
+    #[serde(deserialize_with = "at_least_one")]
     pub desired: usize,
     /// The port its service listens on.
     #[serde(default = "default_port")]
@@ -172,6 +173,13 @@ pub struct RoleSection {
     pub flavor: Option<String>,
     /// The balancer it serves behind.
     pub balancer: Spanned<String>,
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(de::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
 }
 
 fn default_port() -> u16 {
@@ -247,8 +255,10 @@ pub enum BalancerSection {
         /// Where it listens (port 0: any free port).
         #[serde(default = "default_listen")]
         listen: SocketAddr,
-        /// The admin socket of a balancer `phoenix lb serve` runs; when
-        /// it is set and served, the command uses that balancer.
+        /// The admin socket of a balancer `phoenix lb serve` runs: the
+        /// command drives that balancer, which outlives it. Without it the
+        /// balancer lives in the command's process, only while it runs
+        /// (each command first puts the serving pool back behind it).
         #[serde(default)]
         admin_socket: Option<PathBuf>,
     },
@@ -593,13 +603,6 @@ impl StackFile {
                         ),
                     ));
                 }
-                if r.desired == 0 {
-                    return Err(invalid(
-                        Some(r.balancer.span().start),
-                        at(&format!("roles.{}.desired", role.0)),
-                        "must be at least 1".into(),
-                    ));
-                }
             }
         }
         let policy = self.policy.resolve(1);
@@ -700,6 +703,16 @@ balancer = "front"
         assert!(e.contains("declared: front"), "{e}");
         let e = err(&GOOD.replace("provider = \"laptop\"", "provider = \"cloud\""));
         assert!(e.starts_with("phoenix.toml:17:"), "{e}");
+    }
+
+    #[test]
+    fn zero_servers_names_the_line() {
+        let e = err(&GOOD.replace("desired = 2", "desired = 0"));
+        assert!(e.starts_with("phoenix.toml:20:"), "{e}");
+        assert!(
+            e.contains("deployments.shop.roles.web.desired: must be at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

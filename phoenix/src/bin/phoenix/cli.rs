@@ -469,8 +469,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Operation(op) => {
             let stack = open(&cli).await?;
-            // Pick up what an earlier orchestrator left unfinished first.
-            resume(&cli, &stack).await?;
+            // Pick up what an earlier orchestrator left unfinished first. A
+            // balancer in this process starts empty: the restore puts the
+            // serving pool back behind it before anything is planned.
+            if stack.local().is_some_and(|l| l.embedded.is_some()) {
+                let found = stack.restore(false).await?;
+                if !cli.quiet && !cli.json {
+                    eprintln!("{found}");
+                }
+            } else {
+                resume(&cli, &stack).await?;
+            }
             let plan = make_plan(&stack, op).await?;
             if plan.is_noop() {
                 if cli.json {

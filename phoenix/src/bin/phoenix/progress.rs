@@ -103,21 +103,23 @@ impl Progress {
                     }
                     Err(RecvError::Closed) => break,
                 };
+                if let Some(bar) = &bar {
+                    match &e.kind {
+                        EventKind::OperationStarted { steps, .. }
+                        | EventKind::RollbackStarted { steps, .. } => {
+                            bar.set_length(*steps as u64);
+                            bar.set_position(0);
+                        }
+                        EventKind::OperationResumed { step, .. } => {
+                            bar.set_position(*step as u64);
+                        }
+                        EventKind::StepFinished { .. } => bar.inc(1),
+                        _ => {}
+                    }
+                }
                 let Some(text) = line(&e) else { continue };
                 match &bar {
                     Some(bar) => {
-                        match &e.kind {
-                            EventKind::OperationStarted { steps, .. } => {
-                                bar.set_length(*steps as u64);
-                                bar.set_position(0);
-                            }
-                            EventKind::RollbackStarted { steps, .. } => {
-                                bar.set_length(*steps as u64);
-                                bar.set_position(0);
-                            }
-                            EventKind::StepFinished { .. } => bar.inc(1),
-                            _ => {}
-                        }
                         if matches!(e.kind, EventKind::StepStarted { .. }) {
                             bar.set_message(text);
                         } else {
