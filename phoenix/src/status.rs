@@ -193,7 +193,11 @@ impl StatusTree {
 }
 
 fn secs(n: u64) -> String {
-    human(Duration::from_secs(n))
+    if n == 0 {
+        "<1s".into()
+    } else {
+        human(Duration::from_secs(n))
+    }
 }
 
 impl fmt::Display for StatusTree {
