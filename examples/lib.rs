@@ -12,7 +12,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), examples::local::StackError> {
 //! use examples::local::{run_cycle, CycleOptions, LocalStack, StackOptions};
-//! let stack = LocalStack::open(StackOptions::here()?).await?;
+//! let stack = LocalStack::open(examples::local::options()?).await?;
 //! let report = run_cycle(&stack, CycleOptions::default()).await?;
 //! println!("{report}");
 //! # Ok(()) }

@@ -18,62 +18,46 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
 use examples::local::{
     block_on_main, run_cycle, serve_demo_app_if_asked, BalancerChoice, CycleOptions, LocalStack,
-    StackError, StackOptions,
+    StackError,
 };
 
+/// The Phoenix cycle on this machine, for real, under live traffic.
+#[derive(Debug, Parser)]
+#[command(name = "local_cycle")]
 struct Args {
+    /// Remove every server, the images and the state, and stop.
+    #[arg(long)]
     teardown: bool,
+    /// Requests per second of the load generator.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     rate: u32,
-    servers: usize,
+    /// Servers per pool.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    servers: u64,
+    /// Where the embedded balancer listens (default: any free loopback port).
+    #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// The working directory (default: .phoenix).
+    #[arg(long)]
     dir: Option<std::path::PathBuf>,
-    haproxy: bool,
+    /// The balancer: `embedded`, or `haproxy` (Debian's haproxy installed).
+    #[arg(long, value_enum, default_value_t = Balancer::Embedded)]
+    balancer: Balancer,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        teardown: false,
-        rate: 200,
-        servers: 3,
-        listen: None,
-        dir: None,
-        haproxy: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--teardown" => a.teardown = true,
-            "--rate" => a.rate = value("--rate")?.parse().map_err(|e| format!("--rate: {e}"))?,
-            "--servers" => {
-                a.servers = value("--servers")?.parse().map_err(|e| format!("--servers: {e}"))?
-            }
-            "--listen" => {
-                a.listen = Some(value("--listen")?.parse().map_err(|e| format!("--listen: {e}"))?)
-            }
-            "--dir" => a.dir = Some(value("--dir")?.into()),
-            "--balancer" => match value("--balancer")?.as_str() {
-                "embedded" => a.haproxy = false,
-                "haproxy" => a.haproxy = true,
-                other => return Err(format!("--balancer: embedded or haproxy, not {other}")),
-            },
-            "-h" | "--help" => {
-                return Err("usage: local_cycle [--balancer embedded|haproxy] [--rate N] [--servers N] [--listen ADDR] [--dir DIR] [--teardown]".into())
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    if a.servers == 0 || a.rate == 0 {
-        return Err("--servers and --rate must be at least 1".into());
-    }
-    Ok(a)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Balancer {
+    Embedded,
+    Haproxy,
 }
 
 async fn main_async(args: Args) -> Result<bool, StackError> {
-    let mut options = StackOptions::here()?;
-    options.servers = args.servers;
+    let mut options = examples::local::options()?;
+    options.servers = usize::try_from(args.servers).unwrap_or(usize::MAX);
     if let Some(dir) = args.dir {
         options.dir = dir;
     }
@@ -83,7 +67,7 @@ async fn main_async(args: Args) -> Result<bool, StackError> {
             admin: None,
         };
     }
-    if args.haproxy {
+    if args.balancer == Balancer::Haproxy {
         options.balancer = BalancerChoice::Haproxy;
     }
     let stack = LocalStack::open(options).await?;
@@ -108,13 +92,7 @@ fn main() -> ExitCode {
     if let Some(code) = serve_demo_app_if_asked() {
         return code;
     }
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     block_on_main(async move {
         let ok = main_async(args).await?;
         if !ok {

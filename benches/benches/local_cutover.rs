@@ -19,9 +19,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use examples::local::{
-    serve_demo_app_if_asked, BalancerChoice, LocalStack, StackError, StackOptions,
-};
+use examples::local::{serve_demo_app_if_asked, BalancerChoice, LocalStack, StackError};
 use phoenix_lb::loadgen::{LoadGen, LoadGenConfig};
 
 fn cutovers() -> usize {
@@ -68,7 +66,7 @@ struct Figures {
 
 async fn bench(name: &'static str, choice: BalancerChoice) -> Result<Figures, StackError> {
     let dir = std::env::temp_dir().join(format!("phoenix-bench-{}-{name}", std::process::id()));
-    let mut options = StackOptions::here()?;
+    let mut options = examples::local::options()?;
     options.dir = dir.clone();
     options.holder = "bench".into();
     options.balancer = choice;
@@ -108,7 +106,8 @@ async fn run(stack: &LocalStack, name: &'static str) -> Result<Figures, StackErr
         fresh_ratio: 0.25,
         keepalive_max_age: Duration::from_millis(250),
         ..LoadGenConfig::new(target)
-    })?;
+    })
+    .map_err(|e| StackError::Unexpected(format!("the load generator failed: {e}")))?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut switches = Vec::new();
     let mut rollbacks = Vec::new();
@@ -163,7 +162,10 @@ async fn run(stack: &LocalStack, name: &'static str) -> Result<Figures, StackErr
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let load = gen.stop_and_finish().await?;
+    let load = gen
+        .stop_and_finish()
+        .await
+        .map_err(|e| StackError::Unexpected(format!("the load generator failed: {e}")))?;
     let both: Vec<&Cutover> = switches.iter().chain(rollbacks.iter()).collect();
     let by = |f: fn(&Cutover) -> Duration, v: &[&Cutover]| {
         let mut out: Vec<Duration> = v.iter().map(|c| f(c)).collect();

@@ -18,7 +18,8 @@
 //!                        pool by RELEASE batch by batch
 //!   rollback [RELEASE]   finish what was interrupted, then roll back
 //!   heal                 finish what was interrupted, then heal
-//!   status               print the live release and the serving members
+//!   status               print the deployment as a tree: role → release →
+//!                        pool → server (health, traffic, age)
 //!   history [OPERATION]  print the deployment's history, or export one
 //!                        operation's as JSON
 //! ```
@@ -40,91 +41,108 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::{Arc, OnceLock};
+
+use clap::{Parser, Subcommand};
 use examples::local::{
-    serve_demo_app_if_asked, BalancerChoice, HooksChoice, LocalStack, StackError, StackOptions,
+    serve_demo_app_if_asked, BalancerChoice, HooksChoice, KillSwitch, KillSwitchStore, LocalStack,
+    StackError,
 };
+use phoenix::status::StatusTree;
 use phoenix_core::executor::{ExecError, Interruption};
 use phoenix_core::id::{OperationId, ReleaseLabel};
 use phoenix_state::history;
 
+/// One Phoenix operation at a time on the local stack, against a balancer
+/// in another process.
+#[derive(Debug, Parser)]
+#[command(name = "phoenix-local", args_override_self = true)]
 struct Args {
+    /// The working directory (state, images, servers).
+    #[arg(long)]
     dir: PathBuf,
+    /// The admin socket of the balancer.
+    #[arg(long = "lb-socket")]
     socket: PathBuf,
+    /// Servers per pool.
+    #[arg(long, default_value_t = 3)]
     servers: usize,
+    /// The binary baked into images (default: this one).
+    #[arg(long)]
     app: Option<PathBuf>,
+    /// The state store's URL (default: DIR/state.sqlite).
+    #[arg(long = "state-url")]
     state: Option<String>,
+    /// Who this orchestrator is, in leases.
+    #[arg(long)]
     holder: Option<String>,
+    /// How long to wait for another orchestrator's lease, in ms.
+    #[arg(long = "lease-wait-ms", value_parser = millis, default_value = "0")]
     lease_wait: Duration,
+    /// How long the lease lasts unless renewed, in ms.
+    #[arg(long = "lease-ttl-ms", value_parser = millis)]
     lease_ttl: Option<Duration>,
+    /// Bake time, in ms.
+    #[arg(long = "bake-ms", value_parser = millis)]
     bake: Option<Duration>,
+    /// Drain time, in ms.
+    #[arg(long = "drain-ms", value_parser = millis)]
     drain: Option<Duration>,
+    /// Batch size.
+    #[arg(long)]
     batch: Option<usize>,
+    /// Max surge.
+    #[arg(long)]
     surge: Option<usize>,
+    /// No drain or warm-up hooks.
+    #[arg(long = "no-hooks", action = clap::ArgAction::SetFalse)]
     hooks: bool,
-    command: Vec<String>,
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut dir = None;
-    let mut socket = None;
-    let mut a = Args {
-        dir: PathBuf::new(),
-        socket: PathBuf::new(),
-        servers: 3,
-        app: None,
-        state: None,
-        holder: None,
-        lease_wait: Duration::ZERO,
-        lease_ttl: None,
-        bake: None,
-        drain: None,
-        batch: None,
-        surge: None,
-        hooks: true,
-        command: Vec::new(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        let ms = |v: String, name: &str| {
-            v.parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|e| format!("{name}: {e}"))
-        };
-        let count = |v: String, name: &str| v.parse::<usize>().map_err(|e| format!("{name}: {e}"));
-        match arg.as_str() {
-            "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
-            "--lb-socket" => socket = Some(PathBuf::from(value("--lb-socket")?)),
-            "--servers" => a.servers = count(value("--servers")?, "--servers")?,
-            "--app" => a.app = Some(value("--app")?.into()),
-            "--state-url" => a.state = Some(value("--state-url")?),
-            "--holder" => a.holder = Some(value("--holder")?),
-            "--lease-wait-ms" => a.lease_wait = ms(value("--lease-wait-ms")?, "--lease-wait-ms")?,
-            "--lease-ttl-ms" => a.lease_ttl = Some(ms(value("--lease-ttl-ms")?, "--lease-ttl-ms")?),
-            "--bake-ms" => a.bake = Some(ms(value("--bake-ms")?, "--bake-ms")?),
-            "--drain-ms" => a.drain = Some(ms(value("--drain-ms")?, "--drain-ms")?),
-            "--batch" => a.batch = Some(count(value("--batch")?, "--batch")?),
-            "--surge" => a.surge = Some(count(value("--surge")?, "--surge")?),
-            "--no-hooks" => a.hooks = false,
-            _ => {
-                a.command.push(arg);
-                a.command.extend(it.by_ref());
-            }
-        }
-    }
-    a.dir = dir.ok_or("--dir is required")?;
-    a.socket = socket.ok_or("--lb-socket is required")?;
-    if a.command.is_empty() {
-        return Err(
-            "a command is required: prepare, deploy, rolling, rollback, heal, status or history"
-                .into(),
-        );
-    }
-    Ok(a)
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Bake, certify and record releases (idempotent).
+    Prepare {
+        /// The releases.
+        #[arg(required = true)]
+        releases: Vec<String>,
+    },
+    /// Finish what was interrupted, then switch to RELEASE.
+    Deploy {
+        /// The release.
+        release: String,
+    },
+    /// Finish what was interrupted, then replace the live pool by RELEASE
+    /// batch by batch.
+    Rolling {
+        /// The release.
+        release: String,
+    },
+    /// Finish what was interrupted, then roll back.
+    Rollback {
+        /// The release.
+        release: Option<String>,
+    },
+    /// Finish what was interrupted, then heal.
+    Heal,
+    /// Print the deployment as a tree: role, release, pool, server.
+    Status,
+    /// Print the deployment's history, or export one operation's as JSON.
+    History {
+        /// The operation.
+        operation: Option<String>,
+    },
 }
 
-fn label(s: Option<&String>) -> Result<ReleaseLabel, StackError> {
-    let s = s.map(String::as_str).unwrap_or_default();
+fn millis(v: &str) -> Result<Duration, String> {
+    v.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| format!("milliseconds: {e}"))
+}
+
+fn label(s: &str) -> Result<ReleaseLabel, StackError> {
     s.parse()
         .map_err(|e| StackError::Unexpected(format!("release {s:?}: {e}")))
 }
@@ -156,7 +174,7 @@ impl From<StackError> for Failure {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
-    let mut options = StackOptions::here()?;
+    let mut options = examples::local::options()?;
     options.dir = args.dir;
     options.balancer = BalancerChoice::Remote(args.socket);
     options.servers = args.servers;
@@ -188,18 +206,27 @@ async fn run(args: Args) -> Result<(), Failure> {
     if let Some(ttl) = args.lease_ttl {
         options.lease_ttl = ttl;
     }
+    // The kill switch of the fault tests, over the store; kept here to
+    // count commits.
+    let switch: Arc<OnceLock<KillSwitchStore>> = Arc::default();
+    let kept = switch.clone();
+    options.store_layer = Some(Arc::new(move |store| {
+        let s = KillSwitch::from_env(store);
+        let _ = kept.set(s.clone());
+        Arc::new(s)
+    }));
     let stack = LocalStack::open(options).await?;
     let (d, role) = (stack.deployment.clone(), stack.role.clone());
     let result: Result<(), StackError> = async {
-        match args.command.first().map(String::as_str) {
-            Some("prepare") => {
-                for r in &args.command[1..] {
+        match &args.command {
+            Cmd::Prepare { releases } => {
+                for r in releases {
                     let release = stack.release(r).await?;
                     println!("release {} ready", release.label);
                 }
             }
-            Some("deploy") => {
-                let target = label(args.command.get(1))?;
+            Cmd::Deploy { release } => {
+                let target = label(release)?;
                 stack.resume().await?;
                 let plan = stack.phoenix.plan_deploy(&d, &role, &target).await?;
                 if !plan.is_noop() {
@@ -207,8 +234,8 @@ async fn run(args: Args) -> Result<(), Failure> {
                 }
                 println!("{target} is live");
             }
-            Some("rolling") => {
-                let target = label(args.command.get(1))?;
+            Cmd::Rolling { release } => {
+                let target = label(release)?;
                 stack.resume().await?;
                 let plan = stack
                     .phoenix
@@ -219,8 +246,8 @@ async fn run(args: Args) -> Result<(), Failure> {
                 }
                 println!("{target} is live");
             }
-            Some("rollback") => {
-                let target = args.command.get(1).map(|s| label(Some(s))).transpose()?;
+            Cmd::Rollback { release } => {
+                let target = release.as_deref().map(label).transpose()?;
                 stack.resume().await?;
                 let plan = stack
                     .phoenix
@@ -228,21 +255,24 @@ async fn run(args: Args) -> Result<(), Failure> {
                     .await?;
                 stack.phoenix.apply(plan).await?;
             }
-            Some("heal") => {
+            Cmd::Heal => {
                 stack.resume().await?;
                 let plan = stack.phoenix.plan_heal(&d, &role).await?;
                 if !plan.is_noop() {
                     stack.phoenix.apply(plan).await?;
                 }
             }
-            Some("status") => {
+            Cmd::Status => {
                 let snap = stack.phoenix.snapshot(&d).await?;
-                let live = snap.live_pool(&role).map(|p| p.release.to_string());
-                println!("live {}", live.unwrap_or_else(|| "none".into()));
+                let max_age = stack.phoenix.policy().refresh.max_age;
+                print!(
+                    "{}",
+                    StatusTree::of(&snap, chrono::Utc::now(), max_age, false)
+                );
             }
-            Some("history") => {
-                let store = stack.store.wrapped().as_ref();
-                let shown = match args.command.get(1) {
+            Cmd::History { operation } => {
+                let store = stack.base_store.as_ref();
+                let shown = match operation {
                     Some(op) => {
                         let op: OperationId = op.parse().map_err(|e| {
                             StackError::Unexpected(format!("operation {op:?}: {e}"))
@@ -258,13 +288,14 @@ async fn run(args: Args) -> Result<(), Failure> {
                     shown.map_err(|e| StackError::Unexpected(phoenix_core::error_chain(&e)))?
                 );
             }
-            Some(other) => return Err(StackError::Unexpected(format!("unknown command {other}"))),
-            None => return Err(StackError::Unexpected("no command".into())),
         }
         Ok(())
     }
     .await;
-    eprintln!("commits {}", stack.store.commits());
+    eprintln!(
+        "commits {}",
+        switch.get().map(KillSwitchStore::commits).unwrap_or(0)
+    );
     result.map_err(Failure::from)
 }
 
@@ -272,13 +303,7 @@ fn main() -> ExitCode {
     if let Some(code) = serve_demo_app_if_asked() {
         return code;
     }
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("phoenix-local: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

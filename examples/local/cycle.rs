@@ -11,8 +11,8 @@ use phoenix_core::ports::{LoadBalancer, MemberHealth};
 use phoenix_core::time::{elapsed_between, human};
 use phoenix_lb::loadgen::{LoadGen, LoadGenConfig, LoadReport};
 
-use super::error::StackError;
-use super::stack::LocalStack;
+use super::LocalStack;
+use super::StackError;
 
 /// How to run the cycle.
 #[derive(Debug, Clone)]
@@ -276,7 +276,11 @@ pub async fn run_cycle(
         .await?
         .live_pool(&stack.role)
         .is_some();
-    let mut load = if live_now { Some(start_load()?) } else { None };
+    let mut load = if live_now {
+        Some(start_load().map_err(load_error)?)
+    } else {
+        None
+    };
     if load.is_some() {
         println!("\ntraffic: {} requests/s through {target}", options.rate);
     }
@@ -323,7 +327,7 @@ pub async fn run_cycle(
     )
     .await?;
     if load.is_none() {
-        load = Some(start_load()?);
+        load = Some(start_load().map_err(load_error)?);
         println!("\ntraffic: {} requests/s through {target}", options.rate);
     }
     phase(
@@ -441,7 +445,7 @@ pub async fn run_cycle(
     .await?;
 
     let load = match load {
-        Some(l) => Some(l.stop_and_finish().await?),
+        Some(l) => Some(l.stop_and_finish().await.map_err(load_error)?),
         None => None,
     };
     let snap = stack.phoenix.snapshot(d).await?;
@@ -606,4 +610,12 @@ impl fmt::Display for CycleReport {
             "{running} servers keep running; run again to continue with the next releases, or pass --teardown to remove everything"
         )
     }
+}
+
+/// The load generator's failure, as the stack's error.
+fn load_error(e: phoenix_lb::loadgen::LoadGenError) -> StackError {
+    StackError::Unexpected(format!(
+        "the load generator failed: {}",
+        phoenix_core::error_chain(&e)
+    ))
 }

@@ -1,29 +1,37 @@
-//! The local Phoenix stack: everything on one machine, nothing installed.
-//!
-//! Servers are processes started by the local provider from baked,
-//! content-addressed images; the embedded balancer proxies to them; state
-//! lives in SQLite under a working directory (or in the store a URL names,
-//! such as a shared PostgreSQL); the demo app's drain and warm-up hooks run
-//! as servers leave and join; configuration comes from
-//! `examples/local/config` through phoenix-config. The same stack backs the
-//! `local_cycle` example, the `phoenix-local` command, the fault tests and
-//! the benchmarks.
+//! The local Phoenix stack of the examples: [`phoenix::local()`] with the
+//! example configuration (`examples/local/config`) and the demo app's
+//! hooks, plus what only the examples and their tests need — the demo
+//! cycle under live traffic ([`run_cycle`]) and the kill switch the fault
+//! tests arm ([`KillSwitch`]). The same stack backs the `local_cycle`
+//! example, the `phoenix-local` command, the fault tests and the
+//! benchmarks.
 
-mod bake;
 mod crash;
 mod cycle;
-mod demo;
-mod error;
-mod stack;
-mod timing;
+
+use std::path::{Path, PathBuf};
 
 pub use crash::{KillSwitch, KillSwitchStore};
 pub use cycle::{run_cycle, CycleOptions, CycleReport, Phase};
-pub use demo::block_on_main;
-pub use demo::{serve_demo_app_if_asked, DEMO_APP_ARG};
-pub use error::StackError;
-pub use stack::{
-    default_config_dir, BalancerChoice, HooksChoice, LocalStack, StackOptions, DEPLOYMENT,
+pub use phoenix::local::{
+    block_on_main, serve_demo_app_if_asked, BalancerCall, BalancerChoice, HooksChoice,
+    LocalOptions as StackOptions, LocalStack, StackError, TimedBalancer, DEMO_APP_ARG, DEPLOYMENT,
     ENVIRONMENT, ROLE,
 };
-pub use timing::{BalancerCall, TimedBalancer};
+
+/// The example configuration shipped with this package.
+pub fn default_config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("local")
+        .join("config")
+}
+
+/// The examples' defaults: [`StackOptions::here`] with the example
+/// configuration and the demo app's drain and warm-up hooks.
+pub fn options() -> Result<StackOptions, StackError> {
+    let mut o = StackOptions::here()?;
+    o.config = Some(default_config_dir());
+    o.hooks = HooksChoice::Demo;
+    o.holder = format!("local-cycle@{}", std::process::id());
+    Ok(o)
+}

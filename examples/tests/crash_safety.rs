@@ -226,7 +226,7 @@ async fn crash_everywhere(op: Op, state: Option<String>) -> RunReport {
         // its history says so.
         if let Some(op_id) = interrupted {
             let h = history::operation_history(
-                observer.store.wrapped().as_ref(),
+                observer.base_store.as_ref(),
                 &observer.deployment,
                 &op_id,
             )

@@ -67,7 +67,7 @@ impl Setup {
     }
 
     fn store(&self) -> &dyn StateStore {
-        self.observer.store.wrapped().as_ref()
+        self.observer.base_store.as_ref()
     }
 
     async fn holder(&self) -> Option<String> {

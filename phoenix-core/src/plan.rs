@@ -17,6 +17,7 @@ use crate::time::{duration_ms, human, Timestamp};
 /// The operations Phoenix performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OperationKind {
     /// Create and verify a pool.
     Provision,
@@ -77,6 +78,7 @@ pub struct NewSlot {
 /// `compact.rs`); lists written one entry per slot read as well.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Step {
     /// Records a new pool with `size` pending slots.
     CreatePool {

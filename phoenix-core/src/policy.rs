@@ -50,6 +50,7 @@ pub enum FailurePolicy {
 
 /// How pools are created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProvisionPolicy {
     /// Most launch calls in flight at once.
     pub concurrency: usize,
@@ -83,6 +84,7 @@ impl Default for ProvisionPolicy {
 
 /// How traffic moves between pools.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RolloutPolicy {
     /// Most servers attached, detached, stopped, started or terminated
     /// in one step (the blast radius).
@@ -179,6 +181,7 @@ pub enum HookFailure {
 
 /// How drain and warm-up hooks run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HookPolicy {
     /// What a failed hook does.
     pub on_failure: HookFailure,
@@ -201,6 +204,7 @@ impl Default for HookPolicy {
 
 /// What reaping keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RetentionPolicy {
     /// Standby pools kept for rollback, newest first.
     pub keep: usize,
@@ -217,6 +221,7 @@ impl Default for RetentionPolicy {
 
 /// How the fleet is renewed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RefreshPolicy {
     /// Servers older than this are replaced.
     #[serde(with = "duration_ms")]
@@ -240,6 +245,7 @@ impl Default for RefreshPolicy {
 
 /// Deadlines of port calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CallPolicy {
     /// The longest one attempt of a port call (cloud, balancer, probe,
     /// store) may take before it counts as a temporary failure. A call
@@ -267,8 +273,13 @@ impl Default for CallPolicy {
     }
 }
 
-/// Every policy an operation may consult.
+/// Every policy an operation may consult. It deserialises with defaults:
+/// a missing section or field takes [`Policy::default`]'s value (as plain
+/// JSON, durations in milliseconds: `{"rollout": {"bake_time": 2000}}`).
+/// The `phoenix` facade reads it from `phoenix.toml` with human durations
+/// and presets ([`Policy::local`]).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Policy {
     /// Pool creation.
     pub provision: ProvisionPolicy,
@@ -299,6 +310,42 @@ pub struct PolicyError {
 }
 
 impl Policy {
+    /// The preset for a few servers on one machine (the local provider,
+    /// tests, demos): fast polls, 2 s bakes and drains, whole-pool batches
+    /// (`batch_size` and `max_surge` = `servers`, `min_healthy` 100%), one
+    /// hot standby kept, hooks that do not block a removal when a server
+    /// died; everything else as in [`Policy::default`] (production).
+    pub fn local(servers: usize) -> Self {
+        let mut p = Self::default();
+        p.provision.concurrency = 8;
+        p.provision.server_deadline = Duration::from_secs(20);
+        p.provision.health_timeout = Duration::from_secs(15);
+        p.provision.poll_interval = Duration::from_millis(100);
+        p.provision.replace_budget = 2;
+        p.rollout.batch_size = servers.max(1);
+        p.rollout.max_surge = servers.max(1);
+        p.rollout.min_healthy = Capacity::Percent(100);
+        p.rollout.bake_time = Duration::from_secs(2);
+        p.rollout.drain = Duration::from_secs(2);
+        p.rollout.progress_deadline = Duration::from_secs(60);
+        p.retention.keep = 1;
+        p.retention.hot = 1;
+        p.refresh.max_age = Duration::from_secs(3600);
+        p.refresh.max_replacements = 100;
+        p.refresh.window = Duration::from_secs(60);
+        // A server that died cannot hand anything over: the failure is
+        // recorded (a HookRan event) and the operation goes on.
+        p.hooks.on_failure = HookFailure::Proceed;
+        p.hooks.timeout = Duration::from_secs(5);
+        p.retry = RetryPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            max_retries: 5,
+            jitter_seed: None,
+        };
+        p
+    }
+
     /// Checks the policy for values no operation can work with.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let refuse = |field, reason: &str| {
@@ -352,6 +399,28 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_deserialises_with_defaults() {
+        let p: Policy = serde_json::from_str("{}").unwrap();
+        assert_eq!(p, Policy::default());
+        let p: Policy =
+            serde_json::from_str(r#"{"rollout": {"bake_time": 2000}, "retention": {"keep": 3}}"#)
+                .unwrap();
+        assert_eq!(p.rollout.bake_time, Duration::from_secs(2));
+        assert_eq!(p.rollout.batch_size, RolloutPolicy::default().batch_size);
+        assert_eq!(p.retention.keep, 3);
+        assert_eq!(p.retention.hot, RetentionPolicy::default().hot);
+    }
+
+    #[test]
+    fn the_local_preset_is_valid_and_batches_the_pool() {
+        let p = Policy::local(3);
+        p.validate().unwrap();
+        assert_eq!(p.rollout.batch_size, 3);
+        assert_eq!(p.rollout.min_healthy, Capacity::Percent(100));
+        assert!(p.rollout.bake_time < Policy::default().rollout.bake_time);
+    }
 
     #[test]
     fn capacity_resolves() {

@@ -125,6 +125,7 @@ impl DeploymentRecord {
 
 /// Errors of the typed record layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// The store failed.
     #[error(transparent)]

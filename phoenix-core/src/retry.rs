@@ -43,6 +43,7 @@ impl Classify for StoreError {
 
 /// Bounded, jittered exponential backoff honouring Retry-After.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RetryPolicy {
     /// First delay.
     #[serde(with = "crate::time::duration_ms")]

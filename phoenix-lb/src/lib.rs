@@ -26,9 +26,14 @@
 //!   Neutron floating IP for single-server roles
 //!   (`floating_ip::FloatingIpBalancer`), sharing phoenix-providers'
 //!   authenticated OpenStack session.
-//!
-//! Cloud balancers (HAProxy, Rackspace Cloud Load Balancers, Octavia, ELBv2,
-//! floating IPs) will join behind their own features.
+//! - `elbv2`, `elastic-ip`: AWS ELBv2 (`elbv2::Elbv2TargetGroup`, one
+//!   target group; `elbv2::Elbv2BlueGreen`, a listener switching two target
+//!   groups by weight in one call) and an Elastic IP for single-server
+//!   roles (`elastic_ip::ElasticIpBalancer`), over phoenix-providers' AWS
+//!   client.
+//! - `remote` (default): `remote::serve` puts any balancer on a Unix
+//!   socket and `remote::RemoteBalancer` drives it from another process,
+//!   so that the balancer outlives the orchestrator (`phoenix lb serve`).
 //!
 //! ## Example
 //!

@@ -33,7 +33,7 @@ pub const APP: &str = env!("CARGO_BIN_EXE_phoenix-local");
 pub const NEEDS_PG: &str = "needs postgresql: run the full test script";
 
 pub fn options(dir: &Path, balancer: BalancerChoice) -> StackOptions {
-    let mut o = StackOptions::here().unwrap();
+    let mut o = examples::local::options().unwrap();
     o.dir = dir.to_path_buf();
     o.app = PathBuf::from(APP);
     o.balancer = balancer;

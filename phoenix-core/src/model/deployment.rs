@@ -26,6 +26,31 @@ pub struct Role {
     pub port: u16,
 }
 
+impl Role {
+    /// A role of `desired` servers listening on port 8080, with the
+    /// provider's default size.
+    pub fn new(name: RoleName, desired: usize) -> Self {
+        Self {
+            name,
+            desired,
+            flavor: None,
+            port: 8080,
+        }
+    }
+
+    /// The port its service listens on.
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The provider's size for its servers (flavor, instance type).
+    pub fn with_flavor(mut self, flavor: impl Into<String>) -> Self {
+        self.flavor = Some(flavor.into());
+        self
+    }
+}
+
 /// A named service in an environment, with roles. It owns its pools and
 /// their history (kept in the state store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ use crate::time::Timestamp;
 
 /// Why no plan could be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanningError {
     /// The role is not part of the deployment.
     #[error("role {role} is not defined in deployment {deployment}")]

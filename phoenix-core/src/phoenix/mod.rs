@@ -32,6 +32,7 @@ pub struct BuildError(pub &'static str);
 
 /// Errors of image and release management.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CatalogError {
     /// The image is unknown to the records and the provider.
     #[error("image {0} does not exist")]
@@ -190,7 +191,9 @@ impl PhoenixBuilder {
         self
     }
 
-    /// Builds, refusing a missing port or an unusable policy.
+    /// Builds, refusing a missing port. The policy is checked where it is
+    /// used: every plan made or applied with it is validated
+    /// ([`Policy::validate`]) before any call.
     pub fn build(self) -> Result<Phoenix, BuildError> {
         let compute = self.compute.ok_or(BuildError("compute back end"))?;
         let images = self.images.ok_or(BuildError("image back end"))?;

@@ -6,6 +6,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong, classified so that a caller can decide whether to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// Rate limited (HTTP 413/429, `RequestLimitExceeded`); retry after the
     /// given delay when the provider names one.

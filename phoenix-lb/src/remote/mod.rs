@@ -15,10 +15,10 @@
 //! use std::sync::Arc;
 //! use phoenix_core::ports::LoadBalancer;
 //! use phoenix_lb::embedded::EmbeddedBalancer;
-//! use phoenix_lb::remote::{serve, RemoteBalancer};
+//! use phoenix_lb::remote::{serve, CancellationToken, RemoteBalancer};
 //!
 //! let lb = Arc::new(EmbeddedBalancer::builder().start().await?);
-//! let admin = serve(lb, "/run/phoenix/lb.sock", tokio_util::sync::CancellationToken::new())?;
+//! let admin = serve(lb, "/run/phoenix/lb.sock", CancellationToken::new())?;
 //! // … in the orchestrator process:
 //! let remote = RemoteBalancer::connect("/run/phoenix/lb.sock").await?;
 //! let members = remote.members().await?;
@@ -31,3 +31,6 @@ mod wire;
 
 pub use client::RemoteBalancer;
 pub use server::{serve, AdminServer, ServeError};
+/// What stops a [`serve`]d socket, re-exported so that callers need no
+/// `tokio-util` of their own.
+pub use tokio_util::sync::CancellationToken;

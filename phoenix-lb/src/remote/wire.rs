@@ -137,6 +137,9 @@ impl From<&PortError> for WireError {
             ErrorKind::Unsupported(m) => ("unsupported", None, m.clone()),
             ErrorKind::BadResponse(m) => ("bad_response", None, m.clone()),
             ErrorKind::Permanent(m) => ("permanent", None, m.clone()),
+            // A kind newer than this wire format travels as permanent: the
+            // other side fails closed rather than retrying blindly.
+            other => ("permanent", None, other.to_string()),
         };
         Self {
             kind: kind.to_owned(),

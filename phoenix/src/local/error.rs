@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 /// Why the local stack failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StackError {
     /// A file or directory operation failed.
     #[error("{what} {}", path.display())]
@@ -27,11 +28,22 @@ pub enum StackError {
     #[error("cannot start the embedded balancer")]
     Balancer(#[from] phoenix_lb::embedded::EmbeddedError),
     /// The local haproxy did not start or stop.
+    #[cfg(feature = "haproxy")]
     #[error("local haproxy")]
     Haproxy(#[source] Box<phoenix_lb::haproxy::LocalHaproxyError>),
     /// The HAProxy balancer could not be built.
+    #[cfg(feature = "haproxy")]
     #[error("HAProxy balancer")]
     HaproxyBalancer(#[source] Box<phoenix_lb::haproxy::HaproxyError>),
+    /// No balancer answers on the admin socket.
+    #[error("no balancer answers on {} (start one with `phoenix lb serve`)", socket.display())]
+    NoBalancer {
+        /// The admin socket.
+        socket: PathBuf,
+        /// Cause.
+        #[source]
+        source: phoenix_core::ports::PortError,
+    },
     /// The balancer's admin socket could not be served.
     #[error("cannot serve the balancer's admin socket")]
     Admin(#[from] phoenix_lb::remote::ServeError),
@@ -53,9 +65,16 @@ pub enum StackError {
     /// An operation did not complete.
     #[error(transparent)]
     Exec(Box<phoenix_core::executor::ExecError>),
-    /// The load generator failed.
-    #[error("the load generator failed")]
-    Load(#[from] phoenix_lb::loadgen::LoadGenError),
+    /// A name (release, deployment, role, operation) is not valid.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidName {
+        /// What it names.
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// Something the stack expects did not hold.
     #[error("{0}")]
     Unexpected(String),
@@ -88,6 +107,10 @@ boxed_from!(
     Planning: phoenix_core::ops::PlanningError,
     Exec: phoenix_core::executor::ExecError,
     Catalog: phoenix_core::phoenix::CatalogError,
+);
+
+#[cfg(feature = "haproxy")]
+boxed_from!(
     Haproxy: phoenix_lb::haproxy::LocalHaproxyError,
     HaproxyBalancer: phoenix_lb::haproxy::HaproxyError,
 );

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use phoenix_core::id::ImageId;
 use phoenix_core::model::{Image, ImageState, TestEvidence};
 use phoenix_core::ports::{BakeRequest, BakeSource, Images};
 
@@ -10,11 +11,19 @@ use super::error::StackError;
 use super::stack::LocalStack;
 
 impl LocalStack {
-    /// Bakes version `version` of the demo app: a build output directory
-    /// (the app binary, an entrypoint that starts it in demo-app mode, a
-    /// VERSION file) becomes an immutable image; its integrity is checked
-    /// and recorded as test evidence, and it is certified.
+    /// Bakes version `version` of the app and certifies it
+    /// ([`Self::bake_only`], then [`Self::certify`]).
     pub async fn bake(&self, version: &str) -> Result<Image, StackError> {
+        let image = self.bake_only(version).await?;
+        self.certify(&image.id).await
+    }
+
+    /// Bakes version `version` of the app: a build output directory (the
+    /// app binary, an entrypoint that starts it in demo-app mode, a
+    /// VERSION file) becomes an immutable, content-addressed image,
+    /// recorded as built (not yet launchable where certification is
+    /// required). The build output is removed once the image holds it.
+    pub async fn bake_only(&self, version: &str) -> Result<Image, StackError> {
         let build = self.dir.join("build").join(version);
         if build.exists() {
             // A build output left by an earlier run is rebuilt from scratch.
@@ -48,7 +57,21 @@ impl LocalStack {
                 properties: BTreeMap::new(),
             })
             .await?;
+        // The image holds its own copy: the build output is not kept (an
+        // app binary is large, and a fleet of releases adds up).
+        make_writable(&build);
+        std::fs::remove_dir_all(&build).map_err(StackError::io("cannot remove", &build))?;
         self.phoenix.register_image(&image).await?;
+        Ok(image)
+    }
+
+    /// Certifies an image: its integrity (every file's digest, the
+    /// entrypoint) is checked and recorded as test evidence for its
+    /// digest, then it is promoted to tested and certified. An image
+    /// certified already is returned as it is; a failed check is recorded
+    /// and returned as the error.
+    pub async fn certify(&self, id: &ImageId) -> Result<Image, StackError> {
+        let image = self.images.get(id).await?;
         let recorded = self.phoenix.records().image(&image.id).await?;
         let state = recorded.map_or(image.state, |s| s.value.state);
         if matches!(state, ImageState::Built | ImageState::Tested) {
@@ -71,9 +94,10 @@ impl LocalStack {
                 self.phoenix.promote(&image.id, ImageState::Tested).await?;
             }
             check?;
-            self.phoenix
+            return Ok(self
+                .phoenix
                 .promote(&image.id, ImageState::Certified)
-                .await?;
+                .await?);
         }
         Ok(image)
     }

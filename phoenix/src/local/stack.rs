@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,32 +9,38 @@ use phoenix_core::id::{DeploymentId, EnvironmentName, ReleaseLabel, RoleName, Se
 use phoenix_core::labels::LabelSelector;
 use phoenix_core::model::{Deployment, Environment, Release, Role};
 use phoenix_core::ops::ReconcileOptions;
-use phoenix_core::policy::HookFailure;
-use phoenix_core::policy::{Capacity, Policy};
+use phoenix_core::policy::Policy;
 use phoenix_core::ports::{Compute, Images, LoadBalancer, ServerHooks, StateStore};
-use phoenix_core::retry::RetryPolicy;
 use phoenix_core::Phoenix;
 use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
+#[cfg(feature = "haproxy")]
 use phoenix_lb::haproxy::{LocalHaproxy, Mode, ServerCheck};
 use phoenix_lb::probe::HttpProbe;
 use phoenix_lb::remote::{AdminServer, RemoteBalancer};
 use phoenix_providers::local::{LocalCompute, LocalImages};
 use phoenix_state::hooks::{Hooks, HttpDrain, WarmUp};
 
-use super::crash::{KillSwitch, KillSwitchStore};
 use super::error::StackError;
 use super::timing::TimedBalancer;
 
-/// The deployment the local stack runs.
+/// The deployment the local stack runs unless told otherwise.
 pub const DEPLOYMENT: &str = "shop";
-/// Its environment.
+/// Its environment unless told otherwise.
 pub const ENVIRONMENT: &str = "local";
-/// Its role.
+/// Its role unless told otherwise.
 pub const ROLE: &str = "web";
 
+/// Wraps the state store the stack opens (to count commits, inject
+/// faults, trace): given the store, returns the one Phoenix uses.
+pub type StoreLayer = Arc<dyn Fn(Arc<dyn StateStore>) -> Arc<dyn StateStore> + Send + Sync>;
+
 /// Where the balancer runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
+#[non_exhaustive]
 pub enum BalancerChoice {
+    /// This balancer, built by the caller (a HAProxy on its own stats
+    /// socket, …).
+    Given(Arc<dyn LoadBalancer>),
     /// In this process, listening on the address (port 0: any free port),
     /// optionally also served on an admin socket.
     Embedded {
@@ -46,19 +52,37 @@ pub enum BalancerChoice {
     /// In another process, reached through its admin socket.
     Remote(PathBuf),
     /// A haproxy of its own (Debian's `haproxy`, or `PHOENIX_HAPROXY`),
-    /// driven through its runtime API.
+    /// driven through its runtime API (feature `haproxy`).
+    #[cfg(feature = "haproxy")]
     Haproxy,
+}
+
+impl std::fmt::Debug for BalancerChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Given(_) => f.write_str("Given(..)"),
+            Self::Embedded { listen, admin } => f
+                .debug_struct("Embedded")
+                .field("listen", listen)
+                .field("admin", admin)
+                .finish(),
+            Self::Remote(path) => f.debug_tuple("Remote").field(path).finish(),
+            #[cfg(feature = "haproxy")]
+            Self::Haproxy => f.write_str("Haproxy"),
+        }
+    }
 }
 
 /// Which drain and warm-up hooks the stack's Phoenix runs.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub enum HooksChoice {
     /// None.
+    #[default]
     None,
     /// The demo app's: `POST /drain` before a server leaves, a crawl of
     /// its `/sitemap.xml` before it is attached
     /// ([`LocalStack::demo_hooks`]).
-    #[default]
     Demo,
     /// These.
     Custom(Arc<dyn ServerHooks>),
@@ -74,23 +98,27 @@ impl std::fmt::Debug for HooksChoice {
     }
 }
 
-/// How to open the stack.
-#[derive(Debug, Clone)]
-pub struct StackOptions {
+/// How to open the stack: every field has a default
+/// ([`LocalOptions::here`]); [`crate::local()`] sets them one by one.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct LocalOptions {
     /// The working directory (state, images, servers): `.phoenix`.
     pub dir: PathBuf,
     /// The binary baked into images (it serves the demo app when started
-    /// with the demo-app argument).
+    /// with [`DEMO_APP_ARG`](super::DEMO_APP_ARG)): by default this
+    /// program, the app-is-this-binary trick of demos and tests.
     pub app: PathBuf,
     /// The balancer.
     pub balancer: BalancerChoice,
-    /// Servers per pool.
+    /// Servers per pool (the role's desired count).
     pub servers: usize,
     /// Who this orchestrator is, in leases.
     pub holder: String,
-    /// The configuration directory.
-    pub config: PathBuf,
-    /// The policy of plans (default: [`LocalStack::policy`]).
+    /// The phoenix-config directory (`base.toml`, `env/`, `role/`, …);
+    /// `None`: servers receive only Phoenix's identity variables.
+    pub config: Option<PathBuf>,
+    /// The policy of plans (default: [`Policy::local`]).
     pub policy: Option<Policy>,
     /// How long the deployment lease lasts unless renewed.
     pub lease_ttl: Duration,
@@ -99,16 +127,48 @@ pub struct StackOptions {
     /// `ExecError::Busy`.
     pub lease_wait: Duration,
     /// The state store, as a URL (`sqlite://PATH` or `postgres://…`, see
-    /// `phoenix_state::open`); by default `state.sqlite` in `dir`.
+    /// [`phoenix_state::open`]); by default `state.sqlite` in `dir`.
     pub state: Option<String>,
     /// The drain and warm-up hooks.
     pub hooks: HooksChoice,
+    /// A layer over the state store (see [`StoreLayer`]).
+    pub store_layer: Option<StoreLayer>,
+    /// The deployment's name.
+    pub deployment: DeploymentId,
+    /// Its environment.
+    pub environment: EnvironmentName,
+    /// Its role.
+    pub role: RoleName,
+    /// The port the role's service listens on (the local provider gives
+    /// every server its own port; this is what the records say).
+    pub port: u16,
+    /// The deployment's whole definition, when it has more roles than
+    /// `role` (by default: one role, `role`, of `servers` servers).
+    pub definition: Option<Deployment>,
 }
 
-impl StackOptions {
+impl std::fmt::Debug for LocalOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalOptions")
+            .field("dir", &self.dir)
+            .field("app", &self.app)
+            .field("balancer", &self.balancer)
+            .field("servers", &self.servers)
+            .field("holder", &self.holder)
+            .field("config", &self.config)
+            .field("state", &self.state.as_deref().map(redact_url))
+            .field("hooks", &self.hooks)
+            .field("deployment", &self.deployment)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalOptions {
     /// The defaults: `.phoenix` under the current directory, three servers,
     /// an in-process balancer on any free loopback port, this binary as the
-    /// app, the example configuration, and the state store named by
+    /// app, no configuration directory, no hooks, deployment `shop` in
+    /// environment `local` with role `web`, and the state store named by
     /// `PHOENIX_STATE_URL` when it is set (SQLite in `.phoenix` otherwise).
     pub fn here() -> Result<Self, StackError> {
         let cwd = std::env::current_dir().map_err(StackError::io("cannot read", "."))?;
@@ -122,24 +182,23 @@ impl StackOptions {
                 admin: None,
             },
             servers: 3,
-            holder: format!("local-cycle@{}", std::process::id()),
-            config: default_config_dir(),
+            holder: format!("phoenix@{}", std::process::id()),
+            config: None,
             policy: None,
             lease_ttl: Duration::from_secs(5),
             lease_wait: Duration::from_secs(20),
             state: std::env::var(phoenix_state::STATE_URL_ENV)
                 .ok()
                 .filter(|u| !u.is_empty()),
-            hooks: HooksChoice::Demo,
+            hooks: HooksChoice::None,
+            store_layer: None,
+            deployment: id(DEPLOYMENT)?,
+            environment: id(ENVIRONMENT)?,
+            role: id(ROLE)?,
+            port: 8080,
+            definition: None,
         })
     }
-}
-
-/// The example configuration shipped with this package.
-pub fn default_config_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("local")
-        .join("config")
 }
 
 /// The local stack, opened.
@@ -152,8 +211,10 @@ pub struct LocalStack {
     pub compute: Arc<LocalCompute>,
     /// Images.
     pub images: Arc<LocalImages>,
-    /// The store, with its kill switch.
-    pub store: KillSwitchStore,
+    /// The state store (with its layer, when one was given).
+    pub store: Arc<dyn StateStore>,
+    /// The state store as opened, under any layer.
+    pub base_store: Arc<dyn StateStore>,
     /// The balancer, timed.
     pub balancer: TimedBalancer,
     /// The in-process balancer, when it is one.
@@ -161,11 +222,18 @@ pub struct LocalStack {
     /// The admin socket served, when asked for.
     pub admin: Option<AdminServer>,
     /// The haproxy this stack started, when it uses one.
+    #[cfg(feature = "haproxy")]
     pub haproxy: Option<LocalHaproxy>,
     /// The deployment.
     pub deployment: DeploymentId,
     /// The role.
     pub role: RoleName,
+    /// The environment.
+    pub environment: EnvironmentName,
+    /// The port recorded for the role.
+    pub port: u16,
+    /// The deployment's whole definition, if given.
+    definition: Option<Deployment>,
     /// The app binary baked into images.
     pub app: PathBuf,
     /// Servers per pool.
@@ -189,37 +257,10 @@ where
 }
 
 impl LocalStack {
-    /// The policy for a few local processes: fast polls, short bakes and
-    /// drains, everything else as in production.
+    /// The policy for a few local processes ([`Policy::local`]): fast
+    /// polls, short bakes and drains, everything else as in production.
     pub fn policy(servers: usize) -> Policy {
-        let mut p = Policy::default();
-        p.provision.concurrency = 8;
-        p.provision.server_deadline = Duration::from_secs(20);
-        p.provision.health_timeout = Duration::from_secs(15);
-        p.provision.poll_interval = Duration::from_millis(100);
-        p.provision.replace_budget = 2;
-        p.rollout.batch_size = servers.max(1);
-        p.rollout.max_surge = servers.max(1);
-        p.rollout.min_healthy = Capacity::Percent(100);
-        p.rollout.bake_time = Duration::from_secs(2);
-        p.rollout.drain = Duration::from_secs(2);
-        p.rollout.progress_deadline = Duration::from_secs(60);
-        p.retention.keep = 1;
-        p.retention.hot = 1;
-        p.refresh.max_age = Duration::from_secs(3600);
-        p.refresh.max_replacements = 100;
-        p.refresh.window = Duration::from_secs(60);
-        // A server that died cannot hand anything over: the failure is
-        // recorded (a HookRan event) and the operation goes on.
-        p.hooks.on_failure = HookFailure::Proceed;
-        p.hooks.timeout = Duration::from_secs(5);
-        p.retry = RetryPolicy {
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-            max_retries: 5,
-            jitter_seed: None,
-        };
-        p
+        Policy::local(servers)
     }
 
     /// The demo app's hooks: `POST /drain` (its session count is the
@@ -243,21 +284,37 @@ impl LocalStack {
             .build()
     }
 
-    /// Opens (or creates) the stack in `options.dir`.
-    pub async fn open(options: StackOptions) -> Result<Self, StackError> {
+    /// Opens (or creates) the stack in `options.dir`, and registers its
+    /// deployment (idempotent). It does not touch servers: call
+    /// [`Self::restore`] to pick up where an earlier run left off.
+    pub async fn open(options: LocalOptions) -> Result<Self, StackError> {
         let dir = options.dir.clone();
         std::fs::create_dir_all(&dir).map_err(StackError::io("cannot create", &dir))?;
-        let state: Arc<dyn StateStore> = match &options.state {
+        let base_store: Arc<dyn StateStore> = match &options.state {
             Some(url) => phoenix_state::open(url).await?,
             None => {
                 phoenix_state::open(&format!("sqlite://{}", dir.join("state.sqlite").display()))
                     .await?
             }
         };
-        let store = KillSwitch::from_env(state);
+        let store = match &options.store_layer {
+            Some(layer) => layer(base_store.clone()),
+            None => base_store.clone(),
+        };
         let compute = Arc::new(LocalCompute::builder().root(dir.join("local")).build()?);
         let images = Arc::new(LocalImages::builder().root(dir.join("local")).build()?);
-        let config = Arc::new(phoenix_config::ConfigSet::load(&options.config)?);
+        let config = Arc::new(match &options.config {
+            Some(path) => phoenix_config::ConfigSet::load(path)?,
+            // No directory: servers receive only Phoenix's own variables.
+            None => phoenix_config::ConfigSet::from_files(
+                &dir,
+                [
+                    ("base.toml".to_owned(), String::new()),
+                    (format!("env/{}.toml", options.environment), String::new()),
+                    (format!("role/{}.toml", options.role), String::new()),
+                ],
+            )?,
+        });
         let probe = Arc::new(
             HttpProbe::builder()
                 .health_path("/health")
@@ -265,33 +322,32 @@ impl LocalStack {
                 .timeout(Duration::from_secs(2))
                 .build()?,
         );
+        #[cfg(feature = "haproxy")]
         let mut haproxy = None;
         let (inner, embedded, admin): (Arc<dyn LoadBalancer>, _, _) = match &options.balancer {
             BalancerChoice::Embedded { listen, admin } => {
-                let lb = Arc::new(
-                    EmbeddedBalancer::builder()
-                        .listen(*listen)
-                        .health_check(HealthCheck::http_get("/health"))
-                        .check_interval(Duration::from_millis(100))
-                        .rise(2)
-                        .fall(2)
-                        .drain_default(Duration::from_secs(2))
-                        .start()
-                        .await?,
-                );
+                let lb = Arc::new(embedded_balancer(*listen).await?);
                 let served = match admin {
                     Some(path) => Some(phoenix_lb::remote::serve(
                         lb.clone(),
                         path,
-                        tokio_util::sync::CancellationToken::new(),
+                        phoenix_lb::remote::CancellationToken::new(),
                     )?),
                     None => None,
                 };
                 (lb.clone(), Some(lb), served)
             }
+            BalancerChoice::Given(lb) => (lb.clone(), None, None),
             BalancerChoice::Remote(path) => {
-                (Arc::new(RemoteBalancer::connect(path).await?), None, None)
+                let lb = RemoteBalancer::connect(path).await.map_err(|source| {
+                    StackError::NoBalancer {
+                        socket: path.clone(),
+                        source,
+                    }
+                })?;
+                (Arc::new(lb), None, None)
             }
+            #[cfg(feature = "haproxy")]
             BalancerChoice::Haproxy => {
                 let local = LocalHaproxy::builder()
                     .mode(Mode::Http)
@@ -319,7 +375,7 @@ impl LocalStack {
             .balancer(Arc::new(balancer.clone()))
             .boot_config(config)
             .probe(probe)
-            .store(Arc::new(store.clone()))
+            .store(store.clone())
             .policy(
                 options
                     .policy
@@ -336,12 +392,17 @@ impl LocalStack {
             compute,
             images,
             store,
+            base_store,
             balancer,
             embedded,
             admin,
+            #[cfg(feature = "haproxy")]
             haproxy,
-            deployment: id(DEPLOYMENT)?,
-            role: id(ROLE)?,
+            deployment: options.deployment,
+            role: options.role,
+            environment: options.environment,
+            port: options.port,
+            definition: options.definition,
             app: options.app,
             servers: options.servers,
         };
@@ -350,35 +411,31 @@ impl LocalStack {
     }
 
     /// The deployment's definition.
-    pub fn definition(&self) -> Result<Deployment, StackError> {
-        let env: EnvironmentName = id(ENVIRONMENT)?;
-        Ok(Deployment::new(
+    pub fn definition(&self) -> Deployment {
+        if let Some(d) = &self.definition {
+            return d.clone();
+        }
+        Deployment::new(
             self.deployment.clone(),
             Environment {
-                name: env,
+                name: self.environment.clone(),
                 production: false,
             },
         )
-        .with_role(Role {
-            name: self.role.clone(),
-            desired: self.servers,
-            flavor: None,
-            // The local provider gives every server its own port.
-            port: 8080,
-        }))
+        .with_role(Role::new(self.role.clone(), self.servers).with_port(self.port))
     }
 
     async fn ensure_deployment(&self) -> Result<(), StackError> {
-        self.phoenix.register(&self.definition()?).await?;
+        self.phoenix.register(&self.definition()).await?;
         Ok(())
     }
 
     /// Where the balancer this stack runs listens (in-process or haproxy).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.embedded
-            .as_ref()
-            .map(|lb| lb.local_addr())
-            .or_else(|| self.haproxy.as_ref().map(LocalHaproxy::frontend_addr))
+        let embedded = self.embedded.as_ref().map(|lb| lb.local_addr());
+        #[cfg(feature = "haproxy")]
+        let embedded = embedded.or_else(|| self.haproxy.as_ref().map(LocalHaproxy::frontend_addr));
+        embedded
     }
 
     /// The next release number: one more than the highest `vN` recorded.
@@ -427,31 +484,17 @@ impl LocalStack {
     /// live servers are put back; processes that died are recorded and
     /// replaced; orphans are removed). Returns what it found.
     pub async fn restore(&self) -> Result<String, StackError> {
-        self.resume().await?;
-        let (report, plan) = self
-            .phoenix
-            .plan_reconcile(
-                &self.deployment,
-                &self.role,
-                ReconcileOptions {
-                    remove_orphans: true,
-                    record_missing: true,
-                    restore_members: true,
-                },
-            )
-            .await?;
-        let found = report.to_string();
-        if !plan.is_noop() {
-            self.phoenix.apply(plan).await?;
-        }
-        let snap = self.phoenix.snapshot(&self.deployment).await?;
-        if snap.live_pool(&self.role).is_some() {
-            let plan = self.phoenix.plan_heal(&self.deployment, &self.role).await?;
-            if !plan.is_noop() {
-                self.phoenix.apply(plan).await?;
-            }
-        }
-        Ok(found)
+        self.restore_with(ReconcileOptions {
+            remove_orphans: true,
+            record_missing: true,
+            restore_members: true,
+        })
+        .await
+    }
+
+    /// [`Self::restore`] with these reconcile options.
+    pub async fn restore_with(&self, options: ReconcileOptions) -> Result<String, StackError> {
+        restore(&self.phoenix, &self.deployment, &self.role, options).await
     }
 
     /// The process id of a local server, from its record.
@@ -482,12 +525,78 @@ impl LocalStack {
             lb.shutdown().await;
         }
         let dir = self.dir.clone();
-        let mut this = self;
-        if let Some(h) = this.haproxy.take() {
-            h.stop().await?;
+        #[cfg(feature = "haproxy")]
+        {
+            let mut this = self;
+            if let Some(h) = this.haproxy.take() {
+                h.stop().await?;
+            }
         }
-        drop(this);
+        #[cfg(not(feature = "haproxy"))]
+        drop(self);
         std::fs::remove_dir_all(&dir).map_err(StackError::io("cannot remove", &dir))?;
         Ok(servers.len())
+    }
+}
+
+/// Picks up where an earlier orchestrator left off, on any stack: resumes
+/// an interrupted operation (one that resumes and then fails, rolled back
+/// or halted, is done with: not an error here), then plans and applies a
+/// reconciliation with `options`, then heals the live pool if there is
+/// one. Returns what the reconciliation found.
+pub async fn restore(
+    phoenix: &Phoenix,
+    deployment: &DeploymentId,
+    role: &RoleName,
+    options: ReconcileOptions,
+) -> Result<String, StackError> {
+    match phoenix.resume(deployment).await {
+        Ok(_) | Err(ExecError::Failed { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (report, plan) = phoenix.plan_reconcile(deployment, role, options).await?;
+    let found = report.to_string();
+    if !plan.is_noop() {
+        phoenix.apply(plan).await?;
+    }
+    let snap = phoenix.snapshot(deployment).await?;
+    if snap.live_pool(role).is_some() {
+        let plan = phoenix.plan_heal(deployment, role).await?;
+        if !plan.is_noop() {
+            phoenix.apply(plan).await?;
+        }
+    }
+    Ok(found)
+}
+
+/// The embedded balancer as the local stack runs it: HTTP checks of
+/// `/health` every 100 ms (2 to rise, 2 to fall), 2 s drains by default.
+/// `phoenix lb serve` runs the same one in a process of its own.
+pub async fn embedded_balancer(listen: SocketAddr) -> Result<EmbeddedBalancer, StackError> {
+    Ok(EmbeddedBalancer::builder()
+        .listen(listen)
+        .health_check(HealthCheck::http_get("/health"))
+        .check_interval(Duration::from_millis(100))
+        .rise(2)
+        .fall(2)
+        .drain_default(Duration::from_secs(2))
+        .start()
+        .await?)
+}
+
+/// A URL with any password hidden: `postgres://user:***@host/db`. A
+/// string that is not a URL is shown as `<not a URL>`, since it may hold
+/// a secret in a shape this cannot see.
+pub(crate) fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut u) => {
+            if u.password().is_some() && u.set_password(Some("***")).is_err() {
+                return "<a URL with a password>".into();
+            }
+            u.to_string()
+        }
+        // `sqlite:relative.db` and other paths are fine to show.
+        Err(_) if !text.contains('@') => text.to_owned(),
+        Err(_) => "<not a URL>".into(),
     }
 }
