@@ -181,12 +181,18 @@ where
     let took = mark.elapsed();
     let calls = stack.balancer.calls_since(mark);
     let control: Duration = calls.iter().map(|c| c.took).sum();
+    // Traffic has moved once the serving members have left it: detached,
+    // moved to standby (a balancer that keeps them checked), or swapped.
     let moved = calls
         .iter()
-        .filter(|c| c.kind == "detach")
+        .filter(|c| ["detach", "standby", "swap", "swap_standby"].contains(&c.kind))
         .map(|c| c.at + c.took - mark)
         .max()
-        .filter(|_| calls.iter().any(|c| c.kind == "attach"));
+        .filter(|_| {
+            calls
+                .iter()
+                .any(|c| ["attach", "swap", "swap_standby"].contains(&c.kind))
+        });
     let (outcome, note) = match &result {
         Ok(note) => ("ok".to_owned(), note.clone()),
         Err(StackError::Exec(e)) if matches!(e.as_ref(), ExecError::Failed { .. }) => {
