@@ -1,6 +1,6 @@
 //! Ports from a `phoenix.toml`'s cloud providers and balancers: OpenStack
 //! (feature `openstack`), AWS (feature `aws`), HAProxy on its own stats
-//! socket (feature `haproxy`), and the single place vSphere will be wired.
+//! socket (feature `haproxy`), and vSphere (feature `vsphere`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +21,12 @@ pub(crate) struct ProviderPorts {
 }
 
 #[cfg_attr(
-    not(any(feature = "openstack", feature = "aws", feature = "haproxy")),
+    not(any(
+        feature = "openstack",
+        feature = "aws",
+        feature = "vsphere",
+        feature = "haproxy"
+    )),
     allow(dead_code)
 )]
 fn setup(
@@ -150,7 +155,48 @@ pub(crate) async fn provider(
                 aws: Some(client),
             })
         }
-        ProviderSection::Vsphere { .. } => Err(vsphere(file, name)),
+        #[cfg(feature = "vsphere")]
+        ProviderSection::Vsphere {
+            folder,
+            clone,
+            simulator,
+        } => {
+            use phoenix_providers::vsphere::{CloneMode, ExtraConfigReads};
+            use phoenix_providers::vsphere::{
+                VsphereClient, VsphereCompute, VsphereConfig, VsphereImages,
+            };
+            let folder = folder.clone();
+            let config = VsphereConfig::from_vars(|var| match (var, &folder) {
+                ("GOVC_FOLDER", Some(f)) => Some(f.clone()),
+                _ => std::env::var(var).ok(),
+            })
+            .map_err(|e| setup(file, "provider", name)(Box::new(e)))?;
+            let client = VsphereClient::new(config)
+                .map_err(|e| setup(file, "provider", name)(Box::new(e)))?;
+            let compute = VsphereCompute::builder(client.clone())
+                .clone_mode(match clone {
+                    crate::file::CloneKind::Linked => CloneMode::Linked,
+                    _ => CloneMode::Full,
+                })
+                .vcsim_guest_ips(*simulator)
+                .extra_config_reads(if *simulator {
+                    ExtraConfigReads::Whole
+                } else {
+                    ExtraConfigReads::Indexed
+                })
+                .build();
+            let images = VsphereImages::builder(client)
+                .snapshot_for_linked_clones(*clone == crate::file::CloneKind::Linked)
+                .build();
+            Ok(ProviderPorts {
+                compute: Arc::new(compute),
+                images: Arc::new(images),
+                #[cfg(feature = "openstack")]
+                openstack: None,
+                #[cfg(feature = "aws")]
+                aws: None,
+            })
+        }
         other => Err(missing(file, "provider", name, other.kind())),
     }
 }
@@ -277,14 +323,4 @@ pub(crate) fn balancer(
         }
         other => Err(missing(file, "balancer", name, other.kind())),
     }
-}
-
-/// The vSphere provider (`GOVC_*` settings) is wired here, and only here,
-/// once `phoenix-providers` has its `vsphere` feature (another branch):
-/// behind `#[cfg(feature = "vsphere")]` this function will build
-/// `VsphereConfig::from_env()` and the compute and image ports, and
-/// [`provider`] will call it. Until then a `vsphere` provider is refused
-/// with the feature it needs.
-pub(crate) fn vsphere(file: &Path, name: &str) -> StackFileError {
-    missing(file, "provider", name, "vsphere")
 }

@@ -33,6 +33,7 @@
 //! desired = 2
 //! port = 8080
 //! balancer = "front"
+//! check = "http"             # http (health_path, smoke_path) | provider
 //! ```
 //!
 //! Every table refuses keys it does not know; a bad duration, a bad name
@@ -42,7 +43,8 @@
 //! Providers read their ecosystem's own settings: `openstack` a
 //! `clouds.yaml` entry (`cloud = "…"`) or the `OS_*` variables; `aws` a
 //! profile (`profile`, `region`) through AWS's default credential chain;
-//! `vsphere` the `GOVC_*` variables.
+//! `vsphere` the `GOVC_*` variables (`folder`, `clone = "linked"` and, for
+//! govmomi's simulator only, `simulator = true` refine them).
 //!
 //! # Policy defaults
 //!
@@ -173,6 +175,39 @@ pub struct RoleSection {
     pub flavor: Option<String>,
     /// The balancer it serves behind.
     pub balancer: Spanned<String>,
+    /// How a cloud provider's new servers are checked before they serve
+    /// (default `http`). The local provider checks its own servers.
+    #[serde(default)]
+    pub check: CheckKind,
+    /// The health check's path for `check = "http"` (default `/health`).
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// The smoke test's path for `check = "http"` (default `/`).
+    #[serde(default = "default_smoke_path")]
+    pub smoke_path: String,
+}
+
+/// How new servers are checked before they serve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CheckKind {
+    /// `GET health_path` and `GET smoke_path` on the server, expecting
+    /// 2xx.
+    #[default]
+    Http,
+    /// The provider reports the server running. Only where the balancer
+    /// gates traffic on its own health checks (ELBv2, Octavia, Rackspace
+    /// CLB), or against an emulator whose servers run nothing.
+    Provider,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+
+fn default_smoke_path() -> String {
+    "/".into()
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -225,10 +260,32 @@ pub enum ProviderSection {
     },
     /// VMware vSphere, from the `GOVC_*` variables.
     Vsphere {
-        /// The template VM or folder pools are cloned from.
+        /// The VM folder new VMs go to; without it `GOVC_FOLDER`, else
+        /// the datacenter's VM folder.
         #[serde(default)]
         folder: Option<String>,
+        /// `full` copies (default) or `linked` clones of the template's
+        /// current snapshot.
+        #[serde(default)]
+        clone: CloneKind,
+        /// The peer is vcsim (govmomi's simulator), not vCenter: VMs get
+        /// stand-in guest addresses and polling reads whole settings.
+        /// Never on vCenter.
+        #[serde(default)]
+        simulator: bool,
     },
+}
+
+/// How vSphere clones a template.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CloneKind {
+    /// An independent copy.
+    #[default]
+    Full,
+    /// A child disk of the template's current snapshot.
+    Linked,
 }
 
 impl ProviderSection {

@@ -50,6 +50,7 @@
 //! | `cli` (default) | the `phoenix` command |
 //! | `openstack` | Nova, Glance (Keystone v3, Rackspace identity), Octavia, Rackspace CLB, floating IPs |
 //! | `aws` | EC2, AMIs, ELBv2, Elastic IPs, AWS's credential chain |
+//! | `vsphere` | VMs cloned from templates on vCenter (`GOVC_*`) |
 //! | `haproxy` | HAProxy through its runtime API |
 //! | `postgres` | PostgreSQL state shared by orchestrators |
 //! | `sim`, `mock` | the simulated cloud and port mocks, for tests |
@@ -92,10 +93,12 @@ mod compose;
 pub mod exit;
 pub mod file;
 pub mod local;
+mod probe;
 pub mod report;
 mod stack;
 pub mod status;
 
+pub use probe::ProviderProbe;
 pub use stack::{Stack, StackFileError, StackSelect};
 
 /// The workspace README's examples, run as doc tests (`cargo test`).

@@ -17,7 +17,7 @@ use phoenix_core::ports::LoadBalancer;
 use phoenix_lb::remote::RemoteBalancer;
 
 use crate::compose;
-use crate::file::{BalancerSection, FileError, ProviderSection, StackFile};
+use crate::file::{BalancerSection, CheckKind, FileError, ProviderSection, StackFile};
 use crate::local::{BalancerChoice, LocalOptions, LocalStack, StackError};
 
 /// Why a stack could not be composed or an operation of it failed.
@@ -313,13 +313,18 @@ impl Stack {
                     }
                     .map_err(StackError::from)?,
                 );
-                let probe = Arc::new(
-                    phoenix_lb::probe::HttpProbe::builder()
-                        .health_path("/health")
-                        .smoke_path("/")
-                        .build()
-                        .map_err(StackError::from)?,
-                );
+                let probe: Arc<dyn phoenix_core::ports::Probe> = match r.check {
+                    CheckKind::Provider => {
+                        Arc::new(crate::probe::ProviderProbe::new(ports.compute.clone()))
+                    }
+                    _ => Arc::new(
+                        phoenix_lb::probe::HttpProbe::builder()
+                            .health_path(r.health_path.clone())
+                            .smoke_path(r.smoke_path.clone())
+                            .build()
+                            .map_err(StackError::from)?,
+                    ),
+                };
                 let mut builder = Phoenix::builder()
                     .compute(ports.compute.clone())
                     .images(ports.images.clone())
