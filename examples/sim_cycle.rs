@@ -68,9 +68,18 @@ impl Cycle {
         let after = self.cloud.stats();
         let (outcome, note) = match &result {
             Ok(r) => (r.outcome, String::new()),
-            Err(ExecError::Failed { report }) => {
-                (report.outcome, report.error.clone().unwrap_or_default())
-            }
+            Err(ExecError::Failed { report, cause }) => (
+                report.outcome,
+                format!(
+                    "{cause}{}\n  ({})",
+                    if cause.is_transient() {
+                        ", which may pass: try again later"
+                    } else {
+                        ""
+                    },
+                    report.error.as_deref().unwrap_or_default()
+                ),
+            ),
             Err(e) => return Err(format!("{name}: {e}")),
         };
         let finished = self.cloud.now();

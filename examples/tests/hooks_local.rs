@@ -192,7 +192,7 @@ async fn demo_hooks_run_in_order_and_a_failing_drain_blocks_or_proceeds_as_the_p
         .await
         .unwrap();
     match blocking.apply(plan).await {
-        Err(ExecError::Failed { report }) => {
+        Err(ExecError::Failed { report, .. }) => {
             assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
             assert!(
                 report

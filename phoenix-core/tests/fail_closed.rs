@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use common::r;
 use phoenix_core::events::Invariant;
+use phoenix_core::executor::{ExecError, FailureCause, PortFailure};
 use phoenix_core::plan::Step;
 use phoenix_core::ports::{LbCapabilities, LoadBalancer, MockLoadBalancer, PortError};
 use phoenix_core::sim::{SimCloud, SimConfig};
@@ -80,9 +81,31 @@ async fn untrusted_reads_stop_terminations_and_detaches() {
             let before = cloud.stats();
             let err = blind.apply(plan).await.unwrap_err();
             let text = err.report().unwrap().error.clone().unwrap();
+            // The cause is typed: a caller tells a transient port failure
+            // (try again) from a guard's refusal without reading the text.
+            let Err(ExecError::Failed { cause, .. }) = Err::<(), _>(err) else {
+                panic!("{step}: expected a failed operation");
+            };
             if fail {
                 assert!(text.contains("HTTP 503"), "{step}: {text}");
+                assert!(
+                    matches!(
+                        &cause,
+                        FailureCause::Port {
+                            kind: PortFailure::Temporary,
+                            ..
+                        }
+                    ) && cause.is_transient(),
+                    "{step}: {cause:?}"
+                );
             } else {
+                assert_eq!(
+                    cause,
+                    FailureCause::Guard {
+                        invariant: Invariant::NoServingTermination
+                    },
+                    "{step}"
+                );
                 assert!(
                     text.contains(&Invariant::NoServingTermination.to_string())
                         && text.contains("empty read"),

@@ -136,8 +136,19 @@ async fn a_failing_drain_blocks_the_switch_or_is_recorded() {
     phoenix.apply(plan).await.unwrap();
     let plan = phoenix.plan_deploy(&shop, &web, &r("v2")).await.unwrap();
     match phoenix.apply(plan).await {
-        Err(ExecError::Failed { report }) => {
+        Err(ExecError::Failed { report, cause }) => {
             assert_eq!(report.outcome, Outcome::RolledBack);
+            assert!(
+                matches!(
+                    cause,
+                    phoenix_core::executor::FailureCause::Hook {
+                        hook: phoenix_core::events::HookKind::Drain,
+                        ..
+                    }
+                ),
+                "{cause:?}"
+            );
+            assert_eq!(report.cause.as_ref(), Some(&cause));
             assert!(
                 report
                     .error

@@ -44,7 +44,7 @@ pub fn for_exec(e: &ExecError) -> u8 {
         | ExecError::Unfinished(_)
         | ExecError::Precondition { .. }
         | ExecError::Planning(_) => REFUSED,
-        ExecError::Failed { report } if report.outcome == Outcome::RolledBack => ROLLED_BACK,
+        ExecError::Failed { report, .. } if report.outcome == Outcome::RolledBack => ROLLED_BACK,
         ExecError::Failed { .. } | ExecError::Preempted { .. } => FAILED,
         _ => ERROR,
     }

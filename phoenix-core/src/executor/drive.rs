@@ -17,7 +17,7 @@ use super::compensation;
 use super::error::{ExecError, Interruption, StepError};
 use super::journal::{OperationStatus, RollbackJournal, StepRecord, StepStatus};
 use super::run::Run;
-use super::OperationReport;
+use super::{FailureCause, OperationReport};
 
 pub(crate) fn interrupted(run: &Run, source: Interruption) -> ExecError {
     ExecError::Interrupted {
@@ -135,6 +135,7 @@ async fn steps(run: &mut Run, resumed: bool) -> Result<OperationReport, ExecErro
                         report: Box::new(report),
                     }),
                     _ => Err(ExecError::Failed {
+                        cause: report.cause.clone().unwrap_or(FailureCause::Unknown),
                         report: Box::new(report),
                     }),
                 };
@@ -226,6 +227,7 @@ async fn begin_rollback(
     let progress = run.progress_mut();
     progress.status = OperationStatus::RollingBack;
     progress.error = Some(reason.clone());
+    progress.cause = Some(FailureCause::of(error));
     progress.rollback = Some(RollbackJournal {
         reason: reason.clone(),
         failed_step: index,
@@ -326,6 +328,7 @@ pub(crate) fn report(run: &Run, outcome: Outcome, resumed: bool) -> OperationRep
         summary: run.plan.summary.clone(),
         outcome,
         error: p.error.clone(),
+        cause: p.cause.clone(),
         started_at: p.started_at,
         finished_at: p.finished_at.unwrap_or(p.started_at),
         steps: run.plan.steps.len(),

@@ -8,7 +8,7 @@ use crate::ports::{Check, PortError, StoreError};
 use crate::records::RecordError;
 use crate::time::Timestamp;
 
-use super::OperationReport;
+use super::{FailureCause, OperationReport};
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,7 @@ impl From<RecordError> for StepError {
 
 /// Why `apply` or `resume` did not complete an operation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecError {
     /// The plan is invalid; nothing was done.
     #[error("plan rejected before any change")]
@@ -185,6 +186,9 @@ pub enum ExecError {
     Failed {
         /// What happened.
         report: Box<OperationReport>,
+        /// Why, typed: a guard refused, a port failed (and how), a wait
+        /// timed out, …
+        cause: FailureCause,
     },
     /// An emergency pre-empted the operation: it ended at a safe point,
     /// its records consistent, the pools it created and that never served
@@ -231,7 +235,7 @@ impl ExecError {
     /// The report of a failed operation, if it ran.
     pub fn report(&self) -> Option<&OperationReport> {
         match self {
-            Self::Failed { report } | Self::Preempted { report } => Some(report),
+            Self::Failed { report, .. } | Self::Preempted { report } => Some(report),
             _ => None,
         }
     }

@@ -107,6 +107,10 @@ pub struct OperationProgress {
     pub finished_at: Option<Timestamp>,
     /// The error that failed the operation.
     pub error: Option<String>,
+    /// Why it failed, typed (absent in journals written before causes
+    /// were recorded).
+    #[serde(default)]
+    pub cause: Option<super::FailureCause>,
     /// Every lease holder that worked on it.
     pub holders: Vec<LeaseHold>,
 }

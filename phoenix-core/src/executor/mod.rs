@@ -7,6 +7,7 @@
 //! and what cancelling it means.
 
 mod calls;
+mod cause;
 mod compensation;
 mod drive;
 mod error;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use cause::{FailureCause, PortFailure};
 pub use error::{ExecError, Interruption, StepError};
 pub use journal::{
     LeaseHold, OperationProgress, OperationStatus, RollbackJournal, StepRecord, StepStatus,
@@ -76,6 +78,8 @@ pub struct OperationReport {
     pub outcome: Outcome,
     /// The error that failed it.
     pub error: Option<String>,
+    /// Why it failed, typed (the first step failure).
+    pub cause: Option<FailureCause>,
     /// Start.
     pub started_at: Timestamp,
     /// End.
@@ -391,6 +395,7 @@ impl Executor {
             started_at: now,
             finished_at: None,
             error: None,
+            cause: None,
             holders: vec![LeaseHold {
                 holder: lease.holder.clone(),
                 token: lease.token,

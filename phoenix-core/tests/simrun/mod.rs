@@ -370,7 +370,7 @@ impl Sim {
         self.ops += 1;
         let outcome = match &result {
             Ok(report) => Some(report.outcome),
-            Err(ExecError::Failed { report }) | Err(ExecError::Preempted { report }) => {
+            Err(ExecError::Failed { report, .. }) | Err(ExecError::Preempted { report }) => {
                 Some(report.outcome)
             }
             Err(ExecError::Interrupted { .. }) | Err(ExecError::Store(_)) => {
