@@ -171,11 +171,7 @@ impl IdempotencyToken {
         hasher.update(slot.to_be_bytes());
         hasher.update(attempt.to_be_bytes());
         let digest = hasher.finalize();
-        let mut hex = String::with_capacity(32);
-        for byte in &digest[..16] {
-            hex.push_str(&format!("{byte:02x}"));
-        }
-        Self(hex)
+        Self(hex::encode(&digest[..16]))
     }
 }
 

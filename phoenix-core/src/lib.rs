@@ -88,10 +88,5 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 /// A stable hex SHA-256 of a text, for fingerprints.
 pub fn fingerprint_of(text: &str) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(text.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
+    hex::encode(Sha256::digest(text.as_bytes()))
 }

@@ -32,11 +32,7 @@ impl Migration {
         for chunk in self.sql.split('\r') {
             hasher.update(chunk.as_bytes());
         }
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(hasher.finalize())
     }
 }
 

@@ -165,7 +165,7 @@ impl BootPayload {
                 }
             }
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(h.finalize())
     }
 
     /// The format of this payload.

@@ -26,15 +26,8 @@ impl Thumbprint {
             value: text.to_owned(),
             reason: reason.to_owned(),
         };
-        let hex: String = text.chars().filter(|c| *c != ':').collect();
-        if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(bad("not hexadecimal bytes"));
-        }
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-            .collect::<Result<_, _>>()
-            .map_err(|_| bad("not hexadecimal bytes"))?;
+        let digits: String = text.chars().filter(|c| *c != ':').collect();
+        let bytes = hex::decode(&digits).map_err(|_| bad("not hexadecimal bytes"))?;
         match bytes.len() {
             20 => Ok(Self::Sha1(bytes.try_into().map_err(|_| bad("length"))?)),
             32 => Ok(Self::Sha256(bytes.try_into().map_err(|_| bad("length"))?)),

@@ -240,7 +240,7 @@ pub(crate) fn group_name(deployment: &str, pool: &str) -> String {
         return raw;
     }
     let digest = Sha256::digest(raw.as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hex::encode(&digest[..4]);
     let keep: String = clean.chars().take(119).collect();
     format!("{keep}-{hash}")
 }
