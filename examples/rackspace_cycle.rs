@@ -310,6 +310,7 @@ async fn cycle(
                 Environment {
                     name: EnvironmentName::new("prod")?,
                     production: true,
+                    production_like: false,
                 },
             )
             .with_role(Role {

@@ -162,6 +162,7 @@ async fn setup_deployment(
         Environment {
             name: env.parse().unwrap(),
             production: env == "prod",
+            production_like: false,
         },
     )
     .with_role(Role {

@@ -560,6 +560,12 @@ pub enum Precondition {
         /// Minimum.
         at_least: usize,
     },
+    /// The image served long enough in the staging deployment the
+    /// deployment's promotion rule names (proved again at apply time).
+    Promoted {
+        /// The proof found when planning.
+        proof: crate::model::PromotionProof,
+    },
 }
 
 impl fmt::Display for Precondition {
@@ -576,6 +582,7 @@ impl fmt::Display for Precondition {
                 f,
                 "the balancer serves at least {at_least} healthy member(s) of pool {pool}"
             ),
+            Self::Promoted { proof } => write!(f, "promoted: {proof}"),
         }
     }
 }

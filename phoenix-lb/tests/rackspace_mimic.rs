@@ -466,6 +466,7 @@ async fn world(prefix: &str, size: usize, policy: Policy) -> World {
                 Environment {
                     name: EnvironmentName::new("ci").unwrap(),
                     production: false,
+                    production_like: false,
                 },
             )
             .with_role(Role {

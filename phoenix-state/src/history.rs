@@ -12,7 +12,7 @@
 //! # let shop: phoenix_core::id::DeploymentId = "shop".parse()?;
 //! # let record = phoenix_core::records::DeploymentRecord::new(phoenix_core::model::Deployment::new(
 //! #     shop.clone(),
-//! #     phoenix_core::model::Environment { name: "prod".parse()?, production: true },
+//! #     phoenix_core::model::Environment::new("prod".parse()?, true),
 //! # ));
 //! # phoenix_core::records::Records::new(std::sync::Arc::new(store.clone()))
 //! #     .register_deployment(&record.deployment).await?;

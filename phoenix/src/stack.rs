@@ -561,6 +561,7 @@ pub(crate) fn definition(
                     reason: format!("{e}"),
                 })?,
                 production: false,
+                production_like: false,
             },
         ));
     };
@@ -578,6 +579,7 @@ pub(crate) fn definition(
                 reason: format!("environment {env_name:?}: {e}"),
             })?,
             production,
+            production_like: false,
         },
     );
     for (name, r) in &d.roles {

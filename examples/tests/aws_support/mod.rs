@@ -128,6 +128,7 @@ impl AwsWorld {
                     Environment {
                         name: EnvironmentName::new("prod").unwrap(),
                         production: true,
+                        production_like: false,
                     },
                 )
                 .with_role(Role {

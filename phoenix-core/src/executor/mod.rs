@@ -367,6 +367,7 @@ impl Executor {
         for pre in &plan.preconditions {
             self.check(pre, &snap, lb.as_ref(), &plan).await?;
         }
+        self.check_promotion(&snap, &plan).await?;
         let now = self.env.clock.now();
         let plan_key = key::operation_plan(&plan.deployment, &plan.id);
         let mut writes = vec![Write {
@@ -439,6 +440,49 @@ impl Executor {
         drive::drive(run, false).await
     }
 
+    /// A plan that makes a release live in a deployment with a promotion
+    /// rule needs the proof, read now from the staging records: a plan
+    /// made elsewhere, or edited, that left the precondition out is held
+    /// to it all the same.
+    async fn check_promotion(&self, snap: &Snapshot, plan: &Plan) -> Result<(), ExecError> {
+        if snap.deployment().promotion.is_none()
+            || !matches!(
+                plan.kind,
+                crate::plan::OperationKind::Deploy | crate::plan::OperationKind::RollingReplace
+            )
+            || plan.steps.is_empty()
+        {
+            return Ok(());
+        }
+        let refuse = |actual: String| ExecError::Precondition {
+            precondition: format!(
+                "release {} was promoted",
+                plan.target_release
+                    .as_ref()
+                    .map_or_else(|| "?".to_owned(), ToString::to_string)
+            ),
+            actual,
+        };
+        let image = plan
+            .target_release
+            .as_ref()
+            .and_then(|r| snap.releases.get(r))
+            .and_then(|r| r.image_for(&plan.role))
+            .ok_or_else(|| {
+                refuse("the plan names no recorded release with an image for its role".into())
+            })?;
+        crate::ops::promotion::check(
+            &self.records(),
+            snap.deployment(),
+            &plan.role,
+            image,
+            self.env.clock.now(),
+        )
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+        Ok(())
+    }
+
     async fn check(
         &self,
         pre: &Precondition,
@@ -465,6 +509,8 @@ impl Executor {
                     });
                 }
             }
+            // Proved again below, whether or not the plan carries it.
+            Precondition::Promoted { .. } => {}
             Precondition::HealthyMembers { pool, at_least } => {
                 let timeout = plan.policy.calls.timeout;
                 let members = plan

@@ -11,6 +11,28 @@ pub struct Environment {
     pub name: EnvironmentName,
     /// Production environments only launch certified images.
     pub production: bool,
+    /// Its configuration is built like production's (the same base and
+    /// role layers, production-sized roles): releases that served here
+    /// may be promoted to production ([`super::PromotionRule`]).
+    #[serde(default)]
+    pub production_like: bool,
+}
+
+impl Environment {
+    /// An environment; production or not, not marked production-like.
+    pub fn new(name: EnvironmentName, production: bool) -> Self {
+        Self {
+            name,
+            production,
+            production_like: false,
+        }
+    }
+
+    /// Marks it production-like.
+    pub fn production_like(mut self) -> Self {
+        self.production_like = true;
+        self
+    }
 }
 
 /// One role of a deployment: what its servers look like.
@@ -61,6 +83,9 @@ pub struct Deployment {
     pub environment: Environment,
     /// Its roles by name.
     pub roles: BTreeMap<RoleName, Role>,
+    /// Where its releases must have served first, if anywhere.
+    #[serde(default)]
+    pub promotion: Option<super::PromotionRule>,
 }
 
 impl Deployment {
@@ -70,7 +95,15 @@ impl Deployment {
             id,
             environment,
             roles: BTreeMap::new(),
+            promotion: None,
         }
+    }
+
+    /// Releases go live here only after their images served in `from`
+    /// (a production-like staging deployment) for `soak`.
+    pub fn promoted_from(mut self, from: DeploymentId, soak: std::time::Duration) -> Self {
+        self.promotion = Some(super::PromotionRule { from, soak });
+        self
     }
 
     /// Adds or replaces a role.

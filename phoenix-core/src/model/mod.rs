@@ -4,6 +4,7 @@
 mod deployment;
 mod image;
 mod pool;
+mod promotion;
 mod release;
 mod server;
 
@@ -13,6 +14,7 @@ pub use pool::{
     DiscardedServer, LostLaunch, Pool, PoolState, PoolTransition, Slot, SlotState, StandbyKind,
     Traffic,
 };
+pub use promotion::{PromotionProof, PromotionRule};
 pub use release::Release;
 pub use server::{Server, ServerStatus};
 

@@ -4,6 +4,7 @@
 
 mod deploy;
 mod heal;
+pub mod promotion;
 mod provision;
 mod reap;
 mod reconcile;
@@ -101,6 +102,10 @@ pub enum PlanningError {
     /// An earlier operation is unfinished.
     #[error("operation {0} is unfinished; resume it first")]
     Unfinished(OperationId),
+    /// The deployment's promotion rule is not met: the image has not
+    /// served long enough in staging.
+    #[error(transparent)]
+    NotPromoted(#[from] promotion::NotPromoted),
 }
 
 /// What every planner receives.

@@ -62,11 +62,47 @@ impl Phoenix {
         let input = self.plan_input(&snap, op, role, policy);
         let plan = ops::deploy(&input, release)?;
         if !plan.is_noop() {
-            return Ok(plan);
+            return self.promoted(&snap, role, release, plan).await;
         }
         // "Already live" by the records: the balancer has the last word.
         let members = self.members(role).await?;
-        ops::deploy_seen(&input, release, &members)
+        let plan = ops::deploy_seen(&input, release, &members)?;
+        self.promoted(&snap, role, release, plan).await
+    }
+
+    /// Adds the proof the deployment's promotion rule asks for to a plan
+    /// that makes `release` live; refuses the plan without it.
+    async fn promoted(
+        &self,
+        snap: &crate::records::Snapshot,
+        role: &RoleName,
+        release: &ReleaseLabel,
+        mut plan: Plan,
+    ) -> Result<Plan, PlanningError> {
+        if plan.is_noop() {
+            return Ok(plan);
+        }
+        let image = snap
+            .releases
+            .get(release)
+            .and_then(|r| r.image_for(role))
+            .ok_or_else(|| PlanningError::NoImageForRole {
+                release: release.clone(),
+                role: role.clone(),
+            })?;
+        if let Some(proof) = ops::promotion::check(
+            &self.records,
+            snap.deployment(),
+            role,
+            image,
+            self.clock.now(),
+        )
+        .await?
+        {
+            plan.preconditions
+                .push(crate::plan::Precondition::Promoted { proof });
+        }
+        Ok(plan)
     }
 
     /// Plans a rolling replacement of a role's live pool by a release.
@@ -91,7 +127,8 @@ impl Phoenix {
         let (snap, op) = self.input(deployment).await?;
         self.check_release_image(&snap, role, release, policy)
             .await?;
-        ops::rolling_replace(&self.plan_input(&snap, op, role, policy), release)
+        let plan = ops::rolling_replace(&self.plan_input(&snap, op, role, policy), release)?;
+        self.promoted(&snap, role, release, plan).await
     }
 
     /// Plans a rollback to the previous release, or to a named one.

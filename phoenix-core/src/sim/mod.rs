@@ -406,6 +406,7 @@ impl SimCloud {
             Environment {
                 name: EnvironmentName::from_valid("prod".into()),
                 production: true,
+                production_like: false,
             },
         )
         .with_role(Role {

@@ -420,6 +420,7 @@ impl LocalStack {
             Environment {
                 name: self.environment.clone(),
                 production: false,
+                production_like: false,
             },
         )
         .with_role(Role::new(self.role.clone(), self.servers).with_port(self.port))
