@@ -28,6 +28,7 @@ mod boot;
 mod compute;
 mod config;
 mod crash;
+mod fleet;
 mod hooks;
 mod images;
 mod probe;
@@ -447,4 +448,19 @@ pub enum DemoError {
     /// Images or releases.
     #[error(transparent)]
     Catalog(#[from] crate::phoenix::CatalogError),
+    /// A name was refused.
+    #[error(transparent)]
+    Id(#[from] crate::id::InvalidId),
+    /// Planning the first deploy failed.
+    #[error(transparent)]
+    Planning(#[from] crate::ops::PlanningError),
+    /// The first deploy failed.
+    #[error(transparent)]
+    Exec(#[from] Box<crate::executor::ExecError>),
+}
+
+impl From<crate::executor::ExecError> for DemoError {
+    fn from(e: crate::executor::ExecError) -> Self {
+        Self::Exec(Box::new(e))
+    }
 }
