@@ -40,7 +40,7 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
 //! let cloud = SimCloud::new(SimConfig::default());
-//! let phoenix = cloud.phoenix().build().unwrap();
+//! let phoenix = cloud.phoenix_with_roles("ops", &["web", "api"]).build().unwrap();
 //! // Four deployments (the first in staging), roles web and api, 2 servers
 //! // each, serving v1; releases v1 and v2 recorded.
 //! let fleet = cloud.demo_fleet(&phoenix, 4, &["web", "api"], 2).await.unwrap();

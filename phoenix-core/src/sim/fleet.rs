@@ -13,8 +13,10 @@ impl SimCloud {
     /// in environment `staging`, the rest in `prod` — each with the roles
     /// `roles` of `size` servers, records releases `v1` and `v2` of each
     /// (one certified image per role and version, shared by the fleet),
-    /// deploys `v1` everywhere, and then watches the default balancer's
-    /// floor at the whole fleet: every server keeps serving.
+    /// deploys `v1` everywhere, and then watches each role's balancer's
+    /// floor at the whole fleet: every server keeps serving. Build
+    /// `phoenix` with [`SimCloud::phoenix_with_roles`] when there is more
+    /// than one role, so that each role has its balancer.
     pub async fn demo_fleet(
         &self,
         phoenix: &Phoenix,
@@ -65,7 +67,14 @@ impl SimCloud {
                 phoenix.apply(plan).await?;
             }
         }
-        self.balancer().watch_floor(n * roles.len() * size);
+        for role in roles {
+            let lb = if roles.len() == 1 {
+                self.balancer()
+            } else {
+                self.balancer_named(role)
+            };
+            lb.watch_floor(n * size);
+        }
         Ok(fleet)
     }
 }

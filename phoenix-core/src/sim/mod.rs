@@ -218,6 +218,19 @@ impl SimCloud {
             .id_seed(seed)
     }
 
+    /// [`Self::phoenix_as`] with one balancer per role, named after it (as
+    /// a fleet whose roles serve different ports has): the default balancer
+    /// serves any other role.
+    pub fn phoenix_with_roles(&self, holder: &str, roles: &[&str]) -> PhoenixBuilder {
+        let mut b = self.phoenix_as(holder);
+        for role in roles {
+            if let Ok(name) = RoleName::new(*role) {
+                b = b.balancer_for(name, self.balancer_for(role, Some(holder)));
+            }
+        }
+        b
+    }
+
     /// A balancer by name whose calls are attributed to `holder`.
     pub fn balancer_as(&self, name: &str, holder: &str) -> Arc<SimBalancer> {
         self.balancer_for(name, Some(holder))
