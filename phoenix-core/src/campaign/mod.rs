@@ -81,7 +81,7 @@ use crate::records::RecordError;
 use crate::Phoenix;
 
 pub use plan::{plan_waves, CampaignPlan, Unit, Wave};
-pub use renew::{renew_aged, RenewOptions, RenewOutcome, RenewReport, RenewedRole};
+pub use renew::{renew_aged, renew_aged_with, RenewOptions, RenewOutcome, RenewReport, RenewedRole};
 pub use report::{AgingServer, CampaignReport, DeploymentProgress, WaveSummary};
 pub use spec::{CampaignSpec, CampaignTarget, FleetBudget, Method};
 pub use state::{CampaignRecord, CampaignStatus, UnitRecord, UnitStatus, WaveRecord, WaveStatus};
@@ -195,12 +195,31 @@ impl Default for RunOptions {
     }
 }
 
-/// A campaign over one [`Phoenix`]: plan, run (or resume), report.
-#[derive(Debug)]
+/// Which [`Phoenix`] operates each (deployment, role), for a fleet whose
+/// deployments and roles are not all behind one (each has its provider
+/// and balancer, as the `phoenix` command composes them). Every one must
+/// share the campaign's state store.
+pub trait Operators: Send + Sync {
+    /// The Phoenix for `role` of `deployment`; `None`: the campaign's own.
+    fn for_unit(&self, deployment: &DeploymentId, role: &RoleName) -> Option<&Phoenix>;
+}
+
+/// A campaign over one [`Phoenix`] (or one per unit, [`Operators`]): plan,
+/// run (or resume), report.
 pub struct Campaign<'a> {
     phoenix: &'a Phoenix,
+    operators: Option<&'a dyn Operators>,
     spec: CampaignSpec,
     options: RunOptions,
+}
+
+impl std::fmt::Debug for Campaign<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Campaign")
+            .field("spec", &self.spec.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Campaign<'a> {
@@ -208,9 +227,24 @@ impl<'a> Campaign<'a> {
     pub fn new(phoenix: &'a Phoenix, spec: CampaignSpec) -> Self {
         Self {
             phoenix,
+            operators: None,
             spec,
             options: RunOptions::default(),
         }
+    }
+
+    /// Operates each unit through the Phoenix `operators` gives (records
+    /// and the campaign's own progress still go through the first one).
+    pub fn with_operators(mut self, operators: &'a dyn Operators) -> Self {
+        self.operators = Some(operators);
+        self
+    }
+
+    /// The Phoenix that operates a unit.
+    fn on(&self, deployment: &DeploymentId, role: &RoleName) -> &'a Phoenix {
+        self.operators
+            .and_then(|o| o.for_unit(deployment, role))
+            .unwrap_or(self.phoenix)
     }
 
     /// Other waiting limits.

@@ -13,7 +13,7 @@ use crate::model::{PoolState, StandbyKind};
 use crate::time::{elapsed_between, Timestamp};
 use crate::Phoenix;
 
-use super::CampaignError;
+use super::{CampaignError, Operators};
 
 /// What one tick may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +100,18 @@ pub struct RenewReport {
 /// deployment alone for the rest of the tick.
 pub async fn renew_aged(
     phoenix: &Phoenix,
+    deployments: &[DeploymentId],
+    options: &RenewOptions,
+) -> Result<RenewReport, CampaignError> {
+    renew_aged_with(phoenix, None, deployments, options).await
+}
+
+/// [`renew_aged`] for a fleet whose roles are operated by different
+/// Phoenix instances sharing one state store (`operators`; the others go
+/// through `phoenix`).
+pub async fn renew_aged_with(
+    phoenix: &Phoenix,
+    operators: Option<&dyn Operators>,
     deployments: &[DeploymentId],
     options: &RenewOptions,
 ) -> Result<RenewReport, CampaignError> {
@@ -192,6 +204,9 @@ pub async fn renew_aged(
             });
             continue;
         }
+        let phoenix = operators
+            .and_then(|o| o.for_unit(d, &role))
+            .unwrap_or(phoenix);
         // Only servers launched at or before the youngest chosen one are
         // past this refresh's age: a refresh of exactly the chosen ones.
         let mut policy = phoenix.policy().clone();

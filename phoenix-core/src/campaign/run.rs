@@ -258,10 +258,22 @@ impl Campaign<'_> {
             .snapshot(&unit.deployment)
             .await
             .map_err(|e| Some(crate::error_chain(&e)))?;
-        if snap.record.value.active_operation.is_none() {
+        let Some(op) = snap.record.value.active_operation.clone() else {
             return Ok(());
-        }
-        match self.phoenix.resume(&unit.deployment).await {
+        };
+        // Resumed by the Phoenix of the operation's role (its balancer).
+        let role = self
+            .phoenix
+            .records()
+            .get::<Plan>(
+                &crate::records::key::operation_plan(&unit.deployment, &op),
+                "plan",
+            )
+            .await
+            .ok()
+            .flatten()
+            .map_or_else(|| unit.role.clone(), |p| p.value.role);
+        match self.on(&unit.deployment, &role).resume(&unit.deployment).await {
             Ok(_) => Ok(()),
             // The interrupted operation failed: its own policy cleaned up
             // (a failed move of this unit is planned again below and
@@ -295,14 +307,15 @@ impl Campaign<'_> {
                 }
                 Err(Some(e)) => return UnitResult::Failed(None, e),
             }
+            let phoenix = self.on(&unit.deployment, &unit.role);
             let planned = match self.spec.method {
                 Method::BlueGreen => {
-                    self.phoenix
+                    phoenix
                         .plan_deploy(&unit.deployment, &unit.role, &unit.release)
                         .await
                 }
                 Method::Rolling => {
-                    self.phoenix
+                    phoenix
                         .plan_rolling_replace(&unit.deployment, &unit.role, &unit.release)
                         .await
                 }
@@ -315,7 +328,7 @@ impl Campaign<'_> {
                 return UnitResult::Done(None);
             }
             let op = plan.id.clone();
-            match self.phoenix.apply(plan).await {
+            match phoenix.apply(plan).await {
                 Ok(r) if r.outcome == Outcome::Succeeded => return UnitResult::Done(Some(op)),
                 Ok(r) => {
                     return UnitResult::Failed(
@@ -344,8 +357,8 @@ impl Campaign<'_> {
                 }
                 Err(e) => return (None, Some(e.unwrap_or_else(|| "deployment busy".into()))),
             }
-            let plan = match self
-                .phoenix
+            let phoenix = self.on(&unit.deployment, &unit.role);
+            let plan = match phoenix
                 .plan_rollback(&unit.deployment, &unit.role, None)
                 .await
             {
@@ -353,7 +366,7 @@ impl Campaign<'_> {
                 Err(e) => return (None, Some(crate::error_chain(&e))),
             };
             let op = plan.id.clone();
-            match self.phoenix.apply(plan).await {
+            match phoenix.apply(plan).await {
                 Ok(r) if r.outcome == Outcome::Succeeded => return (Some(op), None),
                 Ok(r) => return (Some(op), Some(r.error.unwrap_or_default())),
                 Err(e) if transient(&e) && tokio::time::Instant::now() < until => {
@@ -412,16 +425,23 @@ impl Campaign<'_> {
         record: &CampaignRecord,
     ) -> Result<Option<String>, CampaignError> {
         let mut ours: BTreeSet<ServerId> = BTreeSet::new();
+        // Every balancer any unit's Phoenix knows, read once each.
+        let mut balancers: Vec<std::sync::Arc<dyn crate::ports::LoadBalancer>> = Vec::new();
         for t in &self.spec.targets {
             let snap = self.phoenix.snapshot(&t.deployment).await?;
             for role in snap.deployment().roles.keys() {
                 for p in snap.live_pools(role) {
                     ours.extend(p.attached().filter_map(|s| s.server.clone()));
                 }
+                for lb in self.on(&t.deployment, role).ports().balancers.all() {
+                    if !balancers.iter().any(|b| std::sync::Arc::ptr_eq(b, &lb)) {
+                        balancers.push(lb);
+                    }
+                }
             }
         }
         let mut serving: BTreeSet<ServerId> = BTreeSet::new();
-        for lb in self.phoenix.ports().balancers.all() {
+        for lb in balancers {
             let members = lb.members().await.map_err(|source| CampaignError::Read {
                 what: "balancer members for the capacity floor".into(),
                 source,
@@ -463,7 +483,13 @@ impl Campaign<'_> {
             };
             let servers: BTreeSet<ServerId> =
                 live.attached().filter_map(|s| s.server.clone()).collect();
-            let Some(lb) = self.phoenix.ports().balancers.for_role(&u.role).cloned() else {
+            let Some(lb) = self
+                .on(&u.deployment, &u.role)
+                .ports()
+                .balancers
+                .for_role(&u.role)
+                .cloned()
+            else {
                 out.push(format!("{}/{}: no balancer", u.deployment, u.role));
                 continue;
             };
