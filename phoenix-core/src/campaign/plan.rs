@@ -96,7 +96,7 @@ impl fmt::Display for CampaignPlan {
                 f,
                 "  wave {:>2}  {:<10} {:<10} {:>4} server(s)  {}",
                 w.index,
-                w.environment,
+                w.environment.as_str(),
                 w.failure_domain,
                 w.servers(),
                 units.join(" ")
