@@ -62,15 +62,15 @@ fn spec(fleet: &[Deployment], name: &str, deadline: Timestamp) -> CampaignSpec {
 }
 
 fn at(start: Timestamp, t: Option<Timestamp>) -> String {
-    t.map_or("-".into(), |t| format!("+{}", human(elapsed_between(start, t))))
+    t.map_or("-".into(), |t| {
+        format!("+{}", human(elapsed_between(start, t)))
+    })
 }
 
 async fn failing_wave() {
     let (cloud, phoenix, fleet) = fleet().await;
     let mut faults = Faults::none();
-    faults
-        .smoke_fails_after
-        .insert("v2".parse().unwrap(), 32);
+    faults.smoke_fails_after.insert("v2".parse().unwrap(), 32);
     cloud.set_faults(faults);
     let started = std::time::Instant::now();
     let campaign = Campaign::new(
@@ -108,7 +108,10 @@ async fn failing_wave() {
             list(UnitStatus::RolledBack),
         );
     }
-    if let CampaignStatus::Halted { wave, at: halted, .. } = &report.status {
+    if let CampaignStatus::Halted {
+        wave, at: halted, ..
+    } = &report.status
+    {
         let wave_start = record.waves[*wave].started_at.unwrap_or(start);
         println!(
             "\nhalted at wave {wave}: +{} after the campaign started, {} after the failed wave started; waves run: {} of {}; deployments never touched: {}",
@@ -221,9 +224,9 @@ async fn thirty() {
     let mut prev_end = Some(start);
     for (p, a) in with.projected.waves.iter().zip(&with.report.waves) {
         // A projected wave starts when the budget allows after the previous one ends.
-        let p_start = p
-            .projected_finish
-            .map(|f| f - chrono::Duration::from_std(with.projected.wave_duration).unwrap_or_default());
+        let p_start = p.projected_finish.map(|f| {
+            f - chrono::Duration::from_std(with.projected.wave_duration).unwrap_or_default()
+        });
         println!(
             "| {} | {} | {} | {} | {} | {} |",
             p.index,
@@ -246,13 +249,21 @@ async fn thirty() {
         "| projected completion (before it ran, wave estimate {}) | {} ({}) |",
         human(with.projected.wave_duration),
         at(start, with.projected.completion),
-        if with.projected.on_time { "on time" } else { "late" }
+        if with.projected.on_time {
+            "on time"
+        } else {
+            "late"
+        }
     );
     println!(
         "| actual completion (observed wave {}) | {} ({}) |",
         human(with.report.wave_duration),
         at(start, with.report.completion),
-        if with.report.on_time { "on time" } else { "late" }
+        if with.report.on_time {
+            "on time"
+        } else {
+            "late"
+        }
     );
     println!(
         "| servers projected to pass max_age before their wave, if nothing changes | {} |",
@@ -277,7 +288,10 @@ async fn thirty() {
         "| invariant violations (with / without renewal) | {} / {} |",
         with.violations, without.violations
     );
-    println!("| wall time for both 30-day runs | {} ms |", wall.as_millis());
+    println!(
+        "| wall time for both 30-day runs | {} ms |",
+        wall.as_millis()
+    );
 }
 
 fn main() {

@@ -55,11 +55,11 @@ fn spec_for(fleet: &[Deployment], name: &str, cloud: &SimCloud) -> CampaignSpec 
 
 async fn fleet(config: SimConfig) -> (SimCloud, Phoenix, Vec<Deployment>) {
     let cloud = SimCloud::new(config);
-    let phoenix = cloud.phoenix_with_roles("sim-orchestrator", &ROLES).build().unwrap();
-    let fleet = cloud
-        .demo_fleet(&phoenix, 10, &ROLES, 2)
-        .await
+    let phoenix = cloud
+        .phoenix_with_roles("sim-orchestrator", &ROLES)
+        .build()
         .unwrap();
+    let fleet = cloud.demo_fleet(&phoenix, 10, &ROLES, 2).await.unwrap();
     (cloud, phoenix, fleet)
 }
 
@@ -170,7 +170,16 @@ async fn a_failed_wave_halts_the_campaign_everywhere_and_is_rolled_back() {
     let before: Vec<usize> = {
         let mut v = Vec::new();
         for d in &fleet {
-            v.push(phoenix.snapshot(&d.id).await.unwrap().record.value.operations.len());
+            v.push(
+                phoenix
+                    .snapshot(&d.id)
+                    .await
+                    .unwrap()
+                    .record
+                    .value
+                    .operations
+                    .len(),
+            );
         }
         v
     };
@@ -197,7 +206,14 @@ async fn a_failed_wave_halts_the_campaign_everywhere_and_is_rolled_back() {
     }
     // Nothing was even tried after the halt.
     for (i, d) in fleet.iter().enumerate().skip(7) {
-        let ops = phoenix.snapshot(&d.id).await.unwrap().record.value.operations.len();
+        let ops = phoenix
+            .snapshot(&d.id)
+            .await
+            .unwrap()
+            .record
+            .value
+            .operations
+            .len();
         assert_eq!(ops, before[i], "{} was touched after the halt", d.id);
     }
     // The failed wave: some unit failed, some had moved and was rolled back
@@ -247,11 +263,18 @@ async fn a_crashed_campaign_resumes_the_wave_it_was_in() {
     assert!(crashed.is_none(), "the campaign finished before the crash");
     drop(campaign);
     let at_crash = campaign_ops(&phoenix, &fleet).await;
-    let rec = Campaign::new(&phoenix, spec.clone()).record().await.unwrap().unwrap();
+    let rec = Campaign::new(&phoenix, spec.clone())
+        .record()
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.waves[2].status, WaveStatus::Running);
 
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let restarted = cloud.phoenix_with_roles("restarted", &ROLES).build().unwrap();
+    let restarted = cloud
+        .phoenix_with_roles("restarted", &ROLES)
+        .build()
+        .unwrap();
     let resumed = Campaign::new(&restarted, spec).with_options(RunOptions {
         busy_wait: Duration::from_secs(600),
         ..RunOptions::default()
@@ -282,7 +305,16 @@ async fn a_crashed_campaign_resumes_the_wave_it_was_in() {
 async fn campaign_ops(phoenix: &Phoenix, fleet: &[Deployment]) -> Vec<usize> {
     let mut out = Vec::new();
     for d in fleet {
-        out.push(phoenix.snapshot(&d.id).await.unwrap().record.value.operations.len());
+        out.push(
+            phoenix
+                .snapshot(&d.id)
+                .await
+                .unwrap()
+                .record
+                .value
+                .operations
+                .len(),
+        );
     }
     out
 }
@@ -411,7 +443,10 @@ async fn an_incident_rollback_preempts_a_renewal_tick() {
     let rolled_back = rolled_back.unwrap();
     assert_eq!(rolled_back.kind, OperationKind::Rollback);
     let took = elapsed_between(asked.lock().unwrap().unwrap(), rolled_back.finished_at);
-    assert!(took < Duration::from_secs(10 * 60), "the rollback waited {took:?}");
+    assert!(
+        took < Duration::from_secs(10 * 60),
+        "the rollback waited {took:?}"
+    );
     assert!(
         matches!(tick.roles[0].outcome, RenewOutcome::Preempted { .. }),
         "{:?}",

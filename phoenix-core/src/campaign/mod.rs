@@ -81,7 +81,9 @@ use crate::records::RecordError;
 use crate::Phoenix;
 
 pub use plan::{plan_waves, CampaignPlan, Unit, Wave};
-pub use renew::{renew_aged, renew_aged_with, RenewOptions, RenewOutcome, RenewReport, RenewedRole};
+pub use renew::{
+    renew_aged, renew_aged_with, RenewOptions, RenewOutcome, RenewReport, RenewedRole,
+};
 pub use report::{AgingServer, CampaignReport, DeploymentProgress, WaveSummary};
 pub use spec::{CampaignSpec, CampaignTarget, FleetBudget, Method};
 pub use state::{CampaignRecord, CampaignStatus, UnitRecord, UnitStatus, WaveRecord, WaveStatus};

@@ -149,10 +149,13 @@ pub fn plan_waves(
         };
         let mut units = Vec::new();
         for (role, release) in &t.releases {
-            let r = d.roles.get(role).ok_or_else(|| CampaignError::UnknownRole {
-                deployment: d.id.clone(),
-                role: role.clone(),
-            })?;
+            let r = d
+                .roles
+                .get(role)
+                .ok_or_else(|| CampaignError::UnknownRole {
+                    deployment: d.id.clone(),
+                    role: role.clone(),
+                })?;
             if r.desired > cap {
                 return Err(CampaignError::UnitTooLarge {
                     deployment: d.id.clone(),

@@ -169,7 +169,11 @@ impl fmt::Display for CampaignReport {
                 "LATE"
             },
             human(self.wave_duration),
-            if self.observed { "observed" } else { "estimate" }
+            if self.observed {
+                "observed"
+            } else {
+                "estimate"
+            }
         )?;
         writeln!(
             f,
@@ -301,12 +305,16 @@ impl Campaign<'_> {
                         loop {
                             let window: Vec<Timestamp> = starts
                                 .iter()
-                                .filter(|(x, _)| *x <= s && elapsed_between(*x, s) < spec.budget.window)
+                                .filter(|(x, _)| {
+                                    *x <= s && elapsed_between(*x, s) < spec.budget.window
+                                })
                                 .map(|(x, _)| *x)
                                 .collect();
                             let used: usize = starts
                                 .iter()
-                                .filter(|(x, _)| *x <= s && elapsed_between(*x, s) < spec.budget.window)
+                                .filter(|(x, _)| {
+                                    *x <= s && elapsed_between(*x, s) < spec.budget.window
+                                })
                                 .map(|(_, n)| n)
                                 .sum();
                             if used + need <= spec.budget.per_window || window.is_empty() {
@@ -325,7 +333,9 @@ impl Campaign<'_> {
         let completion = match &record.status {
             CampaignStatus::Completed { at } => Some(*at),
             CampaignStatus::Halted { .. } => None,
-            CampaignStatus::Running => Some(projected.iter().flatten().max().copied().unwrap_or(now)),
+            CampaignStatus::Running => {
+                Some(projected.iter().flatten().max().copied().unwrap_or(now))
+            }
         };
 
         let mut waves = Vec::with_capacity(record.waves.len());
@@ -445,7 +455,11 @@ impl Campaign<'_> {
                 }
             }
         }
-        aging.sort_by(|a, b| a.launched_at.cmp(&b.launched_at).then(a.server.cmp(&b.server)));
+        aging.sort_by(|a, b| {
+            a.launched_at
+                .cmp(&b.launched_at)
+                .then(a.server.cmp(&b.server))
+        });
 
         Ok(CampaignReport {
             name: spec.name.clone(),

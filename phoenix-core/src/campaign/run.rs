@@ -183,7 +183,7 @@ impl Campaign<'_> {
         for r in join_all(runs).await {
             r?;
         }
-        drop(shared);
+        let _ = shared.into_inner();
 
         let mut failures: Vec<String> = st.value.waves[w]
             .units
@@ -273,7 +273,11 @@ impl Campaign<'_> {
             .ok()
             .flatten()
             .map_or_else(|| unit.role.clone(), |p| p.value.role);
-        match self.on(&unit.deployment, &role).resume(&unit.deployment).await {
+        match self
+            .on(&unit.deployment, &role)
+            .resume(&unit.deployment)
+            .await
+        {
             Ok(_) => Ok(()),
             // The interrupted operation failed: its own policy cleaned up
             // (a failed move of this unit is planned again below and

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use phoenix::core::id::{DeploymentId, ImageId, OperationId, PoolId, ReleaseLabel};
-use phoenix::core::model::TestEvidence;
-use phoenix::core::ops::{PlanningError, ReconcileOptions};
-use phoenix::core::ports::Compute as _;
 use phoenix::campaign::{CampaignFile, FleetStacks};
 use phoenix::core::campaign::{
     renew_aged_with, Campaign, CampaignError, CampaignStatus, RenewOptions, RenewOutcome,
 };
+use phoenix::core::id::{DeploymentId, ImageId, OperationId, PoolId, ReleaseLabel};
+use phoenix::core::model::TestEvidence;
+use phoenix::core::ops::{PlanningError, ReconcileOptions};
+use phoenix::core::ports::Compute as _;
 use phoenix::exit;
 use phoenix::file::{BalancerSection, StackFile};
 use phoenix::local::StackError;
@@ -754,7 +754,8 @@ async fn campaign_command(
             max_servers,
             older_than,
         } => {
-            let ids: Vec<DeploymentId> = spec.targets.iter().map(|t| t.deployment.clone()).collect();
+            let ids: Vec<DeploymentId> =
+                spec.targets.iter().map(|t| t.deployment.clone()).collect();
             let options = RenewOptions {
                 max_age: older_than.unwrap_or(spec.max_age),
                 max_servers: *max_servers,
