@@ -485,3 +485,25 @@ async fn a_changed_spec_is_refused_for_a_started_campaign() {
         Err(CampaignError::SpecChanged { .. })
     ));
 }
+
+/// The same fleet by rolling replacement: the failed wave's units that had
+/// moved go back to v1 through the normal rollback too.
+#[tokio::test(start_paused = true)]
+async fn a_rolling_campaign_halts_and_rolls_back_its_failed_wave() {
+    let (cloud, phoenix, fleet) = fleet(SimConfig::default()).await;
+    let mut faults = Faults::none();
+    faults.smoke_fails_after.insert(r("v2"), 32);
+    cloud.set_faults(faults);
+    let mut spec = spec_for(&fleet, "rolling", &cloud);
+    spec.method = phoenix_core::campaign::Method::Rolling;
+    let campaign = Campaign::new(&phoenix, spec);
+    let report = campaign.run().await.unwrap();
+    println!("{report}");
+    assert_eq!(report.halted_at(), Some(3), "{:?}", report.status);
+    for (i, d) in fleet.iter().enumerate() {
+        let want = if i < 5 { "v2" } else { "v1" };
+        assert_eq!(serving(&phoenix, &d.id).await, all(want), "{}", d.id);
+    }
+    let v = cloud.violations();
+    assert!(v.is_empty(), "{v:#?}");
+}

@@ -388,6 +388,14 @@ impl Campaign<'_> {
                     UnitStatus::RolledBack => {
                         rolled_back.push(format!("{}/{}", u.deployment, u.role));
                     }
+                    UnitStatus::Done if r.status == WaveStatus::RolledBack => {
+                        failed.push(format!(
+                            "{}/{}: {}",
+                            u.deployment,
+                            u.role,
+                            ur.error.as_deref().unwrap_or("not rolled back")
+                        ));
+                    }
                     UnitStatus::Failed => failed.push(format!(
                         "{}/{}: {}",
                         u.deployment,

@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 
 use crate::events::Outcome;
 use crate::executor::ExecError;
-use crate::id::{OperationId, ServerId};
+use crate::id::{OperationId, ReleaseLabel, ServerId};
 use crate::plan::Plan;
 use crate::records::Stored;
 use crate::time::{elapsed_between, Timestamp};
@@ -148,12 +148,23 @@ impl Campaign<'_> {
             let wave = &wave;
             async move {
                 for &i in idx {
-                    let done = {
+                    let (done, known) = {
                         let st = shared.lock().await;
-                        st.value.waves[w].units[i].status == UnitStatus::Done
+                        let rec = &st.value.waves[w].units[i];
+                        (rec.status == UnitStatus::Done, rec.from.is_some())
                     };
                     if done {
                         continue;
+                    }
+                    if !known {
+                        // What serves now is what a rollback returns to:
+                        // recorded before anything moves.
+                        let u = &wave.units[i];
+                        let snap = self.phoenix.snapshot(&u.deployment).await?;
+                        let from = snap.live_pool(&u.role).map(|p| p.release.clone());
+                        let mut st = shared.lock().await;
+                        st.value.waves[w].units[i].from = from;
+                        state::save(self.phoenix.records(), &mut st).await?;
                     }
                     let result = self.run_unit(&wave.units[i]).await;
                     let failed = matches!(result, UnitResult::Failed(..));
@@ -218,26 +229,40 @@ impl Campaign<'_> {
         }
         let reason = format!("wave {w} failed: {}", failures.join("; "));
         tracing::warn!(campaign = %self.spec.name, wave = w, %reason, "halting the campaign and rolling the wave back");
-        self.roll_back_wave(st, w).await?;
-        Ok(Some(reason))
+        let unrolled = self.roll_back_wave(st, w).await?;
+        if unrolled.is_empty() {
+            Ok(Some(reason))
+        } else {
+            Ok(Some(format!(
+                "{reason}; ROLLBACK FAILED for {}",
+                unrolled.join("; ")
+            )))
+        }
     }
 
-    /// Rolls back the units of wave `w` that moved; marks the others.
+    /// Rolls back the units of wave `w` that moved, each to the release
+    /// it served before; marks the others. Returns the units whose
+    /// rollback failed, with why.
     async fn roll_back_wave(
         &self,
         st: &mut Stored<CampaignRecord>,
         w: usize,
-    ) -> Result<(), CampaignError> {
+    ) -> Result<Vec<String>, CampaignError> {
         let units = st.value.plan.waves[w].units.clone();
+        let mut unrolled = Vec::new();
         for (i, u) in units.iter().enumerate() {
             match st.value.waves[w].units[i].status {
                 UnitStatus::Done => {
-                    let (op, error) = self.roll_back_unit(u).await;
+                    let from = st.value.waves[w].units[i].from.clone();
+                    let (op, error) = self.roll_back_unit(u, from.as_ref()).await;
                     let rec = &mut st.value.waves[w].units[i];
                     rec.rollback = op;
                     match error {
                         None => rec.status = UnitStatus::RolledBack,
-                        Some(e) => rec.error = Some(format!("rollback failed: {e}")),
+                        Some(e) => {
+                            unrolled.push(format!("{}/{}: {e}", u.deployment, u.role));
+                            rec.error = Some(format!("rollback failed: {e}"));
+                        }
                     }
                 }
                 UnitStatus::Pending => st.value.waves[w].units[i].status = UnitStatus::Skipped,
@@ -248,7 +273,7 @@ impl Campaign<'_> {
         st.value.waves[w].status = WaveStatus::RolledBack;
         st.value.waves[w].finished_at = Some(self.now());
         state::save(self.phoenix.records(), st).await?;
-        Ok(())
+        Ok(unrolled)
     }
 
     /// Finishes an interrupted operation of the deployment, if any.
@@ -349,8 +374,14 @@ impl Campaign<'_> {
         }
     }
 
-    /// Rolls one unit back to its previous release (the normal rollback).
-    async fn roll_back_unit(&self, unit: &Unit) -> (Option<OperationId>, Option<String>) {
+    /// Rolls one unit back (the normal rollback) to `from`, the release it
+    /// served before (its standby pool, or a new pool of it when a rolling
+    /// replacement left none), or else to the last standby pool.
+    async fn roll_back_unit(
+        &self,
+        unit: &Unit,
+        from: Option<&ReleaseLabel>,
+    ) -> (Option<OperationId>, Option<String>) {
         let until = tokio::time::Instant::now() + self.options.busy_wait;
         loop {
             match self.finish_interrupted(unit).await {
@@ -363,7 +394,11 @@ impl Campaign<'_> {
             }
             let phoenix = self.on(&unit.deployment, &unit.role);
             let plan = match phoenix
-                .plan_rollback(&unit.deployment, &unit.role, None)
+                .plan_rollback(
+                    &unit.deployment,
+                    &unit.role,
+                    from.filter(|f| **f != unit.release),
+                )
                 .await
             {
                 Ok(p) => p,

@@ -73,6 +73,10 @@ pub enum UnitStatus {
 pub struct UnitRecord {
     /// Status.
     pub status: UnitStatus,
+    /// The release it served before the campaign moved it (recorded before
+    /// its operation starts): what a rollback of the wave returns it to.
+    #[serde(default)]
+    pub from: Option<crate::id::ReleaseLabel>,
     /// The operation that moved it (none when it already served the release).
     pub operation: Option<OperationId>,
     /// The rollback's operation, if one ran.
@@ -128,6 +132,7 @@ impl CampaignRecord {
                     .iter()
                     .map(|_| UnitRecord {
                         status: UnitStatus::Pending,
+                        from: None,
                         operation: None,
                         rollback: None,
                         error: None,
