@@ -135,6 +135,15 @@ pub enum CampaignError {
         /// The stored spec's fingerprint.
         stored: String,
     },
+    /// The stored record does not fit its own plan (edited by hand, or
+    /// written by an incompatible version).
+    #[error("campaign {name}'s record is inconsistent: {detail}")]
+    Corrupt {
+        /// Campaign.
+        name: String,
+        /// What does not fit.
+        detail: String,
+    },
     /// Another process wrote the campaign's record meanwhile.
     #[error("campaign {0} was updated by another process; only one may run it")]
     Conflict(String),

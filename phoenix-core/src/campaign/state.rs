@@ -152,12 +152,31 @@ impl CampaignRecord {
     }
 }
 
-/// Reads a campaign's record.
+/// Reads a campaign's record, refusing one whose progress does not fit
+/// its plan.
 pub async fn load(
     records: &Records,
     name: &str,
 ) -> Result<Option<Stored<CampaignRecord>>, CampaignError> {
-    Ok(records.get(&key(name), "campaign").await?)
+    let Some(stored) = records
+        .get::<CampaignRecord>(&key(name), "campaign")
+        .await?
+    else {
+        return Ok(None);
+    };
+    let r = &stored.value;
+    let fits = r.waves.len() == r.plan.waves.len()
+        && r.waves
+            .iter()
+            .zip(&r.plan.waves)
+            .all(|(w, p)| w.units.len() == p.units.len());
+    if !fits || r.spec.name != name {
+        return Err(CampaignError::Corrupt {
+            name: name.to_owned(),
+            detail: "its wave and unit records do not match its plan".into(),
+        });
+    }
+    Ok(Some(stored))
 }
 
 /// Writes the record if nobody else wrote it since it was read; refuses
