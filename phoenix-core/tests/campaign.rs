@@ -507,3 +507,71 @@ async fn a_rolling_campaign_halts_and_rolls_back_its_failed_wave() {
     let v = cloud.violations();
     assert!(v.is_empty(), "{v:#?}");
 }
+
+/// An incident during a campaign: the on-call's emergency rollback
+/// pre-empts the campaign's deploy at once, the campaign halts on that
+/// wave, and it does not undo the incident's choice (the pre-empted unit
+/// is not "rolled back" again by the campaign).
+#[tokio::test(start_paused = true)]
+async fn an_incident_rollback_preempts_a_campaign_wave_and_halts_it() {
+    let cloud = SimCloud::new(SimConfig::default());
+    let phoenix = cloud.phoenix().build().unwrap();
+    let fleet = cloud.demo_fleet(&phoenix, 2, &["web"], 3).await.unwrap();
+    let web = RoleName::new("web").unwrap();
+    let d = fleet[1].id.clone();
+    // d01 serves v2 with v1 as its hot standby; the campaign brings v3.
+    let plan = phoenix.plan_deploy(&d, &web, &r("v2")).await.unwrap();
+    phoenix.apply(plan).await.unwrap();
+    let image = cloud.certified_image("web", "v3");
+    phoenix.register_image(&image).await.unwrap();
+    phoenix
+        .create_release(&d, r("v3"), [(web.clone(), image.id)].into_iter().collect())
+        .await
+        .unwrap();
+    let spec = CampaignSpec::new(
+        "incident",
+        vec!["staging".parse().unwrap(), "prod".parse().unwrap()],
+        cloud.now() + chrono::Duration::days(1),
+        DAY,
+    )
+    .target(d.clone(), "az-a", [web.clone()], &r("v3"));
+    let campaign = Campaign::new(&phoenix, spec);
+    let incident = cloud.phoenix_as("incident").build().unwrap();
+    let (report, rolled_back) = tokio::join!(campaign.run(), async {
+        // Once the campaign's deploy of d01 is under way.
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let rec = campaign.record().await.unwrap();
+            if rec.is_some_and(|r| r.waves[0].units[0].from.is_some()) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let asked = cloud.now();
+        let r = incident.emergency_rollback(&d, &web, None).await;
+        (asked, r)
+    });
+    let report = report.unwrap();
+    println!("{report}");
+    let (asked, rolled_back) = rolled_back;
+    let rolled_back = rolled_back.unwrap();
+    let took = elapsed_between(asked, rolled_back.finished_at);
+    assert!(
+        took < Duration::from_secs(5 * 60),
+        "the rollback waited {took:?}"
+    );
+    assert_eq!(report.halted_at(), Some(0), "{:?}", report.status);
+    match &report.status {
+        CampaignStatus::Halted { reason, .. } => {
+            assert!(reason.contains("pre-empted"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let rec = campaign.record().await.unwrap().unwrap();
+    assert_eq!(rec.waves[0].units[0].status, UnitStatus::Failed);
+    assert!(rec.waves[0].units[0].rollback.is_none());
+    // The incident's rollback stands: v1, its standby, serves.
+    assert_eq!(serving_one(&phoenix, &d, &web).await, "v1");
+    let v = cloud.violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
