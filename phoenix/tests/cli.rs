@@ -290,6 +290,60 @@ async fn a_bad_phoenix_toml_names_file_line_and_key() {
     }
 }
 
+/// `phoenix campaign plan` and `status` read a campaign file against the
+/// phoenix.toml (no server is started); a campaign naming a deployment the
+/// file does not declare is refused as bad usage.
+#[tokio::test]
+async fn a_campaign_file_plans_its_waves_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("phoenix.toml"), STACK).unwrap();
+    let campaign = r#"name = "base-image-2026-12"
+release = "v2"
+environments = ["dev"]
+deadline = "2030-01-01T00:00:00Z"
+max_age = "14days"
+
+[budget]
+max_in_flight = 2
+
+[deployments.shop]
+domain = "az-a"
+"#;
+    std::fs::write(dir.path().join("campaign.toml"), campaign).unwrap();
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            let out = Command::new(PHOENIX)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, out, err) = run(&["campaign", "plan"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("1 wave(s), 2 server(s)"), "{out}");
+    assert!(out.contains("shop/web→v2"), "{out}");
+    let (code, out, err) = run(&["campaign", "status"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("not started"), "{out}");
+
+    std::fs::write(
+        dir.path().join("campaign.toml"),
+        campaign.replace("[deployments.shop]", "[deployments.nope]"),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["campaign", "plan"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("deployments.nope: not declared"), "{err}");
+}
+
 #[tokio::test]
 async fn every_command_has_help_and_completions_print() {
     let commands = [
@@ -313,6 +367,7 @@ async fn every_command_has_help_and_completions_print() {
         "report",
         "lb",
         "completions",
+        "campaign",
     ];
     for c in commands {
         let out = Command::new(PHOENIX)

@@ -28,6 +28,7 @@ mod boot;
 mod compute;
 mod config;
 mod crash;
+mod fleet;
 mod hooks;
 mod images;
 mod probe;
@@ -215,6 +216,19 @@ impl SimCloud {
             .policy(self.policy())
             .holder(holder)
             .id_seed(seed)
+    }
+
+    /// [`Self::phoenix_as`] with one balancer per role, named after it (as
+    /// a fleet whose roles serve different ports has): the default balancer
+    /// serves any other role.
+    pub fn phoenix_with_roles(&self, holder: &str, roles: &[&str]) -> PhoenixBuilder {
+        let mut b = self.phoenix_as(holder);
+        for role in roles {
+            if let Ok(name) = RoleName::new(*role) {
+                b = b.balancer_for(name, self.balancer_for(role, Some(holder)));
+            }
+        }
+        b
     }
 
     /// A balancer by name whose calls are attributed to `holder`.
@@ -448,4 +462,19 @@ pub enum DemoError {
     /// Images or releases.
     #[error(transparent)]
     Catalog(#[from] crate::phoenix::CatalogError),
+    /// A name was refused.
+    #[error(transparent)]
+    Id(#[from] crate::id::InvalidId),
+    /// Planning the first deploy failed.
+    #[error(transparent)]
+    Planning(#[from] crate::ops::PlanningError),
+    /// The first deploy failed.
+    #[error(transparent)]
+    Exec(#[from] Box<crate::executor::ExecError>),
+}
+
+impl From<crate::executor::ExecError> for DemoError {
+    fn from(e: crate::executor::ExecError) -> Self {
+        Self::Exec(Box::new(e))
+    }
 }

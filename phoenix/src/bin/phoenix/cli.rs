@@ -8,6 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use phoenix::campaign::{CampaignFile, FleetStacks};
+use phoenix::core::campaign::{
+    renew_aged_with, Campaign, CampaignError, CampaignStatus, RenewOptions, RenewOutcome,
+};
 use phoenix::core::id::{DeploymentId, ImageId, OperationId, PoolId, ReleaseLabel};
 use phoenix::core::model::TestEvidence;
 use phoenix::core::ops::{PlanningError, ReconcileOptions};
@@ -160,6 +164,21 @@ enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// A fleet campaign: one release rolled out across the file's
+    /// deployments in waves, halting everywhere at the first failed wave.
+    #[command(long_about = CAMPAIGN_HELP)]
+    Campaign {
+        /// The campaign file (TOML; `phoenix help campaign` shows one).
+        #[arg(
+            long,
+            global = true,
+            default_value = "campaign.toml",
+            env = "PHOENIX_CAMPAIGN"
+        )]
+        campaign: PathBuf,
+        #[command(subcommand)]
+        command: CampaignCommand,
+    },
     /// The embedded balancer as a process of its own.
     Lb {
         #[command(subcommand)]
@@ -169,6 +188,61 @@ enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+const CAMPAIGN_HELP: &str = "\
+A fleet campaign rolls one release (a new base image, any release change) out
+across the deployments and roles of the phoenix.toml, in waves: environments in
+the campaign's order (staging first), then one failure domain (zone, region,
+site) at a time, each wave within the replacement budget and above the capacity
+floor. Each unit moves through a normal blue-green deploy (or rolling
+replacement) under every guard. The first failed wave halts the campaign
+everywhere and is rolled back through the normal rollback. Progress is kept in
+the state store: `phoenix campaign run` after a crash resumes the wave it was in.
+
+The campaign file (default campaign.toml):
+
+  name = \"base-image-2026-12\"
+  release = \"v2\"                        # every role's target
+  environments = [\"staging\", \"prod\"]   # rollout order
+  deadline = \"2026-12-31T00:00:00Z\"
+  max_age = \"14days\"
+  capacity_floor = 100                  # percent serving healthy
+  wave_bake = \"5m\"
+
+  [budget]
+  max_in_flight = 4                     # servers per wave
+  per_window = 20                       # servers per window
+  window = \"1h\"
+
+  [deployments.shop]
+  domain = \"az-a\"                       # failure domain
+  roles = [\"web\"]                       # default: every role
+
+Exit statuses: 0 done (or nothing to do), 2 a bad file, 7 the campaign halted
+at a failed wave (`phoenix campaign status` says which and what was rolled back).";
+
+#[derive(Debug, Subcommand)]
+enum CampaignCommand {
+    /// Print the waves (the dry run); changes nothing.
+    Plan,
+    /// Run the campaign, or resume it where an earlier run stopped.
+    Run,
+    /// Per deployment: what is done, what remains, the projected
+    /// completion against the deadline; and the servers that will pass
+    /// max_age before it if nothing changes.
+    Status,
+    /// One tick of the scheduled renewal (call it from cron): replace the
+    /// campaign's servers older than max_age, oldest first. It never waits
+    /// on a deployment: an incident rollback pre-empts it.
+    Renew {
+        /// Most servers this tick replaces.
+        #[arg(long, default_value_t = 10)]
+        max_servers: usize,
+        /// Renew servers older than this (default: the campaign's max_age).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
     },
 }
 
@@ -366,6 +440,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     socket,
                 },
         } => lb_serve(&cli, balancer.as_deref(), *listen, socket.clone()).await,
+        Command::Campaign { campaign, command } => campaign_command(&cli, campaign, command).await,
         Command::Plan { operation, out } => {
             let stack = open(&cli).await?;
             let plan = make_plan(&stack, operation).await?;
@@ -592,6 +667,127 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("timeline of {op}: {} and {}", svg.display(), html.display());
                 Ok(())
             }
+        }
+    }
+}
+
+fn campaign_failure(e: CampaignError) -> Failure {
+    let code = match &e {
+        CampaignError::InvalidSpec(_)
+        | CampaignError::UnknownDeployment(_)
+        | CampaignError::UnknownRole { .. }
+        | CampaignError::UnorderedEnvironment { .. }
+        | CampaignError::UnitTooLarge { .. } => exit::USAGE,
+        CampaignError::SpecChanged { .. } | CampaignError::Planning { .. } => exit::REFUSED,
+        CampaignError::Conflict(_) => exit::BUSY,
+        _ => exit::ERROR,
+    };
+    Failure {
+        code,
+        message: chain(&e),
+    }
+}
+
+async fn campaign_command(
+    cli: &Cli,
+    path: &Path,
+    command: &CampaignCommand,
+) -> Result<(), Failure> {
+    let file = CampaignFile::load(path).map_err(|e| Failure::usage(chain(&e)))?;
+    let stack_file = StackFile::load(&cli.file).map_err(|e| Failure::usage(chain(&e)))?;
+    let spec = file
+        .spec(path, &stack_file)
+        .map_err(|e| Failure::usage(chain(&e)))?;
+    let read_only = matches!(command, CampaignCommand::Plan | CampaignCommand::Status);
+    let mut select = StackSelect::default();
+    select.read_only = read_only;
+    select.holder = cli.holder.clone();
+    select.lease_wait = cli.lease_wait;
+    let fleet = FleetStacks::open(&cli.file, &spec, &select).await?;
+    let home = fleet
+        .home()
+        .ok_or_else(|| Failure::usage("the campaign spans no role"))?;
+    if !read_only {
+        // A balancer in this process starts empty: put what serves back.
+        for (_, stack) in fleet.stacks() {
+            if stack.local().is_some_and(|l| l.embedded.is_some()) {
+                stack.restore(false).await?;
+            }
+        }
+    }
+    let campaign = Campaign::new(home, spec.clone()).with_operators(&fleet);
+    match command {
+        CampaignCommand::Plan => {
+            let plan = campaign.plan().await.map_err(campaign_failure)?;
+            if cli.json {
+                print_json(&plan)
+            } else {
+                print!("{plan}");
+                Ok(())
+            }
+        }
+        CampaignCommand::Status => {
+            let report = campaign.report().await.map_err(campaign_failure)?;
+            if cli.json {
+                print_json(&report)
+            } else {
+                print!("{report}");
+                Ok(())
+            }
+        }
+        CampaignCommand::Run => {
+            let report = campaign.run().await.map_err(campaign_failure)?;
+            if cli.json {
+                print_json(&report)?;
+            } else {
+                print!("{report}");
+            }
+            match report.status {
+                CampaignStatus::Halted { wave, reason, .. } => Err(Failure {
+                    code: exit::FAILED,
+                    message: format!("campaign {} halted at wave {wave}: {reason}", spec.name),
+                }),
+                _ => Ok(()),
+            }
+        }
+        CampaignCommand::Renew {
+            max_servers,
+            older_than,
+        } => {
+            let ids: Vec<DeploymentId> =
+                spec.targets.iter().map(|t| t.deployment.clone()).collect();
+            let options = RenewOptions {
+                max_age: older_than.unwrap_or(spec.max_age),
+                max_servers: *max_servers,
+            };
+            let report = renew_aged_with(home, Some(&fleet), &ids, &options)
+                .await
+                .map_err(campaign_failure)?;
+            if cli.json {
+                return print_json(&report);
+            }
+            println!(
+                "{} server(s) older than {}; {} renewed",
+                report.aged,
+                phoenix::core::time::human(options.max_age),
+                report.renewed
+            );
+            for r in &report.roles {
+                let what = match &r.outcome {
+                    RenewOutcome::Renewed { operation } => format!("renewed by {operation}"),
+                    RenewOutcome::Busy { reason } => format!("busy, next tick: {reason}"),
+                    RenewOutcome::Preempted { operation, reason } => {
+                        format!("{operation} pre-empted: {reason}")
+                    }
+                    RenewOutcome::Failed { reason } => format!("failed: {reason}"),
+                    RenewOutcome::Deferred => "over this tick's budget, next tick".into(),
+                };
+                println!(
+                    "  {}/{}: {} aged, {} chosen: {what}",
+                    r.deployment, r.role, r.aged, r.chosen
+                );
+            }
+            Ok(())
         }
     }
 }
