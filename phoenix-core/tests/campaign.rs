@@ -88,10 +88,7 @@ fn all(release: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn waves_go_staging_first_one_failure_domain_at_a_time_within_the_budget() {
-    let env = |n: &str| Environment {
-        name: n.parse().unwrap(),
-        production: n == "prod",
-    };
+    let env = |n: &str| Environment::new(n.parse().unwrap(), n == "prod");
     let roles = ["api", "web", "worker"];
     // Prod listed first on purpose: the environment order decides.
     let fleet: Vec<Deployment> = (0..10)

@@ -17,6 +17,7 @@
 //!
 //! [environments.dev]
 //! production = false
+//! production_like = false    # configured like production: a staging to promote from
 //!
 //! [providers.laptop]
 //! kind = "local"             # local | openstack | aws | vsphere
@@ -28,6 +29,8 @@
 //! [deployments.shop]
 //! environment = "dev"
 //! provider = "laptop"
+//! # promote_from = "shop-staging"  # releases go live here only after their
+//! # soak = "2h"                    # images served there this long (default 1h)
 //!
 //! [deployments.shop.roles.web]
 //! desired = 2
@@ -144,6 +147,11 @@ pub struct EnvironmentSection {
     /// Production: certified images only, whatever the policy says.
     #[serde(default)]
     pub production: bool,
+    /// Configured like production (the same base and role layers,
+    /// production-sized roles): releases that served here can be promoted
+    /// to a deployment whose `promote_from` names one of its deployments.
+    #[serde(default)]
+    pub production_like: bool,
 }
 
 /// A deployment.
@@ -157,6 +165,13 @@ pub struct DeploymentSection {
     pub provider: Spanned<String>,
     /// Its roles.
     pub roles: BTreeMap<Name<RoleName>, RoleSection>,
+    /// The staging deployment (in a production-like environment) where a
+    /// release's images must have served before they go live here.
+    #[serde(default)]
+    pub promote_from: Option<Spanned<String>>,
+    /// How long they must have served there (default 1h).
+    #[serde(default)]
+    pub soak: Option<HumanDuration>,
 }
 
 /// A role of a deployment.
@@ -641,6 +656,39 @@ impl StackFile {
                     ),
                 ));
             }
+            if let Some(from) = &d.promote_from {
+                let staging = from.get_ref();
+                let declared = self
+                    .deployments
+                    .iter()
+                    .find(|(k, _)| k.0.as_str() == staging);
+                let reason = match declared {
+                    None => Some(format!(
+                        "no deployment {staging:?} is declared; declared: {}",
+                        list(self.deployments.keys().map(|k| k.0.as_str()))
+                    )),
+                    Some((k, _)) if k == name => {
+                        Some("a deployment cannot be promoted from itself".into())
+                    }
+                    Some((_, s)) => {
+                        let env = s.environment.get_ref();
+                        let e = self.environments.iter().find(|(k, _)| k.0.as_str() == env);
+                        match e {
+                            Some((_, e)) if e.production => {
+                                Some(format!("{staging:?} is in production environment {env:?}"))
+                            }
+                            Some((_, e)) if !e.production_like => Some(format!(
+                                "{staging:?} is in environment {env:?}, which is not marked production_like = true"
+                            )),
+                            Some(_) => None,
+                            None => Some(format!("{staging:?} is in no declared environment")),
+                        }
+                    }
+                };
+                if let Some(reason) = reason {
+                    return Err(invalid(Some(from.span().start), at("promote_from"), reason));
+                }
+            }
             if d.roles.is_empty() {
                 return Err(invalid(
                     Some(d.provider.span().start),
@@ -760,6 +808,40 @@ balancer = "front"
         assert!(e.contains("declared: front"), "{e}");
         let e = err(&GOOD.replace("provider = \"laptop\"", "provider = \"cloud\""));
         assert!(e.starts_with("phoenix.toml:17:"), "{e}");
+    }
+
+    #[test]
+    fn promotion_names_a_production_like_staging_deployment() {
+        let staged = format!(
+            "{GOOD}\n[environments.staging]\nproduction_like = true\n\n[deployments.shop-staging]\nenvironment = \"staging\"\nprovider = \"laptop\"\n\n[deployments.shop-staging.roles.web]\ndesired = 2\nbalancer = \"front\"\n"
+        )
+        .replace(
+            "environment = \"dev\"\nprovider = \"laptop\"\n",
+            "environment = \"dev\"\nprovider = \"laptop\"\npromote_from = \"shop-staging\"\nsoak = \"2h\"\n",
+        );
+        let f = StackFile::parse(Path::new("phoenix.toml"), &staged).unwrap();
+        let shop = "shop".parse().unwrap();
+        let d = crate::stack::definition(&f, &shop).unwrap();
+        let rule = d.promotion.expect("the rule is in the definition");
+        assert_eq!(rule.from.as_str(), "shop-staging");
+        assert_eq!(rule.soak, Duration::from_secs(7200));
+        let staging = crate::stack::definition(&f, &"shop-staging".parse().unwrap()).unwrap();
+        assert!(staging.environment.production_like && staging.promotion.is_none());
+
+        let e = err(&staged.replace("production_like = true", "production_like = false"));
+        assert!(e.starts_with("phoenix.toml:18:"), "{e}");
+        assert!(e.contains("deployments.shop.promote_from"), "{e}");
+        assert!(e.contains("not marked production_like"), "{e}");
+        let e = err(&staged.replace(
+            "promote_from = \"shop-staging\"",
+            "promote_from = \"shop-stagin\"",
+        ));
+        assert!(
+            e.contains("no deployment \"shop-stagin\" is declared"),
+            "{e}"
+        );
+        let e = err(&staged.replace("promote_from = \"shop-staging\"", "promote_from = \"shop\""));
+        assert!(e.contains("cannot be promoted from itself"), "{e}");
     }
 
     #[test]

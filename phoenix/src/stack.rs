@@ -566,11 +566,13 @@ pub(crate) fn definition(
         ));
     };
     let env_name = d.environment.get_ref();
-    let production = file
+    let declared = file
         .environments
         .iter()
         .find(|(k, _)| k.0.as_str() == env_name)
-        .is_some_and(|(_, e)| e.production);
+        .map(|(_, e)| e);
+    let production = declared.is_some_and(|e| e.production);
+    let production_like = declared.is_some_and(|e| e.production_like);
     let mut out = Deployment::new(
         deployment.clone(),
         Environment {
@@ -579,9 +581,20 @@ pub(crate) fn definition(
                 reason: format!("environment {env_name:?}: {e}"),
             })?,
             production,
-            production_like: false,
+            production_like,
         },
     );
+    if let Some(from) = &d.promote_from {
+        let from = from
+            .get_ref()
+            .parse()
+            .map_err(|e| StackFileError::Unsupported {
+                file: PathBuf::new(),
+                reason: format!("promote_from {:?}: {e}", from.get_ref()),
+            })?;
+        let soak = d.soak.map_or(std::time::Duration::from_secs(3600), |s| s.0);
+        out = out.promoted_from(from, soak);
+    }
     for (name, r) in &d.roles {
         let mut role = Role::new(name.0.clone(), r.desired).with_port(r.port);
         role.flavor = r.flavor.clone();

@@ -59,6 +59,7 @@ impl Run {
             discarded: Vec::new(),
             lost: Vec::new(),
             last_live: None,
+            left_live: None,
             history: Vec::new(),
         };
         self.snap.pools.insert(pool_id.clone(), new_stored(pool));

@@ -365,6 +365,10 @@ pub struct Pool {
     /// if it never served).
     #[serde(default)]
     pub last_live: Option<Timestamp>,
+    /// When it last stopped being live (`None` while it never left), so
+    /// that how long it served can be told: promotion needs it.
+    #[serde(default)]
+    pub left_live: Option<Timestamp>,
     /// State changes recorded in the pool by earlier versions. New
     /// records leave it empty: every state change is a
     /// [`PoolStateChanged`](crate::events::EventKind::PoolStateChanged)
@@ -399,6 +403,8 @@ impl Pool {
         }
         if to == PoolState::Live {
             self.last_live = Some(at);
+        } else if self.state == PoolState::Live {
+            self.left_live = Some(at);
         }
         self.state = to;
         Ok(())

@@ -25,9 +25,9 @@ pub struct NotPromoted {
 /// Finds the proof that `image` served role `role` live and healthy in
 /// `staging` for at least `rule.soak` by `now`.
 ///
-/// A live span counts until now while the pool is live, or until it left
-/// traffic for a standby or retirement; a pool that failed proves
-/// nothing. The staging environment must not be production and must be
+/// A pool's last live span counts until now while the pool is live, or
+/// until it left traffic for a standby or retirement; a pool that failed
+/// proves nothing. The staging environment must not be production and must be
 /// marked production-like, and must define the role with the same size
 /// (flavor) and port as `production`.
 pub fn prove(
@@ -76,7 +76,7 @@ pub fn prove(
             .pools_of(role)
             .filter(|p| p.release == release.label)
         {
-            if let Some((since, lasted)) = longest_good_live_span(pool, now) {
+            if let Some((since, lasted)) = last_good_live_span(pool, now) {
                 if best.as_ref().is_none_or(|b| lasted > b.live_for) {
                     best = Some(PromotionProof {
                         from: rule.from.clone(),
@@ -106,33 +106,17 @@ pub fn prove(
     }
 }
 
-/// The longest span a pool was live that ended well (still live, or left
-/// for a standby or retirement); none when it failed.
-fn longest_good_live_span(pool: &Pool, now: Timestamp) -> Option<(Timestamp, Duration)> {
-    if pool.state == PoolState::Failed {
-        return None;
+/// How long a pool last served: until now while it is live, or until it
+/// left traffic for a standby or retirement; none when it never served
+/// or failed.
+fn last_good_live_span(pool: &Pool, now: Timestamp) -> Option<(Timestamp, Duration)> {
+    let since = pool.last_live_at()?;
+    match (pool.state, pool.left_live) {
+        (PoolState::Failed, _) => None,
+        (PoolState::Live, _) => Some((since, elapsed_between(since, now))),
+        (_, Some(left)) if left >= since => Some((since, elapsed_between(since, left))),
+        _ => None,
     }
-    let mut best: Option<(Timestamp, Duration)> = None;
-    let mut since: Option<Timestamp> = None;
-    for t in &pool.history {
-        if t.to == PoolState::Live {
-            since = Some(t.at);
-        } else if t.from == PoolState::Live {
-            if let Some(s) = since.take() {
-                let lasted = elapsed_between(s, t.at);
-                if best.is_none_or(|(_, d)| lasted > d) {
-                    best = Some((s, lasted));
-                }
-            }
-        }
-    }
-    if let (Some(s), PoolState::Live) = (since, pool.state) {
-        let lasted = elapsed_between(s, now);
-        if best.is_none_or(|(_, d)| lasted > d) {
-            best = Some((s, lasted));
-        }
-    }
-    best
 }
 
 /// The proof the deployment's promotion rule asks for before `image`

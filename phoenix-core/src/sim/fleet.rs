@@ -41,6 +41,7 @@ impl SimCloud {
                 Environment {
                     name: EnvironmentName::new(env)?,
                     production: env == "prod",
+                    production_like: env == "staging",
                 },
             );
             for role in roles {

@@ -23,6 +23,7 @@ fn pool() -> Pool {
         discarded: vec![],
         lost: vec![],
         last_live: None,
+        left_live: None,
         history: vec![],
     }
 }
