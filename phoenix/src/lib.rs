@@ -80,7 +80,7 @@ pub use phoenix_state as state;
 
 pub use phoenix_core::{
     events::{Event, EventKind},
-    executor::{ExecError, OperationReport},
+    executor::{ExecError, FailureCause, OperationReport},
     plan::Plan,
     policy::Policy,
     Phoenix, PhoenixBuilder,

@@ -216,10 +216,24 @@ async fn plan_deploy_status_rollback_history_report_on_the_local_stack() {
     // A release whose servers die at boot: the deploy fails, v1 keeps
     // serving, and the exit status says "failed and rolled back" (6).
     f.broken_release("v3").await;
-    let failed = f.run(&["deploy", "v3"]).await;
+    let failed = f.run(&["deploy", "v3", "--json"]).await;
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert_eq!(failed.status.code(), Some(6), "{stderr}");
     assert!(stderr.contains("failed and was rolled back"), "{stderr}");
+    // Machines get why, typed, on stdout.
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    let why: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(why["exit"], 6, "{stdout}");
+    assert!(
+        why["error"].as_str().unwrap().contains("rolled back"),
+        "{stdout}"
+    );
+    let cause = why["cause"]["cause"].as_str().unwrap_or_default();
+    assert!(
+        ["launch_budget", "check", "timeout"].contains(&cause),
+        "a broken release fails its launches or checks: {stdout}"
+    );
     let after = f.ok(&["status"]).await;
     assert!(after.contains("role web: 2/2 serving"), "{after}");
     assert!(after.contains("pool web-v1-1 live"), "{after}");

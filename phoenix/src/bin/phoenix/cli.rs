@@ -21,7 +21,7 @@ use phoenix::file::{BalancerSection, StackFile};
 use phoenix::local::StackError;
 use phoenix::report::{deployment_events, Timeline};
 use phoenix::status::StatusTree;
-use phoenix::{ExecError, OperationReport, Plan, Stack, StackFileError, StackSelect};
+use phoenix::{ExecError, FailureCause, OperationReport, Plan, Stack, StackFileError, StackSelect};
 
 use crate::progress::Progress;
 
@@ -306,6 +306,8 @@ enum Operation {
 struct Failure {
     code: u8,
     message: String,
+    /// Why an operation failed, typed, for `--json`.
+    cause: Option<FailureCause>,
 }
 
 impl Failure {
@@ -313,6 +315,7 @@ impl Failure {
         Self {
             code: exit::USAGE,
             message: message.into(),
+            cause: None,
         }
     }
 }
@@ -335,10 +338,22 @@ impl From<StackFileError> for Failure {
             StackFileError::Stack(StackError::InvalidName { .. }) => exit::USAGE,
             _ => exit::ERROR,
         };
+        let cause = match &e {
+            StackFileError::Stack(StackError::Exec(x)) => exec_cause(x),
+            _ => None,
+        };
         Self {
             code,
             message: chain(&e),
+            cause,
         }
+    }
+}
+
+fn exec_cause(e: &ExecError) -> Option<FailureCause> {
+    match e {
+        ExecError::Failed { cause, .. } => Some(cause.clone()),
+        _ => None,
     }
 }
 
@@ -353,6 +368,7 @@ impl From<ExecError> for Failure {
         Self {
             code: exit::for_exec(&e),
             message: chain(&e),
+            cause: exec_cause(&e),
         }
     }
 }
@@ -362,6 +378,7 @@ impl From<PlanningError> for Failure {
         Self {
             code: exit::REFUSED,
             message: chain(&e),
+            cause: None,
         }
     }
 }
@@ -370,6 +387,7 @@ fn other(e: impl std::error::Error) -> Failure {
     Failure {
         code: exit::ERROR,
         message: chain(&e),
+        cause: None,
     }
 }
 
@@ -387,10 +405,20 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
+    let json = cli.json;
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("phoenix: {}", f.message);
+            if json {
+                // Machines read why from stdout, typed, as they read results.
+                let v = serde_json::json!({
+                    "error": f.message,
+                    "exit": f.code,
+                    "cause": f.cause,
+                });
+                println!("{v}");
+            }
             ExitCode::from(f.code)
         }
     }
@@ -685,6 +713,7 @@ fn campaign_failure(e: CampaignError) -> Failure {
     Failure {
         code,
         message: chain(&e),
+        cause: None,
     }
 }
 
@@ -746,6 +775,7 @@ async fn campaign_command(
                 CampaignStatus::Halted { wave, reason, .. } => Err(Failure {
                     code: exit::FAILED,
                     message: format!("campaign {} halted at wave {wave}: {reason}", spec.name),
+                    cause: None,
                 }),
                 _ => Ok(()),
             }
@@ -954,6 +984,7 @@ async fn report(
     let timeline = Timeline::build(deployment, op, &events, &releases).map_err(|e| Failure {
         code: exit::USAGE,
         message: chain(&e),
+        cause: None,
     })?;
     std::fs::create_dir_all(dir).map_err(|e| other_io(e, "cannot create", dir))?;
     let svg = dir.join(format!("{op}.svg"));
@@ -967,6 +998,7 @@ fn other_io(e: std::io::Error, what: &str, path: &Path) -> Failure {
     Failure {
         code: exit::ERROR,
         message: format!("{what} {}: {e}", path.display()),
+        cause: None,
     }
 }
 
