@@ -68,9 +68,14 @@ pub(crate) async fn provider(
 ) -> Result<ProviderPorts, StackFileError> {
     match section {
         #[cfg(feature = "openstack")]
-        ProviderSection::Openstack { cloud, network } => {
+        ProviderSection::Openstack {
+            cloud,
+            network,
+            images,
+            tag_images,
+        } => {
             use phoenix_providers::openstack::{
-                CloudConfig, NovaCompute, OpenStackImages, Session,
+                CloudConfig, ImageApi, NovaCompute, OpenStackImages, Session,
             };
             let err = setup(file, "provider", name);
             let config = match cloud {
@@ -89,7 +94,15 @@ pub(crate) async fn provider(
             }
             Ok(ProviderPorts {
                 compute: Arc::new(nova.build()),
-                images: Arc::new(OpenStackImages::builder(session.clone()).build()),
+                images: Arc::new(
+                    OpenStackImages::builder(session.clone())
+                        .api(match images {
+                            crate::file::ImagesApi::Nova => ImageApi::NovaImages,
+                            _ => ImageApi::Glance,
+                        })
+                        .write_properties(*tag_images)
+                        .build(),
+                ),
                 openstack: Some(session),
                 #[cfg(feature = "aws")]
                 aws: None,

@@ -256,6 +256,14 @@ pub enum ProviderSection {
         /// The network servers join.
         #[serde(default)]
         network: Option<String>,
+        /// Where images are read: `glance` (default) or `nova` (the Nova
+        /// images API, for clouds without Glance, such as Rackspace).
+        #[serde(default)]
+        images: ImagesApi,
+        /// Write lifecycle properties on images (default true; false where
+        /// the account cannot tag them, such as public base images).
+        #[serde(default = "yes")]
+        tag_images: bool,
     },
     /// AWS EC2 and AMIs.
     Aws {
@@ -289,6 +297,22 @@ pub enum ProviderSection {
         #[serde(default)]
         simulator: bool,
     },
+}
+
+/// Which OpenStack API images are read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ImagesApi {
+    /// Glance v2.
+    #[default]
+    Glance,
+    /// The Nova images API.
+    Nova,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How vSphere clones a template.

@@ -1,14 +1,15 @@
 //! The `phoenix` command against the clouds' peers, from a hand-written
 //! `phoenix.toml` and each ecosystem's own settings: AWS on moto (`AWS_*`,
-//! an ELBv2 listener switching two target groups), and vSphere on vcsim
+//! an ELBv2 listener switching two target groups), Rackspace on Mimic
+//! (`OS_*`, Nova and a Cloud Load Balancer), and vSphere on vcsim
 //! (`GOVC_*`). `scripts/test` starts the peers (`scripts/peers/*.sh`,
-//! which export `PHOENIX_MOTO_URL` and `PHOENIX_VCSIM_URL`); plain
-//! `cargo test` skips these.
+//! which export `PHOENIX_MOTO_URL`, `PHOENIX_MIMIC_URL` and
+//! `PHOENIX_VCSIM_URL`); plain `cargo test` skips these.
 //!
 //! Both peers' servers run nothing, so the roles check servers by the
 //! provider's word (`check = "provider"`).
 
-#![cfg(any(feature = "aws", feature = "vsphere"))]
+#![cfg(any(feature = "aws", feature = "vsphere", feature = "openstack"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -287,5 +288,136 @@ check = "provider"
             compute.terminate(&s.id).await.unwrap();
         }
         images.delete(&template.id).await.unwrap();
+    }
+}
+
+#[cfg(feature = "openstack")]
+mod rackspace {
+    use std::time::Duration;
+
+    use super::*;
+    use phoenix::core::labels::LabelSelector;
+    use phoenix::core::ports::{Compute, Images};
+    use phoenix::core::retry::RetryPolicy;
+    use phoenix::lb::rackspace_clb::RackspaceClb;
+    use phoenix::providers::openstack::testing::Mimic;
+    use phoenix::providers::openstack::{ImageApi, NovaCompute, OpenStackImages};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Mimic (scripts/test starts it: PHOENIX_MIMIC_URL)"]
+    async fn a_phoenix_toml_drives_nova_and_a_cloud_load_balancer_on_mimic() {
+        let mimic = Mimic::from_env().expect("PHOENIX_MIMIC_URL");
+        let user = format!("phx-toml-{}", std::process::id());
+        let session = mimic.session(&user, RetryPolicy::default()).unwrap();
+        let lb = RackspaceClb::create_balancer(&session, "phx-toml", "HTTP", 80, &[])
+            .await
+            .unwrap();
+        let image = OpenStackImages::builder(session.clone())
+            .api(ImageApi::NovaImages)
+            .build()
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+            .expect("Mimic lists base images");
+        // Mimic's clock moves only when told: builds and balancer updates
+        // wait for it, as they wait on a real cloud.
+        let ticker = {
+            let m = mimic.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if m.tick(1.0).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("phoenix.toml"),
+            format!(
+                r#"
+[policy]
+preset = "local"
+
+[environments.ci]
+
+[providers.rackspace]
+kind = "openstack"
+images = "nova"
+tag_images = false
+
+[balancers.clb]
+kind = "rackspace"
+id = {lb}
+
+[deployments.toml-shop]
+environment = "ci"
+provider = "rackspace"
+
+[deployments.toml-shop.roles.web]
+desired = 2
+port = 80
+flavor = "2"
+balancer = "clb"
+check = "provider"
+"#
+            ),
+        )
+        .unwrap();
+        // The OpenStack variables, as `openrc` sets them (Rackspace's API
+        // key instead of a password).
+        let env: Vec<(String, String)> = [
+            ("OS_AUTH_URL", mimic.auth_url()),
+            ("OS_USERNAME", user.clone()),
+            ("OS_API_KEY", "mimic-api-key".to_owned()),
+            ("OS_REGION_NAME", "ORD".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+
+        // The evidence lives in Phoenix's records: the account cannot tag
+        // a public base image (tag_images = false).
+        let out = ok(
+            d,
+            &env,
+            &["certify", image.id.as_str(), "--suite", "acceptance"],
+        )
+        .await;
+        assert!(out.contains("certified"), "{out}");
+        ok(d, &env, &["release", "v1", "--image", image.id.as_str()]).await;
+        ok(d, &env, &["release", "v2", "--image", image.id.as_str()]).await;
+        let plan = ok(d, &env, &["plan", "deploy", "v1"]).await;
+        assert!(plan.contains("steps:"), "{plan}");
+        let out = ok(d, &env, &["deploy", "v1"]).await;
+        assert!(out.contains("deploy: succeeded"), "{out}");
+        let out = ok(d, &env, &["deploy", "v2"]).await;
+        assert!(out.contains("deploy: succeeded"), "{out}");
+        let out = ok(d, &env, &["rollback"]).await;
+        assert!(out.contains("rollback: succeeded"), "{out}");
+        let tree = ok(d, &env, &["status"]).await;
+        println!("{tree}");
+        assert!(tree.starts_with("toml-shop (environment ci"), "{tree}");
+        assert!(tree.contains("role web: 2/2 serving"), "{tree}");
+        assert_eq!(
+            pools(&ok(d, &env, &["status", "--json"]).await)
+                .iter()
+                .filter(|(_, state)| state == "live")
+                .count(),
+            1
+        );
+
+        ticker.abort();
+        let nova = NovaCompute::builder(session.clone()).build();
+        let dep = "toml-shop".parse().unwrap();
+        for s in nova.list(&LabelSelector::deployment(&dep)).await.unwrap() {
+            nova.terminate(&s.id).await.unwrap();
+        }
+        RackspaceClb::delete_balancer(&session, lb).await.unwrap();
     }
 }
