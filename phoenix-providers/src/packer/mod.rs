@@ -140,6 +140,15 @@ pub const BUILD_LOG_PROPERTY: &str = "packer-build-log";
 pub const ARTIFACT_PROPERTY: &str = "packer-artifact";
 /// Property: the builder or post-processor that produced the artifact.
 pub const BUILDER_ID_PROPERTY: &str = "packer-builder-id";
+/// Property every Phoenix cloud adapter reads as the image's name (an
+/// adopted artifact gets it).
+pub const NAME_PROPERTY: &str = "phoenix-image";
+/// Property every Phoenix cloud adapter reads as the image's version.
+pub const VERSION_PROPERTY: &str = "phoenix-version";
+/// Property every Phoenix cloud adapter reads as the image's base.
+pub const BASE_PROPERTY: &str = "phoenix-base";
+/// Property every Phoenix cloud adapter reads as the lifecycle state.
+pub const STATE_PROPERTY: &str = "phoenix-image-state";
 /// Request properties named `packer-var.<name>` are passed as `-var
 /// name=value` and not set on the image.
 pub const VAR_PROPERTY_PREFIX: &str = "packer-var.";
@@ -260,8 +269,11 @@ pub enum Registration {
     /// [`BakeSource::Artifact`] (a vSphere template's inventory path).
     BakeId,
     /// The artifact's id is an image the inner port already has (an AMI,
-    /// a Glance image): it is looked up and tagged with its provenance.
-    /// Packer's `region:ami-…[,region:ami-…]` is read as the first AMI.
+    /// a Glance image): it is looked up and tagged with its provenance and
+    /// with the name, version, base and state properties the Phoenix cloud
+    /// adapters read ([`NAME_PROPERTY`], [`VERSION_PROPERTY`],
+    /// [`BASE_PROPERTY`], [`STATE_PROPERTY`] `built`). Packer's
+    /// `region:ami-…[,region:ami-…]` is read as the first AMI.
     AdoptId,
 }
 
@@ -916,6 +928,12 @@ impl PackerImages {
                     )
                 })?;
                 properties.insert(ARTIFACT_PROPERTY.into(), raw.clone());
+                properties.insert(NAME_PROPERTY.into(), request.name.clone());
+                properties.insert(VERSION_PROPERTY.into(), request.version.clone());
+                properties.insert(STATE_PROPERTY.into(), "built".into());
+                if let Some(base) = &request.base {
+                    properties.insert(BASE_PROPERTY.into(), base.clone());
+                }
                 self.emit(BakeEvent::Registering {
                     artifact: raw.clone(),
                 });
