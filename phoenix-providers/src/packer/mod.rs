@@ -25,8 +25,11 @@
 //!
 //! # Variables
 //!
-//! Each bake passes `-var k=v` for the builder's [`var`](PackerImagesBuilder::var)s,
-//! then for the request's properties named `packer-var.<k>`
+//! Each bake passes variables in a `-var-file` readable only by its user
+//! and removed after the build (so that credentials stay out of `ps` and
+//! out of the build log): the builder's
+//! [`var`](PackerImagesBuilder::var)s, then the request's properties
+//! named `packer-var.<k>`
 //! ([`VAR_PROPERTY_PREFIX`], not passed on as image properties), then,
 //! when configured, the request's name, version and base under the
 //! variable names [`name_var`](PackerImagesBuilder::name_var),
@@ -149,8 +152,8 @@ pub const VERSION_PROPERTY: &str = "phoenix-version";
 pub const BASE_PROPERTY: &str = "phoenix-base";
 /// Property every Phoenix cloud adapter reads as the lifecycle state.
 pub const STATE_PROPERTY: &str = "phoenix-image-state";
-/// Request properties named `packer-var.<name>` are passed as `-var
-/// name=value` and not set on the image.
+/// Request properties named `packer-var.<name>` are passed to packer as
+/// variable `name` and not set on the image.
 pub const VAR_PROPERTY_PREFIX: &str = "packer-var.";
 
 /// Progress of a bake, for whoever follows it.
@@ -265,8 +268,11 @@ pub enum Registration {
     /// [`BakeSource::Artifact`]: the local image store.
     #[default]
     BakeFiles,
-    /// The artifact's id is baked through the inner port as
-    /// [`BakeSource::Artifact`] (a vSphere template's inventory path).
+    /// The artifact's id, after the
+    /// [`id_prefix`](PackerImagesBuilder::id_prefix), is baked through the
+    /// inner port as [`BakeSource::Artifact`]: `vsphere-clone` reports the
+    /// VM's name, so a prefix such as `/DC0/vm/` makes it the inventory
+    /// path `VsphereImages` clones its template from.
     BakeId,
     /// The artifact's id is an image the inner port already has (an AMI,
     /// a Glance image): it is looked up and tagged with its provenance and
@@ -310,6 +316,7 @@ pub struct PackerImages {
     events: Option<BakeEventSink>,
     registration: Registration,
     builder_id: Option<String>,
+    id_prefix: String,
     cancel_grace: Duration,
 }
 
@@ -341,6 +348,7 @@ pub struct PackerImagesBuilder {
     events: Option<BakeEventSink>,
     registration: Registration,
     builder_id: Option<String>,
+    id_prefix: String,
     cancel_grace: Option<Duration>,
 }
 
@@ -365,7 +373,7 @@ impl PackerImagesBuilder {
         self.template = Some(path.into());
         self
     }
-    /// A variable passed to every bake as `-var name=value`.
+    /// A variable passed to every bake (in its variables file).
     pub fn var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.vars.insert(name.into(), value.into());
         self
@@ -421,6 +429,12 @@ impl PackerImagesBuilder {
         self.builder_id = Some(id.into());
         self
     }
+    /// Prepended to the artifact's id with [`Registration::BakeId`] (such
+    /// as a vSphere folder's inventory path, `/DC0/vm/`).
+    pub fn id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.id_prefix = prefix.into();
+        self
+    }
     /// How long a cancelled packer may clean up before it is killed
     /// (default two minutes).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
@@ -471,12 +485,48 @@ impl PackerImagesBuilder {
             events: self.events,
             registration: self.registration,
             builder_id: self.builder_id,
+            id_prefix: self.id_prefix,
             cancel_grace: self.cancel_grace.unwrap_or(Duration::from_secs(120)),
         })
     }
 }
 
 static LOG_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A `-var-file` (mode 0600) removed when the bake ends or is dropped.
+struct VarFile(PathBuf);
+
+impl VarFile {
+    fn write(path: &Path, vars: &[(String, String)]) -> Result<Self, PackerError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let map: serde_json::Map<String, serde_json::Value> = vars
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let io = |source| PackerError::Io {
+            what: "write the variables file",
+            path: path.to_path_buf(),
+            source,
+        };
+        let bytes = serde_json::to_vec(&map).map_err(|e| io(std::io::Error::other(e)))?;
+        let file = Self(path.to_path_buf());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(&bytes))
+            .map_err(io)?;
+        Ok(file)
+    }
+}
+
+impl Drop for VarFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 /// Interrupts packer's process group when the bake is dropped before
 /// packer exited, and kills it after the grace period.
@@ -638,10 +688,15 @@ impl PackerImages {
 
         let mut args: Vec<String> = vec!["build".into(), "-machine-readable".into()];
         let vars = self.args(request);
-        for (k, v) in &vars {
-            args.push("-var".into());
-            args.push(format!("{k}={v}"));
-        }
+        // Variables go in a file only we can read, not on the command line
+        // where every user's `ps` sees them (they may be credentials).
+        let _var_file = if vars.is_empty() {
+            None
+        } else {
+            let file = VarFile::write(&log.with_extension("vars.json"), &vars)?;
+            args.push(format!("-var-file={}", file.0.display()));
+            Some(file)
+        };
         let template_arg = match &self.work_dir {
             // Packer runs in the working directory: an absolute template
             // path is unambiguous.
@@ -652,15 +707,16 @@ impl PackerImages {
         };
         args.push(template_arg.display().to_string());
         let header = format!(
-            "# phoenix packer bake of {} {}: {} build -machine-readable {}{}\n",
+            "# phoenix packer bake of {} {}: {} build -machine-readable {}\n# variables (values not logged): {}\n",
             request.name,
             request.version,
             self.packer.display(),
+            template_arg.display(),
             // Variable values may be secrets: the log names them only.
             vars.iter()
-                .map(|(k, _)| format!("-var {k}=… "))
-                .collect::<String>(),
-            template_arg.display()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         log_file
             .write_all(header.as_bytes())
@@ -898,8 +954,9 @@ impl PackerImages {
                     .map_err(|e| refused(shown, e))
             }
             Registration::BakeId => {
-                let id = artifact.id.clone().unwrap_or_default();
-                properties.insert(ARTIFACT_PROPERTY.into(), id.clone());
+                let raw = artifact.id.clone().unwrap_or_default();
+                properties.insert(ARTIFACT_PROPERTY.into(), raw.clone());
+                let id = format!("{}{raw}", self.id_prefix);
                 self.emit(BakeEvent::Registering {
                     artifact: id.clone(),
                 });
