@@ -390,3 +390,41 @@ async fn a_missing_packer_is_named() {
     assert!(matches!(port.kind, ErrorKind::Unsupported(_)), "{port}");
     assert!(!port.is_retryable());
 }
+
+/// An HCL2 template directory (`tests/packer-hcl`): the variables go in
+/// the same JSON variables file, the digest covers the directory's
+/// template files.
+#[tokio::test]
+#[ignore = "needs packer: run the full test script"]
+async fn an_hcl2_template_directory_bakes_too() {
+    let s = setup();
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/packer-hcl");
+    let (sink, _rx) = channel_sink();
+    let pi = PackerImages::builder()
+        .packer(packer())
+        .template(&template)
+        .name_var("name")
+        .version_var("version")
+        .var("out", s.dir.path().join("build").display().to_string())
+        .log_dir(s.dir.path().join("logs"))
+        .events(sink)
+        .inner(s.local.clone())
+        .build()
+        .unwrap();
+    let bake = pi.build(&request("2.0.0")).await.unwrap();
+    let dir = s.local.directory(&bake.image.id).unwrap();
+    let run = std::process::Command::new(dir.join("entrypoint"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "hello, world\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("VERSION")).unwrap(),
+        "shop 2.0.0\n"
+    );
+    let digest = &bake.image.properties[TEMPLATE_DIGEST_PROPERTY];
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    assert_eq!(bake.template_digest, *digest);
+}

@@ -34,8 +34,9 @@
 //! when configured, the request's name, version and base under the
 //! variable names [`name_var`](PackerImagesBuilder::name_var),
 //! [`version_var`](PackerImagesBuilder::version_var) and
-//! [`base_var`](PackerImagesBuilder::base_var) (HCL2 templates refuse
-//! variables they do not declare, so none is passed unless asked).
+//! [`base_var`](PackerImagesBuilder::base_var) (none of these unless
+//! asked: an HCL2 template warns about variables it does not declare).
+//! The file is JSON, which JSON templates and HCL2 templates both read.
 //!
 //! # Progress
 //!
