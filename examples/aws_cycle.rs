@@ -499,6 +499,7 @@ async fn cycle(
                         passed: true,
                         details: format!("{version} accepted"),
                         digest: image.digest.clone(),
+                        log: None,
                     });
                     ok(phoenix.register_image(&image).await)?;
                     println!("   AMI {id} ({})", image.name);

@@ -359,6 +359,7 @@ async fn cycle(
                     passed: true,
                     details: "base image accepted for the example".into(),
                     digest: image.digest.clone(),
+                    log: None,
                 });
                 ok(phoenix.register_image(&image).await)?;
                 chosen.push(image.id);

@@ -546,6 +546,7 @@ async fn cycle(
                         passed: true,
                         details: format!("{version} accepted"),
                         digest: image.digest.clone(),
+                        log: None,
                     });
                     ok(phoenix.register_image(&image).await)?;
                     // On the template too, for whoever looks in the

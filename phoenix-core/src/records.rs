@@ -56,9 +56,11 @@ pub mod key {
     pub fn preempt(d: &DeploymentId) -> String {
         format!("deployments/{d}/preempt")
     }
+    /// Prefix of the image records.
+    pub const IMAGES_PREFIX: &str = "images/";
     /// One image.
     pub fn image(i: &ImageId) -> String {
-        format!("images/{i}")
+        format!("{IMAGES_PREFIX}{i}")
     }
     /// A deployment's event stream.
     pub fn events(d: &DeploymentId) -> String {
@@ -462,6 +464,20 @@ impl Records {
     /// Reads an image record.
     pub async fn image(&self, id: &ImageId) -> Result<Option<Stored<Image>>, RecordError> {
         self.get(&key::image(id), "image").await
+    }
+
+    /// Every image record, in id order.
+    pub async fn images(&self) -> Result<Vec<Stored<Image>>, RecordError> {
+        let mut out = Vec::new();
+        for (k, v) in self.store.list(key::IMAGES_PREFIX).await? {
+            let image: Image = decode(&k, "image", &v.value)?;
+            out.push(Stored {
+                value: image,
+                version: v.version,
+            });
+        }
+        out.sort_by(|a, b| a.value.id.cmp(&b.value.id));
+        Ok(out)
     }
 
     /// Writes an image record with compare-and-swap.

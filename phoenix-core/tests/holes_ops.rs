@@ -228,6 +228,7 @@ async fn hole_16_a_provider_claim_certifies_nothing() {
         passed: true,
         details: "ran against a rebuilt image".into(),
         digest: Some("another-digest".into()),
+        log: None,
     });
     w.phoenix.register_image(&other).await.unwrap();
     let deployment = w

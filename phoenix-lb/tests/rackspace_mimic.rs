@@ -487,6 +487,7 @@ async fn world(prefix: &str, size: usize, policy: Policy) -> World {
             passed: true,
             details: "mimic base image".into(),
             digest: image.digest.clone(),
+            log: None,
         });
         phoenix.register_image(&image).await.unwrap();
         let mut by_role = BTreeMap::new();

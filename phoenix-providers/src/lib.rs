@@ -17,7 +17,10 @@
 //!   APIs (the `aws` module);
 //! - `vsphere`: VMware vSphere (the `vsphere` module): VMs cloned from
 //!   templates over a thin vim25 SOAP client, guestinfo boot
-//!   configuration, custom attributes, power off and on for cold standby.
+//!   configuration, custom attributes, power off and on for cold standby;
+//! - `packer`: bakes images with `packer build -machine-readable` and
+//!   registers the artifact, with its provenance, through another images
+//!   port (the `packer` module).
 //!
 //! `phoenix_core::sim` (feature `sim` of `phoenix-core`) provides a
 //! simulated cloud for tests.
@@ -89,6 +92,8 @@ pub mod api_stats;
 pub mod aws;
 #[cfg(feature = "openstack")]
 pub mod openstack;
+#[cfg(feature = "packer")]
+pub mod packer;
 #[cfg(any(feature = "openstack", feature = "aws", feature = "vsphere"))]
 pub(crate) mod redact;
 #[cfg(any(feature = "openstack", feature = "aws"))]

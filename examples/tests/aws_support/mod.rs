@@ -149,6 +149,7 @@ impl AwsWorld {
             passed: true,
             details: "stock AMI".into(),
             digest: image.digest.clone(),
+            log: None,
         });
         phoenix.register_image(&image).await.unwrap();
         for label in spec.releases {

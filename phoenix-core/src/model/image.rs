@@ -86,6 +86,154 @@ pub struct TestEvidence {
     /// something only about that content.
     #[serde(default)]
     pub digest: Option<String>,
+    /// Where the full test log or report is kept (a path, a URL, a CI
+    /// job): what an auditor opens to check the verdict. Records written
+    /// before this field existed read as `None`.
+    #[serde(default)]
+    pub log: Option<String>,
+}
+
+/// The longest value [`TestEvidence::summary`] returns: AWS tags hold 256
+/// characters, and the other providers' properties at least as many.
+pub const EVIDENCE_SUMMARY_MAX: usize = 255;
+
+impl TestEvidence {
+    /// Evidence that `suite` finished at `at` with `passed`, for no
+    /// particular digest (the catalog fills in the image's), with no
+    /// details and no log.
+    pub fn new(suite: impl Into<String>, at: Timestamp, passed: bool) -> Self {
+        Self {
+            suite: suite.into(),
+            at,
+            passed,
+            details: String::new(),
+            digest: None,
+            log: None,
+        }
+    }
+
+    /// With a summary or link.
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = details.into();
+        self
+    }
+
+    /// For the content with this digest.
+    pub fn with_digest(mut self, digest: impl Into<String>) -> Self {
+        self.digest = Some(digest.into());
+        self
+    }
+
+    /// With a reference to the full log.
+    pub fn with_log(mut self, log: impl Into<String>) -> Self {
+        self.log = Some(log.into());
+        self
+    }
+
+    /// One line for a provider property (an AMI tag, a Glance property, a
+    /// vSphere attribute): `suite passed at <time> for <digest> log <ref>`,
+    /// cut to [`EVIDENCE_SUMMARY_MAX`] characters. The record and the
+    /// [`EvidenceReport`] keep the whole entry.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} {} at {} for {}",
+            self.suite,
+            if self.passed { "passed" } else { "failed" },
+            self.at.to_rfc3339(),
+            self.digest.as_deref().unwrap_or("unknown digest"),
+        );
+        if let Some(log) = &self.log {
+            s.push_str(" log ");
+            s.push_str(log);
+        }
+        if s.chars().count() > EVIDENCE_SUMMARY_MAX {
+            s = s.chars().take(EVIDENCE_SUMMARY_MAX - 1).collect();
+            s.push('…');
+        }
+        s
+    }
+}
+
+/// One evidence entry in an [`EvidenceReport`], with whether it speaks of
+/// the image's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceEntry {
+    /// The recorded evidence, as recorded.
+    #[serde(flatten)]
+    pub evidence: TestEvidence,
+    /// True when it ran against the image's digest: only such evidence
+    /// can certify it.
+    pub for_this_digest: bool,
+}
+
+/// What an auditor receives about one image: its identity, content digest,
+/// lifecycle state, provenance (the provider properties, such as the
+/// template digest, packer version and build log of a Packer bake), every
+/// test evidence entry, and whether that evidence certifies it. Serialises
+/// to JSON with `serde_json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceReport {
+    /// The provider's id.
+    pub image: ImageId,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// The content digest the evidence must name.
+    pub digest: Option<String>,
+    /// The image it was baked from, when known.
+    pub base: Option<String>,
+    /// Its recorded lifecycle state.
+    pub state: ImageState,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Provenance: the image's provider properties.
+    pub provenance: BTreeMap<String, String>,
+    /// Every recorded evidence entry, oldest first.
+    pub evidence: Vec<EvidenceEntry>,
+    /// True when the evidence certifies the image ([`Image::proven`]):
+    /// some suite passed for its digest and the latest run of every suite
+    /// that ran for its digest passed.
+    pub certifies: bool,
+    /// Why not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+impl EvidenceReport {
+    /// The report of an image record.
+    pub fn of(image: &Image) -> Self {
+        let certifies = image.proven();
+        let refusal = if certifies {
+            None
+        } else if image.evidence.is_empty() {
+            Some("no test evidence is recorded".to_owned())
+        } else if let Some(failed) = image.failing_suites().first() {
+            Some(format!("the latest run of suite {failed:?} failed"))
+        } else {
+            Some("no passing test evidence is recorded for its digest".to_owned())
+        };
+        Self {
+            image: image.id.clone(),
+            name: image.name.clone(),
+            version: image.version.clone(),
+            digest: image.digest.clone(),
+            base: image.base.clone(),
+            state: image.state,
+            created_at: image.created_at,
+            provenance: image.properties.clone(),
+            evidence: image
+                .evidence
+                .iter()
+                .map(|e| EvidenceEntry {
+                    evidence: e.clone(),
+                    for_this_digest: e.digest == image.digest,
+                })
+                .collect(),
+            certifies,
+            refusal,
+        }
+    }
 }
 
 /// An immutable, provider-scoped machine image.
@@ -212,6 +360,7 @@ mod tests {
             passed,
             details: String::new(),
             digest: None,
+            log: None,
         }
     }
 
@@ -234,5 +383,36 @@ mod tests {
         img.transition(ImageState::Deprecated).unwrap();
         img.transition(ImageState::Deleted).unwrap();
         assert!(img.transition(ImageState::Released).is_err());
+    }
+
+    #[test]
+    fn summaries_fit_a_tag_and_reports_say_why() {
+        let at = TokioClock::fixed().now();
+        let e = TestEvidence::new("smoke", at, true)
+            .with_digest("sha256:ab")
+            .with_log("x".repeat(400));
+        let s = e.summary();
+        assert!(s.starts_with("smoke passed at "), "{s}");
+        assert!(s.contains("for sha256:ab log xxx"), "{s}");
+        assert_eq!(s.chars().count(), EVIDENCE_SUMMARY_MAX);
+
+        let mut img = image();
+        img.digest = Some("sha256:cd".into());
+        img.evidence.push(e);
+        let report = EvidenceReport::of(&img);
+        assert!(!report.certifies);
+        assert!(!report.evidence[0].for_this_digest);
+        assert!(report.refusal.unwrap().contains("digest"));
+        let json = serde_json::to_value(EvidenceReport::of(&img)).unwrap();
+        assert_eq!(json["evidence"][0]["suite"], "smoke");
+        assert_eq!(json["evidence"][0]["for_this_digest"], false);
+    }
+
+    #[test]
+    fn old_evidence_records_read_without_a_log() {
+        let old =
+            r#"{"suite":"s","at":"2026-01-01T00:00:00Z","passed":true,"details":"","digest":null}"#;
+        let e: TestEvidence = serde_json::from_str(old).unwrap();
+        assert_eq!(e.log, None);
     }
 }

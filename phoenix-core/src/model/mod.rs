@@ -9,7 +9,9 @@ mod release;
 mod server;
 
 pub use deployment::{Deployment, Environment, Role};
-pub use image::{Image, ImageState, TestEvidence};
+pub use image::{
+    EvidenceEntry, EvidenceReport, Image, ImageState, TestEvidence, EVIDENCE_SUMMARY_MAX,
+};
 pub use pool::{
     DiscardedServer, LostLaunch, Pool, PoolState, PoolTransition, Slot, SlotState, StandbyKind,
     Traffic,

@@ -4,13 +4,19 @@
 use std::collections::BTreeMap;
 
 use crate::id::{DeploymentId, ImageId, ReleaseLabel, RoleName};
-use crate::model::{Deployment, Image, ImageState, Release, TestEvidence};
+use crate::model::{Deployment, EvidenceReport, Image, ImageState, Release, TestEvidence};
 use crate::ops::PlanningError;
 use crate::policy::Policy;
 use crate::ports::{Expect, PortError};
 use crate::records::Snapshot;
 
 use super::{CatalogError, Phoenix};
+
+/// The provider property that carries the latest recorded test evidence
+/// ([`TestEvidence::summary`]).
+pub const EVIDENCE_PROPERTY: &str = "phoenix-evidence";
+/// The provider property that counts the recorded test evidence entries.
+pub const EVIDENCE_COUNT_PROPERTY: &str = "phoenix-evidence-count";
 
 impl Phoenix {
     /// Checks that an image may be launched in the deployment's
@@ -140,7 +146,14 @@ impl Phoenix {
         }
     }
 
-    /// Records test evidence on an image.
+    /// Records test evidence on an image: in the records (every entry,
+    /// which is what certification reads) and, where the provider stores
+    /// properties, on the provider's image too ([`EVIDENCE_PROPERTY`]: the
+    /// latest entry's [`summary`](TestEvidence::summary);
+    /// [`EVIDENCE_COUNT_PROPERTY`]: how many are recorded), for whoever
+    /// looks in the cloud's console. The provider's copy is a courtesy:
+    /// certification never reads it. Evidence without a digest is taken to
+    /// speak of the image's current digest.
     pub async fn record_evidence(
         &self,
         id: &ImageId,
@@ -152,11 +165,61 @@ impl Phoenix {
         if evidence.digest.is_none() {
             evidence.digest = image.digest.clone();
         }
+        let summary = evidence.summary();
         image.record_evidence(evidence)?;
         self.records
             .put_image(&image, Expect::Version(version))
             .await?;
+        if self.ports.images.capabilities().properties {
+            let mut props = BTreeMap::new();
+            props.insert(EVIDENCE_PROPERTY.to_owned(), summary);
+            props.insert(
+                EVIDENCE_COUNT_PROPERTY.to_owned(),
+                image.evidence.len().to_string(),
+            );
+            let images = self.ports.images.clone();
+            self.policy
+                .retry
+                .run(|| images.set_properties(id, &props))
+                .await?;
+        }
         Ok(image)
+    }
+
+    /// The evidence report of one image, for auditors: Phoenix's record
+    /// of it (an image only the provider knows is recorded first, with the
+    /// provider's claims of certification set aside, as
+    /// [`check_launchable`](Self::check_launchable) does) with every
+    /// evidence entry and whether it certifies the image. Serialise it
+    /// with `serde_json`.
+    pub async fn evidence_report(&self, id: &ImageId) -> Result<EvidenceReport, CatalogError> {
+        if let Some(stored) = self.records.image(id).await? {
+            return Ok(EvidenceReport::of(&stored.value));
+        }
+        let images = self.ports.images.clone();
+        match self.policy.retry.run(|| images.get(id)).await {
+            Ok(mut img) => {
+                if img.state.is_certified() {
+                    img.state = ImageState::Built;
+                }
+                img.evidence.clear();
+                Ok(EvidenceReport::of(&img))
+            }
+            Err(e) if e.is_not_found() => Err(CatalogError::UnknownImage(id.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The evidence reports of every image Phoenix has recorded, in id
+    /// order: the export an auditor asks for.
+    pub async fn evidence_reports(&self) -> Result<Vec<EvidenceReport>, CatalogError> {
+        Ok(self
+            .records
+            .images()
+            .await?
+            .iter()
+            .map(|s| EvidenceReport::of(&s.value))
+            .collect())
     }
 
     /// Moves an image along its lifecycle (checked), records it, and tags

@@ -2,6 +2,7 @@
 //! builds plans, applies them, and manages images and releases.
 
 mod catalog;
+pub use catalog::{EVIDENCE_COUNT_PROPERTY, EVIDENCE_PROPERTY};
 mod plans;
 
 use std::fmt;

@@ -381,6 +381,7 @@ impl SimCloud {
                     passed: true,
                     details: "sim".into(),
                     digest: Some(digest),
+                    log: None,
                 }]
             } else {
                 Vec::new()

@@ -88,6 +88,7 @@ impl LocalStack {
                     Err(e) => e.chain(),
                 },
                 digest: image.digest.clone(),
+                log: None,
             };
             if state == ImageState::Built {
                 self.phoenix.record_evidence(&image.id, evidence).await?;

@@ -539,6 +539,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 passed: !failed,
                 details: details.clone(),
                 digest: None,
+                log: None,
             });
             let image = stack.certify(&id, evidence).await?;
             if cli.json {
