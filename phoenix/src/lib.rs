@@ -51,6 +51,7 @@
 //! | `openstack` | Nova, Glance (Keystone v3, Rackspace identity), Octavia, Rackspace CLB, floating IPs |
 //! | `aws` | EC2, AMIs, ELBv2, Elastic IPs, AWS's credential chain |
 //! | `vsphere` | VMs cloned from templates on vCenter (`GOVC_*`) |
+//! | `packer` | images baked by `packer build`, with their provenance |
 //! | `haproxy` | HAProxy through its runtime API |
 //! | `postgres` | PostgreSQL state shared by orchestrators |
 //! | `sim`, `mock` | the simulated cloud and port mocks, for tests |

@@ -239,6 +239,20 @@ async fn plan_deploy_status_rollback_history_report_on_the_local_stack() {
     assert!(after.contains("pool web-v1-1 live"), "{after}");
     assert!(after.contains("failed (0 of 2 servers)"), "{after}");
 
+    // What auditors get: every recorded image, its evidence, certified.
+    let evidence: serde_json::Value =
+        serde_json::from_str(&f.ok(&["evidence", "--json"]).await).unwrap();
+    let reports = evidence.as_array().unwrap();
+    assert!(!reports.is_empty(), "{evidence}");
+    assert!(
+        reports
+            .iter()
+            .any(|r| r["certifies"] == true && !r["evidence"].as_array().unwrap().is_empty()),
+        "{evidence}"
+    );
+    let text = f.ok(&["evidence"]).await;
+    assert!(text.contains("certified by its evidence"), "{text}");
+
     let history = f.ok(&["history"]).await;
     assert_eq!(history.matches(" deploy ").count(), 3, "{history}");
     assert_eq!(history.matches(" rollback ").count(), 1, "{history}");
@@ -377,6 +391,7 @@ async fn every_command_has_help_and_completions_print() {
         "teardown",
         "status",
         "history",
+        "evidence",
         "export",
         "report",
         "lb",

@@ -147,6 +147,12 @@ enum Command {
     },
     /// The deployment's releases, pools and operations.
     History,
+    /// The test evidence of an image, or of every recorded image, for
+    /// auditors: digest, provenance, each run, and whether it certifies.
+    Evidence {
+        /// The image (default: every image in the records).
+        image: Option<String>,
+    },
     /// One operation's whole record (plan, journal, events) as JSON.
     Export {
         /// The operation (default: the last one).
@@ -648,6 +654,69 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     println!();
                 }
             }
+        }
+        Command::Evidence { image } => {
+            let stack = open_records(&cli).await?;
+            let p = stack.phoenix();
+            let reports = match image {
+                Some(id) => {
+                    let id = phoenix::core::id::ImageId::new(id.clone())
+                        .map_err(|e| Failure::usage(format!("image {id:?}: {e}")))?;
+                    vec![p.evidence_report(&id).await.map_err(other)?]
+                }
+                None => p.evidence_reports().await.map_err(other)?,
+            };
+            if cli.json {
+                return print_json(&reports);
+            }
+            if reports.is_empty() {
+                println!("no image is recorded");
+            }
+            for r in &reports {
+                println!(
+                    "image {} ({} {}) {}: {}",
+                    r.image,
+                    r.name,
+                    r.version,
+                    r.state,
+                    if r.certifies {
+                        "certified by its evidence".to_owned()
+                    } else {
+                        format!(
+                            "not certified: {}",
+                            r.refusal.as_deref().unwrap_or("no passing evidence")
+                        )
+                    }
+                );
+                println!("  digest {}", r.digest.as_deref().unwrap_or("(none)"));
+                for (k, v) in &r.provenance {
+                    println!("  {k} = {v}");
+                }
+                for e in &r.evidence {
+                    let t = &e.evidence;
+                    println!(
+                        "  - {} {} at {}{}{}{}",
+                        t.suite,
+                        if t.passed { "passed" } else { "FAILED" },
+                        t.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        if e.for_this_digest {
+                            String::new()
+                        } else {
+                            format!(" (for digest {})", t.digest.as_deref().unwrap_or("none"))
+                        },
+                        if t.details.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", t.details)
+                        },
+                        t.log
+                            .as_deref()
+                            .map(|l| format!(" [log {l}]"))
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(())
         }
         Command::History => {
             let stack = open_records(&cli).await?;
