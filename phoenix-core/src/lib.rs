@@ -44,6 +44,8 @@
 //! port for downstream tests), `conformance` (the suites every adapter
 //! passes).
 
+pub mod chaos;
+pub mod cost;
 pub mod events;
 pub mod executor;
 pub mod id;

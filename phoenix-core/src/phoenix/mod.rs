@@ -306,6 +306,11 @@ impl Phoenix {
         &self.ports
     }
 
+    /// The clock of timestamps.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
     /// The default policy of new plans.
     pub fn policy(&self) -> &Policy {
         &self.policy
