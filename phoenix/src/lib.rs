@@ -89,10 +89,12 @@ pub use phoenix_core::{
 /// re-exported so that no `tokio_util` type is needed by hand.
 pub use phoenix_lb::remote::CancellationToken;
 
+pub mod chaos;
 mod compose;
 pub mod exit;
 pub mod file;
 pub mod local;
+pub mod prices;
 mod probe;
 pub mod report;
 mod stack;

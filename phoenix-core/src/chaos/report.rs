@@ -109,20 +109,21 @@ impl fmt::Display for DrillReport {
         )?;
         writeln!(
             f,
-            "{:>3}  {:<28} {:<12} {:>8} {:>10} {:>10}",
-            "#", "victim", "domain", "healthy", "detect", "restore"
+            "{:>3}  {:<28} {:<12} {:>8} {:>10} {:<9} {:>10}",
+            "#", "victim", "domain", "healthy", "detect", "by", "restore"
         )?;
         for r in &self.failures {
             let victims: Vec<String> = r.victims.iter().map(ToString::to_string).collect();
             writeln!(
                 f,
-                "{:>3}  {:<28} {:<12} {:>4}/{:<3} {:>10} {:>10}",
+                "{:>3}  {:<28} {:<12} {:>4}/{:<3} {:>10} {:<9} {:>10}",
                 r.number,
                 victims.join(","),
                 r.domain,
                 r.healthy_before,
                 r.floor,
                 human(r.time_to_detect),
+                r.detected_by,
                 human(r.time_to_restore)
             )?;
         }
