@@ -241,3 +241,47 @@ async fn a_restore_past_its_deadline_halts_the_drill() {
     assert!(halted.report.failures.is_empty());
     assert!(halted.to_string().contains("after 0 of 5"), "{halted}");
 }
+
+fn caps(stop_start: bool) -> phoenix_core::ports::ComputeCapabilities {
+    phoenix_core::ports::ComputeCapabilities {
+        max_launch_batch: 1,
+        max_describe_batch: 10,
+        max_terminate_batch: 1,
+        stop_start,
+        idempotent_launch: false,
+        consistency_window: Duration::ZERO,
+        boot_format: phoenix_core::ports::BootFormat::CloudInit,
+    }
+}
+
+#[tokio::test]
+async fn the_compute_target_terminates_for_a_kill_and_stops_only_where_it_can() {
+    use phoenix_core::chaos::ComputeTarget;
+    use phoenix_core::ports::MockCompute;
+
+    let server = Server {
+        id: "srv-1".parse().unwrap(),
+        name: "web-1".into(),
+        addresses: Vec::new(),
+        service_port: None,
+        status: phoenix_core::model::ServerStatus::Active,
+        launched_at: None,
+        image: None,
+        labels: phoenix_core::labels::Labels::new(),
+    };
+    let mut m = MockCompute::new();
+    m.expect_terminate().times(1).returning(|_| Ok(()));
+    m.expect_stop().times(1).returning(|_| Ok(()));
+    m.expect_capabilities().returning(|| caps(true));
+    let target = ComputeTarget::new(Arc::new(m));
+    target.inject(&server, FailureKind::Kill).await.unwrap();
+    target.inject(&server, FailureKind::Stop).await.unwrap();
+    assert_eq!(target.domain(&server, "zone"), "unlabelled");
+
+    let mut m = MockCompute::new();
+    m.expect_stop().never();
+    m.expect_capabilities().returning(|| caps(false));
+    let target = ComputeTarget::new(Arc::new(m));
+    let e = target.inject(&server, FailureKind::Stop).await.unwrap_err();
+    assert!(e.to_string().contains("cannot stop"), "{e}");
+}
