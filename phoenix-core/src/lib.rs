@@ -45,6 +45,8 @@
 //! passes).
 
 pub mod campaign;
+pub mod chaos;
+pub mod cost;
 pub mod events;
 pub mod executor;
 pub mod id;

@@ -99,6 +99,9 @@ pub struct StackFile {
     pub balancers: BTreeMap<String, BalancerSection>,
     /// Deployments by name.
     pub deployments: BTreeMap<Name<DeploymentId>, DeploymentSection>,
+    /// Prices per flavor, for what rollback capacity costs.
+    #[serde(default)]
+    pub prices: Option<crate::prices::PricesSection>,
 }
 
 impl fmt::Debug for StackFile {
@@ -118,6 +121,7 @@ impl fmt::Debug for StackFile {
             .field("providers", &self.providers)
             .field("balancers", &self.balancers)
             .field("deployments", &self.deployments)
+            .field("prices", &self.prices)
             .finish()
     }
 }
@@ -733,6 +737,12 @@ impl StackFile {
                     ));
                 }
             }
+        }
+        if let Some(prices) = &self.prices {
+            prices
+                .table()
+                .validate()
+                .map_err(|e| invalid(None, format!("prices.{}", e.what), e.why))?;
         }
         let policy = self.policy.resolve(1);
         policy

@@ -91,10 +91,12 @@ pub use phoenix_core::{
 pub use phoenix_lb::remote::CancellationToken;
 
 pub mod campaign;
+pub mod chaos;
 mod compose;
 pub mod exit;
 pub mod file;
 pub mod local;
+pub mod prices;
 mod probe;
 pub mod report;
 mod stack;

@@ -23,6 +23,10 @@ pub struct StatusTree {
     pub active_operation: Option<String>,
     /// Its roles.
     pub roles: Vec<RoleStatus>,
+    /// What its retained pools cost, when prices are known
+    /// ([`StatusTree::with_cost`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_cost: Option<phoenix_core::cost::CostReport>,
 }
 
 /// A role's status.
@@ -188,7 +192,14 @@ impl StatusTree {
                 .as_ref()
                 .map(|o| o.to_string()),
             roles,
+            rollback_cost: None,
         }
+    }
+
+    /// With what the snapshot's retained pools cost at `prices`.
+    pub fn with_cost(mut self, snap: &Snapshot, prices: &phoenix_core::cost::PriceTable) -> Self {
+        self.rollback_cost = Some(phoenix_core::cost::retention_cost(snap, prices));
+        self
     }
 }
 
@@ -283,6 +294,9 @@ impl fmt::Display for StatusTree {
                     }
                 }
             }
+        }
+        if let Some(cost) = &self.rollback_cost {
+            write!(f, "{cost}")?;
         }
         Ok(())
     }

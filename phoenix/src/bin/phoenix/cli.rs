@@ -25,6 +25,8 @@ use phoenix::{ExecError, FailureCause, OperationReport, Plan, Stack, StackFileEr
 
 use crate::progress::Progress;
 
+mod chaos;
+
 const AFTER_HELP: &str = "\
 Exit statuses:
   0  done
@@ -145,6 +147,10 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// A planned-failure drill: kill (or stop) live servers at random
+    /// (seeded), within the capacity floor and one failure domain at a
+    /// time; heal restores each; prints time to detect and to restore.
+    Chaos(chaos::ChaosArgs),
     /// The deployment's releases, pools and operations.
     History,
     /// The test evidence of an image, or of every recorded image, for
@@ -490,6 +496,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 if plan.is_noop() {
                     println!("(nothing to do)");
                 }
+                if matches!(operation, Operation::Reap) {
+                    if let Some(line) = chaos::savings(&stack, &plan).await? {
+                        println!("{line}");
+                    }
+                }
                 if let Some(path) = out {
                     println!(
                         "saved to {}; apply it with: phoenix apply {}",
@@ -591,6 +602,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 resume(&cli, &stack).await?;
             }
             let plan = make_plan(&stack, op).await?;
+            if matches!(op, Operation::Reap) && !cli.json && !plan.is_noop() {
+                if let Some(line) = chaos::savings(&stack, &plan).await? {
+                    println!("{line}");
+                }
+            }
             if plan.is_noop() {
                 if cli.json {
                     print_json(&serde_json::json!({ "operation": null, "noop": true }))?;
@@ -718,6 +734,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Chaos(args) => chaos::run(&cli, args).await,
         Command::History => {
             let stack = open_records(&cli).await?;
             let h = phoenix::state::history::deployment_history(
@@ -1009,12 +1026,16 @@ async fn status(stack: &Stack, all: bool) -> Result<StatusTree, Failure> {
         .snapshot(stack.deployment())
         .await
         .map_err(other)?;
-    Ok(StatusTree::of(
+    let tree = StatusTree::of(
         &snap,
         chrono::Utc::now(),
         stack.phoenix().policy().refresh.max_age,
         all,
-    ))
+    );
+    Ok(match &stack.file().prices {
+        Some(prices) => tree.with_cost(&snap, &prices.table()),
+        None => tree,
+    })
 }
 
 async fn operation_or_last(stack: &Stack, op: Option<&str>) -> Result<OperationId, Failure> {
