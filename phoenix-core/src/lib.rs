@@ -44,6 +44,7 @@
 //! port for downstream tests), `conformance` (the suites every adapter
 //! passes).
 
+pub mod canary;
 pub mod events;
 pub mod executor;
 pub mod id;

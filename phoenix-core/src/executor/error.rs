@@ -70,6 +70,18 @@ pub enum StepError {
         /// What went wrong.
         detail: String,
     },
+    /// A canary failed its gate.
+    #[error("the canary of pool {pool} failed its gate: {reason} (canary: {canary}; live pool: {baseline})")]
+    Canary {
+        /// The new pool.
+        pool: PoolId,
+        /// What failed.
+        reason: String,
+        /// What the balancer measured of the canary in the window.
+        canary: crate::ports::TrafficStats,
+        /// What it measured of the live pool in the same window.
+        baseline: crate::ports::TrafficStats,
+    },
     /// A lifecycle transition was illegal.
     #[error(transparent)]
     Transition(#[from] TransitionError),

@@ -7,6 +7,7 @@
 //! and what cancelling it means.
 
 mod calls;
+mod canary;
 mod cause;
 mod compensation;
 mod drive;
