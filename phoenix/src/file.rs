@@ -473,6 +473,8 @@ pub struct PolicySection {
     pub max_replacements: Option<usize>,
     pub refresh_window: Option<HumanDuration>,
     pub call_timeout: Option<HumanDuration>,
+    /// `[policy.canary]`: the canary stage of deploys and rollouts.
+    pub canary: Option<crate::canary_section::CanarySection>,
 }
 
 impl PolicySection {
@@ -521,6 +523,9 @@ impl PolicySection {
         n(self.max_replacements, &mut p.refresh.max_replacements);
         d(self.refresh_window, &mut p.refresh.window);
         d(self.call_timeout, &mut p.calls.timeout);
+        if let Some(canary) = &self.canary {
+            p.canary = Some(canary.resolve());
+        }
         p
     }
 }
@@ -689,6 +694,10 @@ preset = "local"
 bake_time = "1s"
 min_healthy = "50%"
 
+[policy.canary]
+window = "30s"
+max_error_rate = "2%"
+
 [providers.laptop]
 kind = "local"
 
@@ -733,13 +742,16 @@ balancer = "front"
         assert_eq!(p.rollout.min_healthy, Capacity::Percent(50));
         assert_eq!(p.rollout.batch_size, 2, "the local preset batches the pool");
         assert_eq!(p.rollout.drain, Duration::from_secs(2));
+        let canary = p.canary.expect("[policy.canary]");
+        assert_eq!(canary.window, Duration::from_secs(30));
+        assert!((canary.max_error_rate - 0.02).abs() < 1e-9);
     }
 
     #[test]
     fn an_unknown_key_names_file_line_and_key() {
         let text = GOOD.replace("desired = 2", "desired = 2\ndesird = 3");
         let e = err(&text);
-        assert!(e.starts_with("phoenix.toml:21:"), "{e}");
+        assert!(e.starts_with("phoenix.toml:25:"), "{e}");
         assert!(e.contains("deployments.shop.roles.web"), "{e}");
         assert!(e.contains("desird"), "{e}");
     }
@@ -755,7 +767,7 @@ balancer = "front"
     #[test]
     fn a_missing_reference_names_what_is_declared() {
         let e = err(&GOOD.replace("balancer = \"front\"", "balancer = \"back\""));
-        assert!(e.starts_with("phoenix.toml:21:"), "{e}");
+        assert!(e.starts_with("phoenix.toml:25:"), "{e}");
         assert!(e.contains("deployments.shop.roles.web.balancer"), "{e}");
         assert!(e.contains("declared: front"), "{e}");
         let e = err(&GOOD.replace("provider = \"laptop\"", "provider = \"cloud\""));

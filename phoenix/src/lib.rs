@@ -89,6 +89,7 @@ pub use phoenix_core::{
 /// re-exported so that no `tokio_util` type is needed by hand.
 pub use phoenix_lb::remote::CancellationToken;
 
+pub mod canary_section;
 mod compose;
 pub mod exit;
 pub mod file;

@@ -131,10 +131,10 @@ impl fmt::Display for TrafficStats {
             self.error_rate() * 100.0
         )?;
         if let Some(m) = self.mean_latency {
-            write!(f, ", mean {} ms", m.as_millis())?;
+            write!(f, ", mean {:.1} ms", m.as_secs_f64() * 1000.0)?;
         }
         if let Some(p) = self.p99_latency {
-            write!(f, ", p99 {} ms", p.as_millis())?;
+            write!(f, ", p99 {:.1} ms", p.as_secs_f64() * 1000.0)?;
         }
         Ok(())
     }
