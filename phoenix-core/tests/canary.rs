@@ -373,3 +373,48 @@ async fn a_crash_during_the_window_resumes_and_the_gate_still_decides() {
     );
     w.assert_no_violations();
 }
+
+/// With an atomic cutover on a balancer that stages, the canary serves
+/// before the new pool is staged; a good canary is switched with the rest
+/// of the pool in the one switch call, a bad one leaves and v1 stays.
+#[tokio::test(start_paused = true)]
+async fn the_canary_comes_before_an_atomic_switch() {
+    for bad in [false, true] {
+        let mut c = if bad {
+            config("v2", 0.5)
+        } else {
+            SimConfig::default()
+        };
+        c.stages = true;
+        c.keeps_standby = true;
+        let w = world_with(c, 4, |p| {
+            let mut p = canary_policy(p);
+            p.rollout.cutover = phoenix_core::policy::Cutover::Switch;
+            p
+        })
+        .await;
+        w.cloud.strict();
+        w.deploy("v1").await;
+        let plan = plan_v2(&w, false).await;
+        let at = canary_step(&plan).unwrap_or_else(|| panic!("{plan}"));
+        let switch = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::Switch { .. }))
+            .unwrap_or_else(|| panic!("{plan}"));
+        assert!(at < switch, "{plan}");
+        let expected = if bad { "v1" } else { "v2" };
+        if bad {
+            let report = apply_failing(&w, plan).await;
+            assert!(matches!(report.cause, Some(FailureCause::Canary { .. })));
+        } else {
+            assert_eq!(w.apply(plan).await.outcome, Outcome::Succeeded);
+        }
+        assert_eq!(
+            w.serving().await,
+            [(expected.to_owned(), 4)].into_iter().collect(),
+            "bad: {bad}"
+        );
+        w.assert_no_violations();
+    }
+}

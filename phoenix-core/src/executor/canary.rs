@@ -18,7 +18,7 @@ use crate::id::{PoolId, ServerId};
 use crate::plan::SlotRef;
 use crate::ports::{ErrorKind, TrafficStats};
 
-use super::error::StepError;
+use super::error::{CanaryFailure, StepError};
 use super::run::Run;
 
 impl Run {
@@ -51,11 +51,13 @@ impl Run {
             .traffic(&live, "the live pool")
             .await?
             .since(&live_before);
-        let fail = |reason: String| StepError::Canary {
-            pool: pool_id.clone(),
-            reason,
-            canary: canary_seen,
-            baseline: live_seen,
+        let fail = |reason: String| {
+            StepError::Canary(Box::new(CanaryFailure {
+                pool: pool_id.clone(),
+                reason,
+                canary: canary_seen,
+                baseline: live_seen,
+            }))
         };
         if let Err(reason) = policy.judge(&canary_seen) {
             tracing::warn!(pool = %pool_id, %reason, canary = %canary_seen, "canary: gate failed");

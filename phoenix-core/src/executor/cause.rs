@@ -66,9 +66,9 @@ pub enum FailureCause {
         /// What failed (a threshold, too little traffic, the user's check).
         reason: String,
         /// What the balancer measured of the canary in the window.
-        canary: TrafficStats,
+        canary: Box<TrafficStats>,
         /// What it measured of the live pool in the same window.
-        baseline: TrafficStats,
+        baseline: Box<TrafficStats>,
     },
     /// A lifecycle transition was illegal.
     Transition,
@@ -155,16 +155,11 @@ impl FailureCause {
                 hook: *hook,
                 server: server.clone(),
             },
-            StepError::Canary {
-                pool,
-                reason,
-                canary,
-                baseline,
-            } => Self::Canary {
-                pool: pool.clone(),
-                reason: reason.clone(),
-                canary: *canary,
-                baseline: *baseline,
+            StepError::Canary(failure) => Self::Canary {
+                pool: failure.pool.clone(),
+                reason: failure.reason.clone(),
+                canary: Box::new(failure.canary),
+                baseline: Box::new(failure.baseline),
             },
             StepError::Transition(_) => Self::Transition,
             StepError::Inconsistent(_) => Self::Inconsistent,

@@ -31,7 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use cause::{FailureCause, PortFailure};
-pub use error::{ExecError, Interruption, StepError};
+pub use error::{CanaryFailure, ExecError, Interruption, StepError};
 pub use journal::{
     LeaseHold, OperationProgress, OperationStatus, RollbackJournal, StepRecord, StepStatus,
 };

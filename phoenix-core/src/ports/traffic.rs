@@ -113,8 +113,8 @@ impl TrafficStats {
                 (a, b) => a.or(b),
             };
         }
-        if weight > 0 {
-            let micros = u64::try_from(weighted / weight).unwrap_or(u64::MAX);
+        if let Some(mean) = weighted.checked_div(weight) {
+            let micros = u64::try_from(mean).unwrap_or(u64::MAX);
             out.mean_latency = Some(Duration::from_micros(micros));
         }
         out
