@@ -32,7 +32,7 @@ pub(crate) struct FileEntry {
 
 /// Lowercase hex of a SHA-256.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// The image digest (`sha256:<hex>`) of entries sorted by path.
@@ -43,7 +43,7 @@ pub(crate) fn content_digest(entries: &[FileEntry]) -> String {
         let quoted = serde_json::Value::String(e.path.clone()).to_string();
         hasher.update(format!("{:04o} {} {} {quoted}\n", e.mode, e.size, e.sha256).as_bytes());
     }
-    format!("sha256:{}", hex::encode(&hasher.finalize()))
+    format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
 /// Copies `from` to `to` (created new), returning the size and hex SHA-256
@@ -72,7 +72,7 @@ pub(crate) fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, String), Loca
         size += n as u64;
     }
     dst.sync_all().map_err(|e| LocalError::io("flush", to, e))?;
-    Ok((size, hex::encode(&hasher.finalize())))
+    Ok((size, hex::encode(hasher.finalize())))
 }
 
 /// Size and hex SHA-256 of one file.
@@ -91,7 +91,7 @@ pub(crate) fn hash_file(path: &Path) -> Result<(u64, String), LocalError> {
         hasher.update(buf.get(..n).unwrap_or_default());
         size += n as u64;
     }
-    Ok((size, hex::encode(&hasher.finalize())))
+    Ok((size, hex::encode(hasher.finalize())))
 }
 
 /// A regular file or directory found while walking a tree.
