@@ -26,15 +26,15 @@ async fn haproxy_counts_answers_5xx_and_response_time_per_server() {
         .build()
         .unwrap();
     lb.attach(&[a.target()]).await.unwrap();
-    wait_healthy(&lb, &[a.id.clone()], Duration::from_secs(5)).await;
-    let before = lb.traffic_stats(&[a.id.clone()]).await.unwrap();
+    wait_healthy(&lb, std::slice::from_ref(&a.id), Duration::from_secs(5)).await;
+    let before = lb.traffic_stats(std::slice::from_ref(&a.id)).await.unwrap();
     for i in 0..10 {
         let path = if i % 5 == 0 { "/fail" } else { "/" };
         let (status, _) = get(h.frontend_addr(), path).await.unwrap();
         assert_eq!(status, if path == "/fail" { 500 } else { 200 });
     }
     let seen = lb
-        .traffic_stats(&[a.id.clone()])
+        .traffic_stats(std::slice::from_ref(&a.id))
         .await
         .unwrap()
         .since(&before);
@@ -42,21 +42,23 @@ async fn haproxy_counts_answers_5xx_and_response_time_per_server() {
     assert_eq!(seen.errors, 2, "{seen}");
     assert!(seen.mean_latency.is_some(), "rtime is read: {seen}");
     // Not a member: nothing counted.
-    let none = lb.traffic_stats(&[b.id.clone()]).await.unwrap();
+    let none = lb.traffic_stats(std::slice::from_ref(&b.id)).await.unwrap();
     assert_eq!((none.requests, none.errors), (0, 0));
 
     // Weights: a canary at 10% of a normal member, then restored; HAProxy
     // refuses a server it does not hold.
-    LoadBalancer::set_weight(&lb, &[a.id.clone()], 10)
+    LoadBalancer::set_weight(&lb, std::slice::from_ref(&a.id), 10)
         .await
         .unwrap();
-    LoadBalancer::set_weight(&lb, &[a.id.clone()], 100)
+    LoadBalancer::set_weight(&lb, std::slice::from_ref(&a.id), 100)
         .await
         .unwrap();
-    assert!(LoadBalancer::set_weight(&lb, &[b.id.clone()], 10)
-        .await
-        .is_err());
-    lb.detach(&[a.id.clone()], Duration::from_millis(100))
+    assert!(
+        LoadBalancer::set_weight(&lb, std::slice::from_ref(&b.id), 10)
+            .await
+            .is_err()
+    );
+    lb.detach(std::slice::from_ref(&a.id), Duration::from_millis(100))
         .await
         .unwrap();
     h.stop().await.unwrap();
