@@ -694,10 +694,6 @@ preset = "local"
 bake_time = "1s"
 min_healthy = "50%"
 
-[policy.canary]
-window = "30s"
-max_error_rate = "2%"
-
 [providers.laptop]
 kind = "local"
 
@@ -742,7 +738,10 @@ balancer = "front"
         assert_eq!(p.rollout.min_healthy, Capacity::Percent(50));
         assert_eq!(p.rollout.batch_size, 2, "the local preset batches the pool");
         assert_eq!(p.rollout.drain, Duration::from_secs(2));
-        let canary = p.canary.expect("[policy.canary]");
+        assert!(p.canary.is_none(), "no canary unless asked");
+        let text = format!("{GOOD}\n[policy.canary]\nwindow = \"30s\"\nmax_error_rate = \"2%\"\n");
+        let f = StackFile::parse(Path::new("phoenix.toml"), &text).unwrap();
+        let canary = f.policy.resolve(2).canary.expect("[policy.canary]");
         assert_eq!(canary.window, Duration::from_secs(30));
         assert!((canary.max_error_rate - 0.02).abs() < 1e-9);
     }
@@ -751,7 +750,7 @@ balancer = "front"
     fn an_unknown_key_names_file_line_and_key() {
         let text = GOOD.replace("desired = 2", "desired = 2\ndesird = 3");
         let e = err(&text);
-        assert!(e.starts_with("phoenix.toml:25:"), "{e}");
+        assert!(e.starts_with("phoenix.toml:21:"), "{e}");
         assert!(e.contains("deployments.shop.roles.web"), "{e}");
         assert!(e.contains("desird"), "{e}");
     }
@@ -767,7 +766,7 @@ balancer = "front"
     #[test]
     fn a_missing_reference_names_what_is_declared() {
         let e = err(&GOOD.replace("balancer = \"front\"", "balancer = \"back\""));
-        assert!(e.starts_with("phoenix.toml:25:"), "{e}");
+        assert!(e.starts_with("phoenix.toml:21:"), "{e}");
         assert!(e.contains("deployments.shop.roles.web.balancer"), "{e}");
         assert!(e.contains("declared: front"), "{e}");
         let e = err(&GOOD.replace("provider = \"laptop\"", "provider = \"cloud\""));
