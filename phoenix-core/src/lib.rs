@@ -45,6 +45,7 @@
 //! passes).
 
 pub mod campaign;
+pub mod canary;
 pub mod chaos;
 pub mod cost;
 pub mod events;

@@ -184,6 +184,27 @@ pub enum Step {
         #[serde(with = "duration_ms")]
         duration: Duration,
     },
+    /// The canary gate: the slots' servers (attached and healthy by the
+    /// steps before) serve next to `baseline`, the live members, for
+    /// `window` (at the policy's canary weight where the balancer routes
+    /// by weight); then the balancer's numbers for the canary are judged
+    /// against the policy's canary thresholds, and the user's canary check
+    /// runs. A failing gate fails the step with the measured numbers; the
+    /// compensation takes the canary out and leaves `baseline` serving.
+    Canary {
+        /// Pool.
+        pool: PoolId,
+        /// The canary slots.
+        #[serde(with = "compact::slots")]
+        slots: Vec<u32>,
+        /// The live members it is compared with (they never leave during
+        /// the canary).
+        #[serde(with = "compact::slot_refs")]
+        baseline: Vec<SlotRef>,
+        /// The analysis window.
+        #[serde(with = "duration_ms")]
+        window: Duration,
+    },
     /// Takes the slots' servers out of the balancer with draining, once
     /// their replacements are attached, healthy, verified and baked and the
     /// capacity floor holds without them.
@@ -315,6 +336,7 @@ impl Step {
             | Self::Switch { pool, .. }
             | Self::AwaitHealthy { pool, .. }
             | Self::Bake { pool, .. }
+            | Self::Canary { pool, .. }
             | Self::Detach { pool, .. }
             | Self::Standby { pool, .. }
             | Self::AwaitDrained { pool, .. }
@@ -455,6 +477,18 @@ impl fmt::Display for Step {
                 "bake slots {} of {pool} for {}",
                 slot_list(slots),
                 human(*duration)
+            ),
+            Self::Canary {
+                pool,
+                slots,
+                baseline,
+                window,
+            } => write!(
+                f,
+                "canary: slots {} of {pool} serve next to {} live member(s) for {}, then the canary gate decides (fail: the canary leaves, the live pool stays)",
+                slot_list(slots),
+                baseline.len(),
+                human(*window)
             ),
             Self::Detach {
                 pool,
@@ -701,6 +735,19 @@ impl fmt::Display for Plan {
             write!(f, ", cutover: atomic switch where the balancer stages")?;
         }
         writeln!(f)?;
+        if let Some(c) = &self.policy.canary {
+            write!(
+                f,
+                "  canary: {} for {}, gate: {}",
+                c.share,
+                human(c.window),
+                c.describe()
+            )?;
+            if let Some(w) = c.weight {
+                write!(f, ", weight {w}% where the balancer routes by weight")?;
+            }
+            writeln!(f)?;
+        }
         match (&self.on_failure, &self.restore) {
             (FailurePolicy::Rollback, Some(pool)) => {
                 writeln!(f, "  on failure: roll back to pool {pool} at full capacity")?

@@ -297,6 +297,10 @@ pub struct Policy {
     /// Deadlines of port calls.
     #[serde(default)]
     pub calls: CallPolicy,
+    /// The canary stage of deploys and rolling replacements (none when
+    /// absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::canary::CanaryPolicy>,
 }
 
 /// A policy that cannot be used.
@@ -385,6 +389,9 @@ impl Policy {
         }
         if self.refresh.max_replacements == 0 {
             return refuse("refresh.max_replacements", "must be at least 1");
+        }
+        if let Some(canary) = &self.canary {
+            canary.validate()?;
         }
         Ok(())
     }

@@ -108,6 +108,8 @@ pub struct Ports {
     pub store: Arc<dyn StateStore>,
     /// Drain and warm-up hooks, if any.
     pub hooks: Option<Arc<dyn ServerHooks>>,
+    /// The user's canary check, if any (run by the canary gate).
+    pub canary_check: Option<Arc<dyn crate::canary::CanaryCheck>>,
 }
 
 impl fmt::Debug for Ports {

@@ -516,6 +516,8 @@ pub struct PolicySection {
     pub max_replacements: Option<usize>,
     pub refresh_window: Option<HumanDuration>,
     pub call_timeout: Option<HumanDuration>,
+    /// `[policy.canary]`: the canary stage of deploys and rollouts.
+    pub canary: Option<crate::canary_section::CanarySection>,
 }
 
 impl PolicySection {
@@ -564,6 +566,9 @@ impl PolicySection {
         n(self.max_replacements, &mut p.refresh.max_replacements);
         d(self.refresh_window, &mut p.refresh.window);
         d(self.call_timeout, &mut p.calls.timeout);
+        if let Some(canary) = &self.canary {
+            p.canary = Some(canary.resolve());
+        }
         p
     }
 }
@@ -815,6 +820,12 @@ balancer = "front"
         assert_eq!(p.rollout.min_healthy, Capacity::Percent(50));
         assert_eq!(p.rollout.batch_size, 2, "the local preset batches the pool");
         assert_eq!(p.rollout.drain, Duration::from_secs(2));
+        assert!(p.canary.is_none(), "no canary unless asked");
+        let text = format!("{GOOD}\n[policy.canary]\nwindow = \"30s\"\nmax_error_rate = \"2%\"\n");
+        let f = StackFile::parse(Path::new("phoenix.toml"), &text).unwrap();
+        let canary = f.policy.resolve(2).canary.expect("[policy.canary]");
+        assert_eq!(canary.window, Duration::from_secs(30));
+        assert!((canary.max_error_rate - 0.02).abs() < 1e-9);
     }
 
     #[test]

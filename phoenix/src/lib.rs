@@ -91,6 +91,7 @@ pub use phoenix_core::{
 pub use phoenix_lb::remote::CancellationToken;
 
 pub mod campaign;
+pub mod canary_section;
 pub mod chaos;
 mod compose;
 pub mod exit;

@@ -590,3 +590,46 @@ balancer = "octavia"
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("choose one (phoenix --deployment NAME)"));
 }
+
+/// `deploy --canary` runs the canary stage through `phoenix lb serve`'s
+/// admin socket: with no traffic at all the gate has no evidence, fails
+/// closed (exit 6, rolled back), and v1 serves on; `plan` shows the stage
+/// only when asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_with_a_canary_fails_closed_without_traffic_and_v1_serves_on() {
+    let f = Fixture::start().await;
+    f.v1_live().await;
+    let plain = f.ok(&["plan", "deploy", "v2"]).await;
+    assert!(!plain.contains("canary"), "{plain}");
+    let plan = f
+        .ok(&["plan", "deploy", "v2", "--canary-window", "1s"])
+        .await;
+    assert!(plan.contains("canary: 1 server(s) for 1.0s"), "{plan}");
+    assert!(plan.contains("then the canary gate decides"), "{plan}");
+    let bad = f
+        .run(&["plan", "deploy", "v2", "--canary-window", "a while"])
+        .await;
+    assert_eq!(bad.status.code(), Some(2), "bad usage");
+
+    let out = f.run(&["deploy", "v2", "--canary-window", "1s"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "failed and rolled back\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let said = format!("{stdout}{stderr}");
+    assert!(said.contains("failed its gate"), "{said}");
+    assert!(said.contains("fewer than the 20"), "{said}");
+    let status = f.status_json().await;
+    let pools = pools(&status);
+    assert!(
+        pools.contains(&("v1".to_owned(), "live".to_owned())),
+        "{pools:?}"
+    );
+    assert!(
+        pools.contains(&("v2".to_owned(), "failed".to_owned())),
+        "{pools:?}"
+    );
+}

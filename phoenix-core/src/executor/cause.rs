@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::StepError;
 use crate::events::{HookKind, Invariant};
 use crate::id::{PoolId, ServerId};
-use crate::ports::{Check, ErrorKind};
+use crate::ports::{Check, ErrorKind, TrafficStats};
 
 /// Why an operation failed: the first step failure, as journaled (it
 /// survives a restart: a resumed run reports the same cause).
@@ -57,6 +57,18 @@ pub enum FailureCause {
         hook: HookKind,
         /// The server.
         server: ServerId,
+    },
+    /// A canary failed its gate; its members were taken out and the live
+    /// pool left serving.
+    Canary {
+        /// The new pool.
+        pool: PoolId,
+        /// What failed (a threshold, too little traffic, the user's check).
+        reason: String,
+        /// What the balancer measured of the canary in the window.
+        canary: Box<TrafficStats>,
+        /// What it measured of the live pool in the same window.
+        baseline: Box<TrafficStats>,
     },
     /// A lifecycle transition was illegal.
     Transition,
@@ -143,6 +155,12 @@ impl FailureCause {
                 hook: *hook,
                 server: server.clone(),
             },
+            StepError::Canary(failure) => Self::Canary {
+                pool: failure.pool.clone(),
+                reason: failure.reason.clone(),
+                canary: Box::new(failure.canary),
+                baseline: Box::new(failure.baseline),
+            },
             StepError::Transition(_) => Self::Transition,
             StepError::Inconsistent(_) => Self::Inconsistent,
             StepError::Interrupted(_) => Self::Unknown,
@@ -182,6 +200,15 @@ impl std::fmt::Display for FailureCause {
                 write!(f, "server {server} failed its {check:?} check")
             }
             Self::Hook { hook, server } => write!(f, "{hook:?} hook failed for {server}"),
+            Self::Canary {
+                pool,
+                reason,
+                canary,
+                baseline,
+            } => write!(
+                f,
+                "the canary of pool {pool} failed its gate: {reason} (canary: {canary}; live pool: {baseline})"
+            ),
             Self::Transition => f.write_str("an illegal lifecycle transition"),
             Self::Inconsistent => f.write_str("the step did not fit the recorded state"),
             Self::Unknown => f.write_str("not recorded"),

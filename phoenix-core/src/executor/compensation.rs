@@ -17,7 +17,15 @@ use crate::policy::FailurePolicy;
 use crate::records::Snapshot;
 
 /// The steps after a failure, and whether they restore the previous pool.
-pub(crate) fn compensation(plan: &Plan, snap: &Snapshot) -> (Vec<Step>, bool) {
+///
+/// A canary that failed its gate (`failed` is a [`Step::Canary`]) is rolled
+/// back whatever the policy says: its members leave once the live pool
+/// serves, and the live pool is not touched otherwise.
+pub(crate) fn compensation(
+    plan: &Plan,
+    snap: &Snapshot,
+    failed: Option<&Step>,
+) -> (Vec<Step>, bool) {
     let batch = plan.policy.rollout.batch_size.max(1);
     let keep_failed = plan.policy.rollout.keep_failed;
     let created: BTreeSet<PoolId> = plan
@@ -44,7 +52,13 @@ pub(crate) fn compensation(plan: &Plan, snap: &Snapshot) -> (Vec<Step>, bool) {
         .filter_map(|s| s.pool().cloned())
         .collect();
 
-    let restore = match (plan.on_failure, &plan.restore) {
+    let canary_failed = matches!(failed, Some(Step::Canary { .. }));
+    let on_failure = if canary_failed {
+        FailurePolicy::Rollback
+    } else {
+        plan.on_failure
+    };
+    let restore = match (on_failure, &plan.restore) {
         (FailurePolicy::Rollback, Some(id)) => snap.pool(id).filter(|p| {
             matches!(
                 p.state,

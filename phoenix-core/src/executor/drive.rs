@@ -222,7 +222,7 @@ async fn begin_rollback(
     step: &Step,
     error: &StepError,
 ) -> Result<(), ExecError> {
-    let (steps, restores) = compensation::compensation(&run.plan, &run.snap);
+    let (steps, restores) = compensation::compensation(&run.plan, &run.snap, Some(step));
     let reason = format!("step {} ({step}) failed: {}", index + 1, error.chain());
     let progress = run.progress_mut();
     progress.status = OperationStatus::RollingBack;
@@ -373,6 +373,12 @@ async fn execute(run: &mut Run, step: &Step) -> Result<(), StepError> {
             slots,
             duration,
         } => run.bake(pool, slots, *duration).await,
+        Step::Canary {
+            pool,
+            slots,
+            baseline,
+            window,
+        } => run.canary(pool, slots, baseline, *window).await,
         Step::Detach {
             pool,
             slots,

@@ -70,6 +70,9 @@ pub enum StepError {
         /// What went wrong.
         detail: String,
     },
+    /// A canary failed its gate (boxed: the measurements are large).
+    #[error(transparent)]
+    Canary(Box<CanaryFailure>),
     /// A lifecycle transition was illegal.
     #[error(transparent)]
     Transition(#[from] TransitionError),
@@ -101,6 +104,22 @@ impl StepError {
     pub fn chain(&self) -> String {
         crate::error_chain(self)
     }
+}
+
+/// A canary's failed gate, with what the balancer measured.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the canary of pool {pool} failed its gate: {reason} (canary: {canary}; live pool: {baseline})"
+)]
+pub struct CanaryFailure {
+    /// The new pool.
+    pub pool: PoolId,
+    /// What failed.
+    pub reason: String,
+    /// What the balancer measured of the canary in the window.
+    pub canary: crate::ports::TrafficStats,
+    /// What it measured of the live pool in the same window.
+    pub baseline: crate::ports::TrafficStats,
 }
 
 /// The run lost the ability to write, or was asked to stop; nothing more

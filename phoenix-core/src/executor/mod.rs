@@ -7,6 +7,7 @@
 //! and what cancelling it means.
 
 mod calls;
+mod canary;
 mod cause;
 mod compensation;
 mod drive;
@@ -30,7 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use cause::{FailureCause, PortFailure};
-pub use error::{ExecError, Interruption, StepError};
+pub use error::{CanaryFailure, ExecError, Interruption, StepError};
 pub use journal::{
     LeaseHold, OperationProgress, OperationStatus, RollbackJournal, StepRecord, StepStatus,
 };

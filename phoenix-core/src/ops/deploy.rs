@@ -142,6 +142,13 @@ fn deploy_inner(
         steps.extend(away);
         preconditions.extend(relied_on);
     }
+    let canary_note = super::canary::insert(
+        &mut steps,
+        &pool_id,
+        role.desired,
+        super::canary::baseline(&others),
+        policy,
+    );
     steps.push(Step::VerifyServing {
         role: input.role.clone(),
         release: release.clone(),
@@ -172,5 +179,6 @@ fn deploy_inner(
         Some(release.clone()),
     );
     plan.preconditions.extend(preconditions);
+    plan.notes.extend(canary_note);
     Ok(plan)
 }

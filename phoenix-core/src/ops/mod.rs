@@ -2,6 +2,7 @@
 //! from the records and, where it matters, fresh reads of the cloud and
 //! the balancer. Planners change nothing.
 
+mod canary;
 mod deploy;
 mod heal;
 pub mod promotion;

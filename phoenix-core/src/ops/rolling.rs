@@ -312,6 +312,13 @@ pub fn rolling_replace(
             pool: old.id.clone(),
         });
     }
+    let canary_note = super::canary::insert(
+        &mut steps,
+        &new_id,
+        role.desired,
+        super::canary::baseline(&olds),
+        policy,
+    );
     steps.push(Step::VerifyServing {
         role: input.role.clone(),
         release: release.clone(),
@@ -334,5 +341,6 @@ pub fn rolling_replace(
         Some(release.clone()),
     );
     plan.preconditions.extend(preconditions);
+    plan.notes.extend(canary_note);
     Ok(plan)
 }

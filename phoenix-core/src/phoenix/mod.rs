@@ -78,6 +78,7 @@ pub struct PhoenixBuilder {
     probe: Option<Arc<dyn Probe>>,
     store: Option<Arc<dyn StateStore>>,
     hooks: Option<Arc<dyn ServerHooks>>,
+    canary_check: Option<Arc<dyn crate::canary::CanaryCheck>>,
     clock: Option<SharedClock>,
     events: Option<EventBus>,
     policy: Policy,
@@ -148,6 +149,13 @@ impl PhoenixBuilder {
         self.hooks = Some(h);
         self
     }
+    /// The user's check of a canary, run by the canary gate once the
+    /// balancer's numbers passed (default: none; the gate reads the
+    /// balancer alone). See [`CanaryCheck`](crate::canary::CanaryCheck).
+    pub fn canary_check(mut self, c: Arc<dyn crate::canary::CanaryCheck>) -> Self {
+        self.canary_check = Some(c);
+        self
+    }
     /// The clock for timestamps (default: the system clock).
     pub fn clock(mut self, c: SharedClock) -> Self {
         self.clock = Some(c);
@@ -215,6 +223,7 @@ impl PhoenixBuilder {
             probe,
             store: store.clone(),
             hooks: self.hooks,
+            canary_check: self.canary_check,
         };
         let lease_ttl = self.lease_ttl.unwrap_or(Duration::from_secs(60));
         let executor = Executor::new(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::PortError;
+use super::{PortError, TrafficStats};
 use crate::id::ServerId;
 
 /// What a balancer can do.
@@ -270,6 +270,33 @@ pub trait LoadBalancer: Send + Sync {
     ) -> Result<(), PortError> {
         self.attach(attach).await?;
         self.standby(standby, drain).await
+    }
+
+    /// What the balancer measured of the traffic it sent to `servers`
+    /// (see [`TrafficStats`]): cumulative request and error counters and
+    /// the recent latencies, summed over the members. A member it does not
+    /// hold counts nothing. A balancer that keeps no such counters answers
+    /// [`ErrorKind::Unsupported`](super::ErrorKind::Unsupported); a canary
+    /// gate fails closed on it.
+    async fn traffic_stats(&self, servers: &[ServerId]) -> Result<TrafficStats, PortError> {
+        let _ = servers;
+        Err(PortError::new(
+            "reading traffic statistics",
+            super::ErrorKind::Unsupported("this balancer reports no traffic statistics".into()),
+        ))
+    }
+
+    /// Sets the members' share of new traffic, in percent of their normal
+    /// weight (100 restores it), where the balancer routes by weight
+    /// (HAProxy's `set server … weight N%`). A balancer that does not
+    /// answers [`ErrorKind::Unsupported`](super::ErrorKind::Unsupported):
+    /// there, a canary's share is its number of members.
+    async fn set_weight(&self, servers: &[ServerId], percent: u8) -> Result<(), PortError> {
+        let _ = (servers, percent);
+        Err(PortError::new(
+            "setting member weights",
+            super::ErrorKind::Unsupported("this balancer does not route by weight".into()),
+        ))
     }
 
     /// Adds `attach` and removes `detach`; atomically where

@@ -12,6 +12,7 @@ mod images;
 mod load_balancer;
 mod probe;
 mod state_store;
+mod traffic;
 
 pub use boot_config::{BootConfig, BootContext, BootFile, BootFormat, BootPayload};
 pub use compute::{Compute, ComputeCapabilities, LaunchRequest};
@@ -24,6 +25,7 @@ pub use state_store::{
     Commit, EventAppend, Expect, Fence, Lease, StateStore, StoreError, StoredEvent, Versioned,
     Write,
 };
+pub use traffic::TrafficStats;
 
 #[cfg(feature = "mock")]
 pub use boot_config::MockBootConfig;

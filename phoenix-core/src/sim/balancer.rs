@@ -292,6 +292,24 @@ impl LoadBalancer for SimBalancer {
         Ok(())
     }
 
+    async fn traffic_stats(
+        &self,
+        servers: &[ServerId],
+    ) -> Result<crate::ports::TrafficStats, PortError> {
+        self.delay().await;
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        w.stats.lb_calls += 1;
+        if !w.config.traffic.reports {
+            return Err(PortError::new(
+                "sim: read traffic statistics",
+                crate::ports::ErrorKind::Unsupported("this balancer keeps no counters".into()),
+            ));
+        }
+        lb_fault(&mut w, "sim: read traffic statistics")?;
+        Ok(super::traffic::stats(&w, &self.name, servers, now))
+    }
+
     async fn detach(&self, servers: &[ServerId], drain: Duration) -> Result<(), PortError> {
         let issued = self.delay().await;
         let now = Instant::now();

@@ -149,6 +149,8 @@ pub struct SimConfig {
     pub hook_time: Duration,
     /// Faults.
     pub faults: Faults,
+    /// The traffic its balancer measures (for canary gates).
+    pub traffic: super::traffic::SimTraffic,
 }
 
 impl Default for SimConfig {
@@ -174,6 +176,7 @@ impl Default for SimConfig {
             boot_format: BootFormat::Local,
             hook_time: Duration::from_secs(90),
             faults: Faults::none(),
+            traffic: super::traffic::SimTraffic::default(),
         }
     }
 }

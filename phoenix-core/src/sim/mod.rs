@@ -33,6 +33,7 @@ mod hooks;
 mod images;
 mod probe;
 mod standby;
+mod traffic;
 mod world;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ pub use crash::{CrashOn, CrashPoint, CrashSwitch, CrashingStore};
 pub use hooks::SimHooks;
 pub use images::SimImages;
 pub use probe::SimProbe;
+pub use traffic::{ReleaseTraffic, SimTraffic};
 pub use world::SurgeWatch;
 
 use crate::id::{DeploymentId, EnvironmentName, ImageId, ReleaseLabel, RoleName};

@@ -238,6 +238,14 @@ impl Slot {
             checks_passed: get(&c.checks_passed),
             checks_failed: get(&c.checks_failed),
             last_check_error: e.last_check_error(),
+            http_responses: get(&c.responses),
+            http_5xx: get(&c.responses_5xx),
+            mean_latency: match get(&c.latency_samples) {
+                0 => None,
+                n => Some(std::time::Duration::from_micros(
+                    get(&c.latency_us_total) / n,
+                )),
+            },
         }
     }
 }

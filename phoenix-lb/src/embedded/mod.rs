@@ -35,6 +35,7 @@ mod health;
 mod members;
 mod proxy;
 mod routing;
+mod sniff;
 mod stats;
 
 use std::net::SocketAddr;
@@ -303,6 +304,19 @@ impl LoadBalancer for EmbeddedBalancer {
                 self.shared.settings.check_interval + self.shared.settings.check_timeout,
             ),
         }
+    }
+
+    async fn traffic_stats(
+        &self,
+        servers: &[ServerId],
+    ) -> Result<phoenix_core::ports::TrafficStats, PortError> {
+        let stats = self.stats();
+        let parts: Vec<phoenix_core::ports::TrafficStats> = servers
+            .iter()
+            .filter_map(|s| stats.member(s))
+            .map(MemberStats::traffic)
+            .collect();
+        Ok(phoenix_core::ports::TrafficStats::combine(&parts))
     }
 
     async fn members(&self) -> Result<Vec<Member>, PortError> {

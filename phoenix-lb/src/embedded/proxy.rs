@@ -78,8 +78,9 @@ async fn serve(shared: &Shared, client: TcpStream) {
     };
     let entry = guard.entry.clone();
     bump(&entry.counters.connections_total);
-    let mut client = Counted::new(client);
-    let mut backend = Counted::new(backend);
+    let exchange = Arc::new(super::sniff::Exchange::default());
+    let mut client = Counted::new(client, super::sniff::Side::Client(exchange.clone()));
+    let mut backend = Counted::new(backend, super::sniff::Side::Member(exchange, entry.clone()));
     let cut = entry.cut_token();
     let finished = tokio::select! {
         biased;
@@ -211,11 +212,16 @@ impl Drop for ActiveGuard {
 struct Counted<S> {
     inner: S,
     read: u64,
+    side: super::sniff::Side,
 }
 
 impl<S> Counted<S> {
-    fn new(inner: S) -> Self {
-        Self { inner, read: 0 }
+    fn new(inner: S, side: super::sniff::Side) -> Self {
+        Self {
+            inner,
+            read: 0,
+            side,
+        }
     }
 }
 
@@ -229,6 +235,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);
         self.read = self.read.saturating_add(n as u64);
+        if n > 0 {
+            self.side.saw(&buf.filled()[before..]);
+        }
         polled
     }
 }

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use phoenix_core::id::ServerId;
-use phoenix_core::ports::{MemberHealth, MemberState};
+use std::time::Duration;
+
+use phoenix_core::ports::{MemberHealth, MemberState, TrafficStats};
 
 /// Adds one to a counter.
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -24,6 +26,10 @@ pub(crate) struct MemberCounters {
     pub(crate) forced_closes: AtomicU64,
     pub(crate) checks_passed: AtomicU64,
     pub(crate) checks_failed: AtomicU64,
+    pub(crate) responses: AtomicU64,
+    pub(crate) responses_5xx: AtomicU64,
+    pub(crate) latency_us_total: AtomicU64,
+    pub(crate) latency_samples: AtomicU64,
 }
 
 /// Balancer-wide counters.
@@ -68,6 +74,34 @@ pub struct MemberStats {
     pub checks_failed: u64,
     /// Why the last failed health check failed, until a check passes.
     pub last_check_error: Option<String>,
+    /// HTTP responses seen from the member (a status line starting a
+    /// read; see the `sniff` module).
+    pub http_responses: u64,
+    /// Of those, 5xx answers.
+    pub http_5xx: u64,
+    /// Mean time from a request's first bytes to its response's, over the
+    /// responses seen.
+    pub mean_latency: Option<Duration>,
+}
+
+impl MemberStats {
+    /// The member's traffic as a canary gate reads it: HTTP responses
+    /// where the member speaks HTTP (else connections), failed ones being
+    /// 5xx answers, connection errors and failed connects.
+    pub fn traffic(&self) -> TrafficStats {
+        let failed_io = self.connect_failures + self.connection_errors;
+        let answered = if self.http_responses > 0 {
+            self.http_responses
+        } else {
+            self.connections_total
+        };
+        TrafficStats {
+            requests: answered + self.connect_failures,
+            errors: self.http_5xx + failed_io,
+            mean_latency: self.mean_latency,
+            p99_latency: None,
+        }
+    }
 }
 
 /// The balancer's counters at one moment.

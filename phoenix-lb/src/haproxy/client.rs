@@ -295,6 +295,10 @@ pub(crate) mod cmd {
         format!("set server {backend}/{name} weight {weight}")
     }
 
+    pub(crate) fn set_weight_percent(backend: &str, name: &str, percent: u8) -> String {
+        format!("set server {backend}/{name} weight {percent}%")
+    }
+
     pub(crate) fn shutdown_sessions(backend: &str, name: &str) -> String {
         format!("shutdown sessions server {backend}/{name}")
     }

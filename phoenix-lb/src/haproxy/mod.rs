@@ -102,6 +102,7 @@ mod error;
 mod local;
 mod names;
 mod parse;
+mod traffic;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -685,6 +686,24 @@ impl LoadBalancer for HaproxyBalancer {
         self.standby_inner(servers)
             .await
             .map_err(|e| e.into_port_error(self.op("standby")))
+    }
+
+    /// `show stat`: HTTP responses (5xx, failed responses and failed
+    /// connects as errors) and `rtime` as the mean latency.
+    async fn traffic_stats(
+        &self,
+        servers: &[ServerId],
+    ) -> Result<phoenix_core::ports::TrafficStats, PortError> {
+        self.traffic(servers)
+            .await
+            .map_err(|e| e.into_port_error(self.op("traffic statistics")))
+    }
+
+    /// `set server … weight N%` of each server's configured weight.
+    async fn set_weight(&self, servers: &[ServerId], percent: u8) -> Result<(), PortError> {
+        self.weigh(servers, percent)
+            .await
+            .map_err(|e| e.into_port_error(self.op("set weight")))
     }
 }
 

@@ -188,6 +188,18 @@ pub struct ServerStats {
     /// `wredis`: sessions moved from it to another server (`option
     /// redispatch`).
     pub redispatches: u64,
+    /// `stot`: sessions it took since HAProxy started (or the server was
+    /// added).
+    pub sessions_total: u64,
+    /// `hrsp_1xx` … `hrsp_other` added up: HTTP responses it sent (0 in
+    /// TCP mode).
+    pub http_responses: u64,
+    /// `hrsp_5xx`: its 5xx answers.
+    pub http_5xx: u64,
+    /// `eresp`: responses that failed (the server closed or reset).
+    pub response_errors: u64,
+    /// `rtime`: mean response time of its last 1024 requests, in ms.
+    pub response_time_ms: Option<u64>,
 }
 
 const MAX_EXCERPT: usize = 200;
@@ -311,6 +323,21 @@ pub(crate) fn server_stats(command: &str, output: &str) -> Result<Vec<ServerStat
     };
     let (sv, scur, qcur) = (col("svname")?, col("scur")?, col("qcur")?);
     let (econ, wretr, wredis) = (col("econ")?, col("wretr")?, col("wredis")?);
+    // Traffic columns: read where this HAProxy has them.
+    let opt = |name: &str| columns.get(name).copied();
+    let (stot, eresp, rtime) = (opt("stot"), opt("eresp"), opt("rtime"));
+    let hrsp: Vec<Option<usize>> = [
+        "hrsp_1xx",
+        "hrsp_2xx",
+        "hrsp_3xx",
+        "hrsp_4xx",
+        "hrsp_5xx",
+        "hrsp_other",
+    ]
+    .iter()
+    .map(|n| opt(n))
+    .collect();
+    let hrsp_5xx = opt("hrsp_5xx");
     let mut rows = Vec::new();
     for line in lines {
         if line.trim().is_empty() || line.starts_with('#') {
@@ -333,7 +360,23 @@ pub(crate) fn server_stats(command: &str, output: &str) -> Result<Vec<ServerStat
                 None => Err(unparsable(command, format!("a row without `{what}`"), line)),
             }
         };
+        let maybe = |i: Option<usize>, what: &str| -> Result<u64, HaproxyError> {
+            i.map_or(Ok(0), |i| number(i, what))
+        };
+        let mut http_responses = 0u64;
+        for i in &hrsp {
+            http_responses = http_responses.saturating_add(maybe(*i, "hrsp_*")?);
+        }
+        let response_time_ms = match rtime.and_then(|i| fields.get(i).copied()) {
+            None | Some("") => None,
+            Some(_) => Some(maybe(rtime, "rtime")?),
+        };
         rows.push(ServerStats {
+            sessions_total: maybe(stot, "stot")?,
+            http_responses,
+            http_5xx: maybe(hrsp_5xx, "hrsp_5xx")?,
+            response_errors: maybe(eresp, "eresp")?,
+            response_time_ms,
             name: (*name).to_owned(),
             sessions: number(scur, "scur")?,
             queued: number(qcur, "qcur")?,
@@ -458,6 +501,21 @@ be,a,0,0,3,5,,10,100,0,,0,,4,0,2,1,UP\n\
 be,b,,0,,0,,0,0,0,,0,,0,0,0,0,MAINT\n\
 be,BACKEND,1,0,3,5,,10,100,0,,0,,4,0,2,1,UP\n";
 
+    /// An HTTP backend's row (HAProxy 2.6 column names, trimmed).
+    const HTTP_STAT: &str = "# pxname,svname,qcur,scur,stot,econ,eresp,wretr,wredis,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,rtime\n\
+be,a,0,1,40,1,2,0,0,0,90,0,3,7,0,12\n";
+
+    #[test]
+    fn reads_the_http_traffic_columns() {
+        let rows = server_stats("show stat", HTTP_STAT).unwrap();
+        let a = &rows[0];
+        assert_eq!(a.http_responses, 100);
+        assert_eq!(a.http_5xx, 7);
+        assert_eq!(a.response_errors, 2);
+        assert_eq!(a.sessions_total, 40);
+        assert_eq!(a.response_time_ms, Some(12));
+    }
+
     #[test]
     fn reads_show_stat() {
         let rows = server_stats("show stat", STAT).unwrap();
@@ -471,6 +529,11 @@ be,BACKEND,1,0,3,5,,10,100,0,,0,,4,0,2,1,UP\n";
                 connect_errors: 4,
                 retries: 2,
                 redispatches: 1,
+                sessions_total: 10,
+                http_responses: 0,
+                http_5xx: 0,
+                response_errors: 0,
+                response_time_ms: None,
             }
         );
         assert_eq!(rows[1].sessions, 0);

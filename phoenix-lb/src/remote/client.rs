@@ -122,6 +122,31 @@ impl LoadBalancer for RemoteBalancer {
         }
     }
 
+    async fn traffic_stats(
+        &self,
+        servers: &[ServerId],
+    ) -> Result<phoenix_core::ports::TrafficStats, PortError> {
+        match self
+            .call(Request::TrafficStats {
+                servers: servers.to_vec(),
+            })
+            .await?
+        {
+            Response::TrafficStats(t) => Ok(t),
+            other => Err(unexpected("traffic_stats", &other)),
+        }
+    }
+
+    async fn set_weight(&self, servers: &[ServerId], percent: u8) -> Result<(), PortError> {
+        let r = self
+            .call(Request::SetWeight {
+                servers: servers.to_vec(),
+                percent,
+            })
+            .await?;
+        done("set_weight", r)
+    }
+
     async fn attach(&self, targets: &[Target]) -> Result<(), PortError> {
         let r = self
             .call(Request::Attach {

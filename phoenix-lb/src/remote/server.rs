@@ -130,6 +130,13 @@ async fn execute(lb: &dyn LoadBalancer, request: Request) -> Response {
                 Err(e) => Response::Error(WireError::from(&e)),
             }
         }
+        Request::TrafficStats { servers } => {
+            return match lb.traffic_stats(&servers).await {
+                Ok(t) => Response::TrafficStats(t),
+                Err(e) => Response::Error(WireError::from(&e)),
+            }
+        }
+        Request::SetWeight { servers, percent } => lb.set_weight(&servers, percent).await,
         Request::Attach { targets } => lb.attach(&targets).await,
         Request::Detach { servers, drain_ms } => {
             lb.detach(&servers, Duration::from_millis(drain_ms)).await

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use phoenix_core::id::ServerId;
-use phoenix_core::ports::{ErrorKind, LbCapabilities, Member, PortError, Target};
+use phoenix_core::ports::{ErrorKind, LbCapabilities, Member, PortError, Target, TrafficStats};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +35,13 @@ pub(crate) enum Request {
         standby: Vec<ServerId>,
         drain_ms: u64,
     },
+    TrafficStats {
+        servers: Vec<ServerId>,
+    },
+    SetWeight {
+        servers: Vec<ServerId>,
+        percent: u8,
+    },
 }
 
 impl Request {
@@ -48,6 +55,8 @@ impl Request {
             Self::Swap { .. } => "swap",
             Self::Standby { .. } => "standby",
             Self::SwapStandby { .. } => "swap_standby",
+            Self::TrafficStats { .. } => "traffic_stats",
+            Self::SetWeight { .. } => "set_weight",
         }
     }
 }
@@ -179,6 +188,7 @@ impl WireError {
 pub(crate) enum Response {
     Capabilities(Capabilities),
     Members(Vec<Member>),
+    TrafficStats(TrafficStats),
     Done,
     Error(WireError),
 }

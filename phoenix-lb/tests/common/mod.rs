@@ -207,6 +207,10 @@ async fn answer(
             tokio::time::sleep(spec.slow).await;
             200
         }
+        "/fail" => {
+            hits.fetch_add(1, Ordering::Relaxed);
+            500
+        }
         "/hang" => {
             hits.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_secs(30)).await;

@@ -18,6 +18,10 @@
 //!   where `hook_requests` counts requests whose `User-Agent` starts with
 //!   `phoenix-hooks` (drain and warm-up calls).
 //!
+//! With `PHOENIX_DEMO_FAIL_PERCENT=N` in its environment it is defective:
+//! N% of requests to `/` answer `500`, spread evenly, after the first few
+//! (for canary demonstrations).
+//!
 //! Every response carries `X-Phoenix-Release`, `X-Phoenix-Environment` and
 //! `X-Phoenix-Role`. The values come from the environment variables
 //! `PHOENIX_RELEASE`, `PHOENIX_ENVIRONMENT` and `PHOENIX_ROLE` (as the boot
@@ -158,6 +162,28 @@ struct Counters {
     hook_requests: AtomicU64,
     sessions: AtomicU64,
     drains: AtomicU64,
+    /// Requests to `/` so far, for the injected defect.
+    pages: AtomicU64,
+    /// Percent of requests to `/` answered 500 (see [`FAIL_PERCENT_VAR`]).
+    fail_percent: u64,
+}
+
+/// The environment variable that makes the app defective, for canary
+/// demonstrations: this percentage (0-100) of requests to `/` are answered
+/// `500`, spread evenly, except the first [`HEALTHY_PAGES`] (the defect
+/// shows under traffic, after a smoke test passed, which is what a canary
+/// is for).
+pub const FAIL_PERCENT_VAR: &str = "PHOENIX_DEMO_FAIL_PERCENT";
+
+/// Requests to `/` a defective app answers well before failing.
+pub const HEALTHY_PAGES: u64 = 5;
+
+/// Whether the `n`th request to `/` (0-based) fails at `percent`.
+fn page_fails(n: u64, percent: u64) -> bool {
+    let p = percent.min(100);
+    // Spread evenly: the count of failures so far steps up by one on each
+    // failing request.
+    n >= HEALTHY_PAGES && ((n + 1) * p) / 100 > (n * p) / 100
 }
 
 /// The pages the sitemap lists (all of them served by the app).
@@ -178,7 +204,19 @@ where
     F: Future<Output = ()>,
 {
     let config = Arc::new(config);
-    let counters = Arc::new(Counters::default());
+    let fail_percent = std::env::var(FAIL_PERCENT_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |p| p.min(100));
+    if fail_percent > 0 {
+        eprintln!(
+            "phoenix-demo-app: {FAIL_PERCENT_VAR}={fail_percent}: failing that share of GET /"
+        );
+    }
+    let counters = Arc::new(Counters {
+        fail_percent,
+        ..Counters::default()
+    });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -291,6 +329,15 @@ async fn respond(
     match req.uri().path() {
         "/health" => reply(config, StatusCode::OK, "text/plain", "ok"),
         "/" => {
+            let n = counters.pages.fetch_add(1, Ordering::Relaxed);
+            if page_fails(n, counters.fail_percent) {
+                return reply(
+                    config,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "injected failure\n",
+                );
+            }
             counters.sessions.fetch_add(1, Ordering::Relaxed);
             identity(config)
         }
@@ -393,6 +440,15 @@ fn reply(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn an_injected_defect_fails_its_share_after_the_first_pages() {
+        let failed = |p| (0..1005).filter(|n| super::page_fails(*n, p)).count();
+        assert_eq!(failed(0), 0);
+        assert_eq!(failed(30), 300);
+        assert_eq!(failed(100), 1000);
+        assert!((0..super::HEALTHY_PAGES).all(|n| !super::page_fails(n, 100)));
+    }
 
     #[test]
     fn the_sitemap_lists_served_pages_on_a_safe_host() {

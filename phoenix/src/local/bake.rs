@@ -24,6 +24,49 @@ impl LocalStack {
     /// recorded as built (not yet launchable where certification is
     /// required). The build output is removed once the image holds it.
     pub async fn bake_only(&self, version: &str) -> Result<Image, StackError> {
+        self.bake_build(version, None).await
+    }
+
+    /// Bakes and certifies version `version` of the app with a defect that
+    /// its smoke test misses: `percent`% of its requests to `/` answer
+    /// `500` once it has served a few (the demo app's
+    /// `PHOENIX_DEMO_FAIL_PERCENT`, set by the image's entrypoint). What a
+    /// canary stage is for.
+    pub async fn bake_defective(&self, version: &str, percent: u8) -> Result<Image, StackError> {
+        let image = self.bake_build(version, Some(percent.min(100))).await?;
+        self.certify(&image.id).await
+    }
+
+    /// The release `label` made of a defective build
+    /// ([`Self::bake_defective`]): `percent`% of its requests to `/`
+    /// answer `500` once it has served a few. An existing release of that
+    /// label is returned as it is.
+    pub async fn release_defective(
+        &self,
+        label: &str,
+        percent: u8,
+    ) -> Result<phoenix_core::model::Release, StackError> {
+        let label: phoenix_core::id::ReleaseLabel = label
+            .parse()
+            .map_err(|e| StackError::Unexpected(format!("invalid release label {label}: {e}")))?;
+        let snap = self.phoenix.snapshot(&self.deployment).await?;
+        if let Some(r) = snap.releases.get(&label) {
+            return Ok(r.clone());
+        }
+        let image = self.bake_defective(label.as_str(), percent).await?;
+        let mut images = BTreeMap::new();
+        images.insert(self.role.clone(), image.id);
+        Ok(self
+            .phoenix
+            .create_release(&self.deployment, label, images)
+            .await?)
+    }
+
+    async fn bake_build(
+        &self,
+        version: &str,
+        fail_percent: Option<u8>,
+    ) -> Result<Image, StackError> {
         let build = self.dir.join("build").join(version);
         if build.exists() {
             // A build output left by an earlier run is rebuilt from scratch.
@@ -36,7 +79,13 @@ impl LocalStack {
         let entry = build.join("entrypoint");
         std::fs::write(
             &entry,
-            format!("#!/bin/sh\nexec \"$(dirname \"$0\")/app\" {DEMO_APP_ARG}\n"),
+            match fail_percent {
+                None => format!("#!/bin/sh\nexec \"$(dirname \"$0\")/app\" {DEMO_APP_ARG}\n"),
+                Some(p) => format!(
+                    "#!/bin/sh\n{}={p} exec \"$(dirname \"$0\")/app\" {DEMO_APP_ARG}\n",
+                    phoenix_providers::local::demo_app::FAIL_PERCENT_VAR
+                ),
+            },
         )
         .map_err(StackError::io("cannot write", &entry))?;
         for f in [&app, &entry] {

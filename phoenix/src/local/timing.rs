@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use phoenix_core::id::ServerId;
-use phoenix_core::ports::{LbCapabilities, LoadBalancer, Member, PortError, Target};
+use phoenix_core::ports::{LbCapabilities, LoadBalancer, Member, PortError, Target, TrafficStats};
 
 /// One balancer call that changed membership.
 #[derive(Debug, Clone)]
@@ -107,6 +107,17 @@ impl LoadBalancer for TimedBalancer {
         let at = Instant::now();
         let r = self.inner.standby(servers, drain).await;
         self.record("standby", servers.len(), at);
+        r
+    }
+
+    async fn traffic_stats(&self, servers: &[ServerId]) -> Result<TrafficStats, PortError> {
+        self.inner.traffic_stats(servers).await
+    }
+
+    async fn set_weight(&self, servers: &[ServerId], percent: u8) -> Result<(), PortError> {
+        let at = Instant::now();
+        let r = self.inner.set_weight(servers, percent).await;
+        self.record("set_weight", servers.len(), at);
         r
     }
 

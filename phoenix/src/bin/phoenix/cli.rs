@@ -289,11 +289,15 @@ enum Operation {
     Deploy {
         /// The release.
         release: String,
+        #[command(flatten)]
+        canary: CanaryArgs,
     },
     /// Replace the live pool by RELEASE batch by batch.
     Rollout {
         /// The release.
         release: String,
+        #[command(flatten)]
+        canary: CanaryArgs,
     },
     /// Give the traffic back to the last standby pool, or RELEASE's.
     Rollback {
@@ -312,6 +316,51 @@ enum Operation {
         #[arg(long)]
         remove_orphans: bool,
     },
+}
+
+/// The canary stage of a deploy or rollout.
+#[derive(Debug, Clone, clap::Args)]
+struct CanaryArgs {
+    /// Run the canary stage first: a share of the new pool serves next to
+    /// the live one for the analysis window, and a failing gate takes it
+    /// out (thresholds from `[policy.canary]`, else the defaults).
+    #[arg(long)]
+    canary: bool,
+    /// Skip the canary stage `[policy.canary]` asks for.
+    #[arg(long, conflicts_with = "canary")]
+    no_canary: bool,
+    /// The analysis window (`"30s"`, `"5m"`); implies --canary.
+    #[arg(long, value_name = "DURATION")]
+    canary_window: Option<String>,
+}
+
+impl CanaryArgs {
+    /// The policy to plan with: the stack's, with the canary stage as asked.
+    fn policy(
+        &self,
+        base: &phoenix::core::policy::Policy,
+    ) -> Result<phoenix::core::policy::Policy, Failure> {
+        let mut policy = base.clone();
+        if self.no_canary {
+            policy.canary = None;
+            return Ok(policy);
+        }
+        if self.canary || self.canary_window.is_some() {
+            let canary = policy.canary.get_or_insert_with(Default::default);
+            if let Some(text) = &self.canary_window {
+                let quoted = format!("w = {text:?}");
+                #[derive(serde::Deserialize)]
+                struct W {
+                    w: phoenix::file::HumanDuration,
+                }
+                let w: W = toml::from_str(&quoted).map_err(|e| {
+                    Failure::usage(format!("invalid --canary-window {text:?}: {}", e.message()))
+                })?;
+                canary.window = w.w.0;
+            }
+        }
+        Ok(policy)
+    }
 }
 
 /// What failed, with its exit status.
@@ -920,8 +969,14 @@ async fn make_plan(stack: &Stack, op: &Operation) -> Result<Plan, Failure> {
         Operation::Provision { release, size } => {
             p.plan_provision(d, r, &label(release)?, *size).await?
         }
-        Operation::Deploy { release } => p.plan_deploy(d, r, &label(release)?).await?,
-        Operation::Rollout { release } => p.plan_rolling_replace(d, r, &label(release)?).await?,
+        Operation::Deploy { release, canary } => {
+            p.plan_deploy_with(d, r, &label(release)?, &canary.policy(p.policy())?)
+                .await?
+        }
+        Operation::Rollout { release, canary } => {
+            p.plan_rolling_replace_with(d, r, &label(release)?, &canary.policy(p.policy())?)
+                .await?
+        }
         Operation::Rollback { release } => {
             let target = release.as_deref().map(label).transpose()?;
             p.plan_rollback(d, r, target.as_ref()).await?
