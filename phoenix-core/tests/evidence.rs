@@ -109,3 +109,36 @@ async fn evidence_is_recorded_exported_and_only_its_digest_certifies() {
         .await
         .is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_image_only_the_provider_calls_certified_starts_as_built_in_the_records() {
+    // A stock image another tool tagged certified (or released): Phoenix
+    // has no record of it, so its first record sets the claim aside and
+    // takes evidence like any built image.
+    let w = world(SimConfig::default(), 1).await;
+    let claimed = w.cloud.claimed_certified_image("base", "2026.12");
+    let recorded = w
+        .phoenix
+        .record_evidence(
+            &claimed.id,
+            TestEvidence::new("acceptance", w.cloud.now(), true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.state, ImageState::Built, "{recorded:?}");
+    assert_eq!(
+        recorded.evidence.len(),
+        1,
+        "only the evidence recorded here"
+    );
+    w.phoenix
+        .promote(&claimed.id, ImageState::Tested)
+        .await
+        .unwrap();
+    let certified = w
+        .phoenix
+        .promote(&claimed.id, ImageState::Certified)
+        .await
+        .unwrap();
+    assert_eq!(certified.state, ImageState::Certified);
+}

@@ -137,7 +137,18 @@ impl Phoenix {
         }
         let images = self.ports.images.clone();
         match self.policy.retry.run(|| images.get(id)).await {
-            Ok(img) => {
+            Ok(mut img) => {
+                // The provider's word is a claim, not a record (as in
+                // check_launchable): an image first recorded here starts
+                // as built, whatever its properties say, and only the
+                // evidence recorded here can take it further.
+                if matches!(
+                    img.state,
+                    ImageState::Tested | ImageState::Certified | ImageState::Released
+                ) {
+                    img.state = ImageState::Built;
+                }
+                img.evidence.clear();
                 let version = self.records.put_image(&img, Expect::Absent).await?;
                 Ok((img, version))
             }
