@@ -109,10 +109,7 @@ impl fmt::Debug for StackFile {
         f.debug_struct("StackFile")
             .field(
                 "state",
-                &self
-                    .state
-                    .as_deref()
-                    .map(crate::local::redact_url_for_debug),
+                &self.state.as_deref().map(crate::redact::redact_url),
             )
             .field("workdir", &self.workdir)
             .field("config", &self.config)

@@ -18,6 +18,8 @@
 //! # Ten lines
 //!
 //! ```
+//! # #[cfg(not(feature = "local"))] fn main() {}
+//! # #[cfg(feature = "local")]
 //! # fn main() -> std::process::ExitCode {
 //! // A demo's image is this program: started with the demo argument, it
 //! // serves a small HTTP app instead.
@@ -25,7 +27,7 @@
 //!     return code;
 //! }
 //! # let dir = tempfile::tempdir().unwrap();
-//! phoenix::local::block_on_main(async {
+//! phoenix::block_on_main(async {
 //!     let stack = phoenix::local().dir(dir.path()).servers(2).open().await?;
 //!     stack.release("v1").await?; // bake, certify, record
 //!     stack.deploy("v1").await?; // a verified pool goes live
@@ -35,7 +37,7 @@
 //!     let snap = stack.phoenix.snapshot(&stack.deployment).await?;
 //!     println!("{}", phoenix::status::StatusTree::of(&snap, chrono::Utc::now(), std::time::Duration::from_secs(3600), false));
 //!     stack.teardown().await?;
-//!     Ok::<_, phoenix::local::StackError>(true)
+//!     Ok::<_, phoenix::StackError>(true)
 //! })
 //! # }
 //! ```
@@ -47,6 +49,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
+//! | `local` (default) | the local provider: servers are processes started from baked, content-addressed images ([`mod@local`], [`local()`], `kind = "local"` in a `phoenix.toml`) |
 //! | `cli` (default) | the `phoenix` command |
 //! | `openstack` | Nova, Glance (Keystone v3, Rackspace identity), Octavia, Rackspace CLB, floating IPs |
 //! | `aws` | EC2, AMIs, ELBv2, Elastic IPs, AWS's credential chain |
@@ -56,9 +59,11 @@
 //! | `postgres` | PostgreSQL state shared by orchestrators |
 //! | `sim`, `mock` | the simulated cloud and port mocks, for tests |
 //!
-//! The embedded default needs no feature: the local provider, the
-//! embedded balancer and its admin socket (`remote`), HTTP probes, SQLite
-//! state and hooks are always there.
+//! Every build has the embedded balancer and its admin socket
+//! (`remote`), HTTP probes, SQLite state and hooks. A build for a cloud
+//! only can leave the local provider out
+//! (`default-features = false, features = ["aws"]`); a `phoenix.toml`
+//! with `kind = "local"` is then refused, naming the feature.
 //!
 //! # Exit statuses of the `phoenix` command
 //!
@@ -72,6 +77,10 @@
 //! | 5 | refused: a guard or the planner refused (an invariant, a stale plan, an unfinished operation) |
 //! | 6 | the operation failed and was rolled back (the previous pool serves) |
 //! | 7 | the operation failed and halted (see `phoenix status` and `phoenix report`) |
+
+// The crate's docs link to the local stack, which a build for the clouds
+// only leaves out.
+#![cfg_attr(not(feature = "local"), allow(rustdoc::broken_intra_doc_links))]
 
 pub use phoenix_config as config;
 pub use phoenix_core as core;
@@ -90,30 +99,41 @@ pub use phoenix_core::{
 /// re-exported so that no `tokio_util` type is needed by hand.
 pub use phoenix_lb::remote::CancellationToken;
 
+mod block_on;
 pub mod campaign;
 pub mod canary_section;
 pub mod chaos;
 mod compose;
+mod embedded;
+mod error;
 pub mod exit;
 pub mod file;
+#[cfg(feature = "local")]
 pub mod local;
 pub mod prices;
 mod probe;
+mod redact;
 pub mod report;
+mod restore;
 mod stack;
 pub mod status;
 
+pub use block_on::block_on_main;
+pub use embedded::embedded_balancer;
+pub use error::StackError;
 pub use probe::ProviderProbe;
+pub use restore::restore;
 pub use stack::{Stack, StackFileError, StackSelect};
 
 /// The workspace README's examples, run as doc tests (`cargo test`).
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "local"))]
 #[doc = include_str!("../../README.md")]
 struct RootReadme;
 
 /// Opens the local stack builder-style: local processes from baked
 /// images, the embedded balancer, SQLite under `.phoenix` (see
 /// [`local::LocalBuilder`] for every setting).
+#[cfg(feature = "local")]
 pub fn local() -> local::LocalBuilder {
     local::LocalBuilder::new()
 }

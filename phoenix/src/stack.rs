@@ -17,8 +17,10 @@ use phoenix_core::ports::LoadBalancer;
 use phoenix_lb::remote::RemoteBalancer;
 
 use crate::compose;
-use crate::file::{BalancerSection, CheckKind, FileError, ProviderSection, StackFile};
-use crate::local::{BalancerChoice, LocalOptions, LocalStack, StackError};
+use crate::error::StackError;
+use crate::file::{BalancerSection, CheckKind, FileError, StackFile};
+#[cfg(feature = "local")]
+use crate::local::{BalancerChoice, LocalOptions, LocalStack};
 
 /// Why a stack could not be composed or an operation of it failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +137,7 @@ pub struct Stack {
 
 #[derive(Debug)]
 enum Backend {
+    #[cfg(feature = "local")]
     Local(Box<LocalStack>),
     Cloud(Box<CloudStack>),
 }
@@ -227,7 +230,10 @@ impl Stack {
         let balancer = &file.balancers[&balancer_name];
         let policy = file.policy.resolve(r.desired);
         let backend = match provider {
-            ProviderSection::Local { app } => {
+            // Without the feature, the cloud arm refuses the section,
+            // naming the feature.
+            #[cfg(feature = "local")]
+            crate::file::ProviderSection::Local { app } => {
                 let mut o = LocalOptions::here()?;
                 o.dir = workdir.clone();
                 if let Some(app) = select.app.clone().or_else(|| app.as_deref().map(relative)) {
@@ -281,7 +287,7 @@ impl Stack {
                         },
                     )?),
                     BalancerSection::Embedded { listen, .. } => {
-                        Arc::new(crate::local::embedded_balancer(*listen).await?)
+                        Arc::new(crate::embedded_balancer(*listen).await?)
                     }
                     other => compose::balancer(&path, &balancer_name, other, Some(&ports), r.port)?,
                 };
@@ -392,6 +398,7 @@ impl Stack {
     /// Phoenix over the stack's ports.
     pub fn phoenix(&self) -> &Phoenix {
         match &self.backend {
+            #[cfg(feature = "local")]
             Backend::Local(s) => &s.phoenix,
             Backend::Cloud(c) => &c.phoenix,
         }
@@ -400,12 +407,25 @@ impl Stack {
     /// The state store.
     pub fn store(&self) -> &Arc<dyn StateStore> {
         match &self.backend {
+            #[cfg(feature = "local")]
             Backend::Local(s) => &s.store,
             Backend::Cloud(c) => &c.store,
         }
     }
 
+    /// Whether this is the local stack with its balancer in this process:
+    /// that balancer starts empty, so a [`Self::restore`] must put the
+    /// serving pool back behind it before anything is planned.
+    pub fn local_balancer_in_process(&self) -> bool {
+        match &self.backend {
+            #[cfg(feature = "local")]
+            Backend::Local(s) => s.embedded.is_some(),
+            Backend::Cloud(_) => false,
+        }
+    }
+
     /// The local stack, when the provider is `local`.
+    #[cfg(feature = "local")]
     pub fn local(&self) -> Option<&LocalStack> {
         match &self.backend {
             Backend::Local(s) => Some(s),
@@ -418,11 +438,12 @@ impl Stack {
     /// (Packer, …) and are certified and released by id.
     pub async fn bake(&self, version: &str) -> Result<Image, StackFileError> {
         match &self.backend {
+            #[cfg(feature = "local")]
             Backend::Local(s) => Ok(s.bake_only(version).await?),
             Backend::Cloud(c) => Err(StackFileError::Unsupported {
                 file: self.path.clone(),
                 reason: format!(
-                    "{} images are baked by an image pipeline (Packer, …): certify one with `phoenix certify IMAGE --suite NAME` and record it with `phoenix release LABEL --image IMAGE`",
+                    "cannot bake {version:?}: {} images are baked by an image pipeline (Packer, …): certify one with `phoenix certify IMAGE --suite NAME` and record it with `phoenix release LABEL --image IMAGE`",
                     c.kind
                 ),
             }),
@@ -440,6 +461,7 @@ impl Stack {
         evidence: Option<TestEvidence>,
     ) -> Result<Image, StackFileError> {
         match (&self.backend, evidence) {
+            #[cfg(feature = "local")]
             (Backend::Local(s), None) => Ok(s.certify(image).await?),
             (Backend::Cloud(c), None) => Err(StackFileError::Unsupported {
                 file: self.path.clone(),
@@ -484,6 +506,7 @@ impl Stack {
     ) -> Result<Release, StackFileError> {
         let Some(image) = image else {
             return match &self.backend {
+                #[cfg(feature = "local")]
                 Backend::Local(s) => Ok(s.release(label).await?),
                 Backend::Cloud(c) => Err(StackFileError::Unsupported {
                     file: self.path.clone(),
@@ -494,7 +517,7 @@ impl Stack {
                 }),
             };
         };
-        let label: ReleaseLabel = crate::local::parse_label(label)?;
+        let label: ReleaseLabel = crate::error::release_label(label)?;
         let p = self.phoenix();
         let snap = p
             .snapshot(&self.deployment)
@@ -516,7 +539,7 @@ impl Stack {
     /// labels are terminated), and heals the live pool. Returns what the
     /// reconciliation found.
     pub async fn restore(&self, remove_orphans: bool) -> Result<String, StackFileError> {
-        Ok(crate::local::restore(
+        Ok(crate::restore(
             self.phoenix(),
             &self.deployment,
             &self.role,
@@ -535,6 +558,7 @@ impl Stack {
     /// many servers it terminated.
     pub async fn teardown(self) -> Result<usize, StackFileError> {
         match self.backend {
+            #[cfg(feature = "local")]
             Backend::Local(s) => Ok(s.teardown().await?),
             Backend::Cloud(c) => Err(StackFileError::Unsupported {
                 file: self.path,
@@ -602,6 +626,7 @@ pub(crate) fn definition(
     }
     Ok(out)
 }
+#[cfg(feature = "local")]
 fn local_balancer(
     path: &Path,
     name: &str,
@@ -631,5 +656,66 @@ fn local_balancer(
                 other.kind()
             ),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const LOCAL: &str = r#"
+[providers.laptop]
+kind = "local"
+
+[balancers.front]
+kind = "embedded"
+
+[deployments.shop]
+environment = "local"
+provider = "laptop"
+
+[deployments.shop.roles.web]
+desired = 1
+balancer = "front"
+"#;
+
+    /// A local provider opens with feature `local`; without it (a build
+    /// for a cloud only), the file is refused, naming the feature.
+    #[tokio::test]
+    async fn a_local_provider_needs_feature_local() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phoenix.toml");
+        std::fs::write(&path, LOCAL).unwrap();
+        let opened = Stack::from_file(&path).await;
+        #[cfg(feature = "local")]
+        {
+            let stack = opened.expect("the local provider opens");
+            assert!(stack.local().is_some());
+            assert!(stack.local_balancer_in_process());
+            assert_eq!(stack.teardown().await.unwrap(), 0);
+        }
+        #[cfg(not(feature = "local"))]
+        {
+            let e = opened.expect_err("no local provider in this build");
+            assert!(
+                matches!(
+                    &e,
+                    StackFileError::MissingFeature {
+                        feature: "local",
+                        kind: "local",
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains("provider \"laptop\"")
+                    && text.contains("built without feature `local`"),
+                "{text}"
+            );
+        }
     }
 }

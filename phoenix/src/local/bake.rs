@@ -7,8 +7,8 @@ use phoenix_core::model::{Image, ImageState, TestEvidence};
 use phoenix_core::ports::{BakeRequest, BakeSource, Images};
 
 use super::demo::DEMO_APP_ARG;
-use super::error::StackError;
 use super::stack::LocalStack;
+use crate::error::StackError;
 
 impl LocalStack {
     /// Bakes version `version` of the app and certifies it

@@ -7,8 +7,8 @@ use phoenix_core::id::{DeploymentId, EnvironmentName, RoleName};
 use phoenix_core::policy::Policy;
 use phoenix_core::ports::{ServerHooks, StateStore};
 
-use super::error::StackError;
 use super::stack::{BalancerChoice, HooksChoice, LocalOptions, LocalStack};
+use crate::error::StackError;
 
 /// Opens a [`LocalStack`] step by step; made by [`crate::local()`].
 ///

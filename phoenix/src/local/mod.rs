@@ -1,5 +1,5 @@
 //! The local stack: the whole Phoenix pattern on one machine, nothing
-//! installed (no feature needed).
+//! installed (feature `local`, on by default).
 //!
 //! Servers are processes started by the local provider from baked,
 //! content-addressed images; the embedded balancer proxies to them (or a
@@ -23,18 +23,17 @@
 mod bake;
 mod builder;
 mod demo;
-mod error;
 mod ops;
 mod stack;
 mod timing;
 
 pub use builder::LocalBuilder;
-pub use demo::{block_on_main, serve_demo_app_if_asked, DEMO_APP_ARG};
-pub use error::StackError;
-pub(crate) use ops::label as parse_label;
-pub(crate) use stack::redact_url as redact_url_for_debug;
+pub use demo::{serve_demo_app_if_asked, DEMO_APP_ARG};
 pub use stack::{
-    embedded_balancer, restore, BalancerChoice, HooksChoice, LocalOptions, LocalStack, StoreLayer,
-    DEPLOYMENT, ENVIRONMENT, ROLE,
+    BalancerChoice, HooksChoice, LocalOptions, LocalStack, StoreLayer, DEPLOYMENT, ENVIRONMENT,
+    ROLE,
 };
 pub use timing::{BalancerCall, TimedBalancer};
+
+// What every stack shares, where the local stack's users look for it.
+pub use crate::{block_on_main, embedded_balancer, restore, StackError};

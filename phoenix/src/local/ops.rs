@@ -5,17 +5,8 @@ use phoenix_core::id::ReleaseLabel;
 use phoenix_core::model::PoolState;
 use phoenix_core::plan::Plan;
 
-use super::error::StackError;
 use super::stack::LocalStack;
-
-/// Parses a release label, naming it in the error.
-pub(crate) fn label(value: &str) -> Result<ReleaseLabel, StackError> {
-    value.parse().map_err(|e| StackError::InvalidName {
-        what: "release",
-        value: value.to_owned(),
-        reason: format!("{e}"),
-    })
-}
+use crate::error::{release_label as label, StackError};
 
 impl LocalStack {
     /// Applies a plan unless it has nothing to do.

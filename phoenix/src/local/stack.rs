@@ -12,7 +12,7 @@ use phoenix_core::ops::ReconcileOptions;
 use phoenix_core::policy::Policy;
 use phoenix_core::ports::{Compute, Images, LoadBalancer, ServerHooks, StateStore};
 use phoenix_core::Phoenix;
-use phoenix_lb::embedded::{EmbeddedBalancer, HealthCheck};
+use phoenix_lb::embedded::EmbeddedBalancer;
 #[cfg(feature = "haproxy")]
 use phoenix_lb::haproxy::{LocalHaproxy, Mode, ServerCheck};
 use phoenix_lb::probe::HttpProbe;
@@ -20,8 +20,8 @@ use phoenix_lb::remote::{AdminServer, RemoteBalancer};
 use phoenix_providers::local::{LocalCompute, LocalImages};
 use phoenix_state::hooks::{Hooks, HttpDrain, WarmUp};
 
-use super::error::StackError;
 use super::timing::TimedBalancer;
+use crate::error::StackError;
 
 /// The deployment the local stack runs unless told otherwise.
 pub const DEPLOYMENT: &str = "shop";
@@ -156,7 +156,10 @@ impl std::fmt::Debug for LocalOptions {
             .field("servers", &self.servers)
             .field("holder", &self.holder)
             .field("config", &self.config)
-            .field("state", &self.state.as_deref().map(redact_url))
+            .field(
+                "state",
+                &self.state.as_deref().map(crate::redact::redact_url),
+            )
             .field("hooks", &self.hooks)
             .field("deployment", &self.deployment)
             .field("role", &self.role)
@@ -326,7 +329,7 @@ impl LocalStack {
         let mut haproxy = None;
         let (inner, embedded, admin): (Arc<dyn LoadBalancer>, _, _) = match &options.balancer {
             BalancerChoice::Embedded { listen, admin } => {
-                let lb = Arc::new(embedded_balancer(*listen).await?);
+                let lb = Arc::new(crate::embedded_balancer(*listen).await?);
                 let served = match admin {
                     Some(path) => Some(phoenix_lb::remote::serve(
                         lb.clone(),
@@ -495,7 +498,7 @@ impl LocalStack {
 
     /// [`Self::restore`] with these reconcile options.
     pub async fn restore_with(&self, options: ReconcileOptions) -> Result<String, StackError> {
-        restore(&self.phoenix, &self.deployment, &self.role, options).await
+        crate::restore(&self.phoenix, &self.deployment, &self.role, options).await
     }
 
     /// The process id of a local server, from its record.
@@ -537,67 +540,5 @@ impl LocalStack {
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(StackError::io("cannot remove", &dir))?;
         Ok(servers.len())
-    }
-}
-
-/// Picks up where an earlier orchestrator left off, on any stack: resumes
-/// an interrupted operation (one that resumes and then fails, rolled back
-/// or halted, is done with: not an error here), then plans and applies a
-/// reconciliation with `options`, then heals the live pool if there is
-/// one. Returns what the reconciliation found.
-pub async fn restore(
-    phoenix: &Phoenix,
-    deployment: &DeploymentId,
-    role: &RoleName,
-    options: ReconcileOptions,
-) -> Result<String, StackError> {
-    match phoenix.resume(deployment).await {
-        Ok(_) | Err(ExecError::Failed { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let (report, plan) = phoenix.plan_reconcile(deployment, role, options).await?;
-    let found = report.to_string();
-    if !plan.is_noop() {
-        phoenix.apply(plan).await?;
-    }
-    let snap = phoenix.snapshot(deployment).await?;
-    if snap.live_pool(role).is_some() {
-        let plan = phoenix.plan_heal(deployment, role).await?;
-        if !plan.is_noop() {
-            phoenix.apply(plan).await?;
-        }
-    }
-    Ok(found)
-}
-
-/// The embedded balancer as the local stack runs it: HTTP checks of
-/// `/health` every 100 ms (2 to rise, 2 to fall), 2 s drains by default.
-/// `phoenix lb serve` runs the same one in a process of its own.
-pub async fn embedded_balancer(listen: SocketAddr) -> Result<EmbeddedBalancer, StackError> {
-    Ok(EmbeddedBalancer::builder()
-        .listen(listen)
-        .health_check(HealthCheck::http_get("/health"))
-        .check_interval(Duration::from_millis(100))
-        .rise(2)
-        .fall(2)
-        .drain_default(Duration::from_secs(2))
-        .start()
-        .await?)
-}
-
-/// A URL with any password hidden: `postgres://user:***@host/db`. A
-/// string that is not a URL is shown as `<not a URL>`, since it may hold
-/// a secret in a shape this cannot see.
-pub(crate) fn redact_url(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut u) => {
-            if u.password().is_some() && u.set_password(Some("***")).is_err() {
-                return "<a URL with a password>".into();
-            }
-            u.to_string()
-        }
-        // `sqlite:relative.db` and other paths are fine to show.
-        Err(_) if !text.contains('@') => text.to_owned(),
-        Err(_) => "<not a URL>".into(),
     }
 }

@@ -15,13 +15,15 @@ use phoenix::core::campaign::{
 use phoenix::core::id::{DeploymentId, ImageId, OperationId, PoolId, ReleaseLabel};
 use phoenix::core::model::TestEvidence;
 use phoenix::core::ops::{PlanningError, ReconcileOptions};
+#[cfg(feature = "local")]
 use phoenix::core::ports::Compute as _;
 use phoenix::exit;
 use phoenix::file::{BalancerSection, StackFile};
-use phoenix::local::StackError;
 use phoenix::report::{deployment_events, Timeline};
 use phoenix::status::StatusTree;
-use phoenix::{ExecError, FailureCause, OperationReport, Plan, Stack, StackFileError, StackSelect};
+use phoenix::{
+    ExecError, FailureCause, OperationReport, Plan, Stack, StackError, StackFileError, StackSelect,
+};
 
 use crate::progress::Progress;
 
@@ -642,7 +644,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             // Pick up what an earlier orchestrator left unfinished first. A
             // balancer in this process starts empty: the restore puts the
             // serving pool back behind it before anything is planned.
-            if stack.local().is_some_and(|l| l.embedded.is_some()) {
+            if stack.local_balancer_in_process() {
                 let found = stack.restore(false).await?;
                 if !cli.quiet && !cli.json {
                     eprintln!("{found}");
@@ -669,6 +671,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Teardown { yes } => {
             let stack = open(&cli).await?;
             if !yes {
+                #[cfg(feature = "local")]
                 let servers = match stack.local() {
                     Some(l) => l
                         .compute
@@ -680,6 +683,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         .len(),
                     None => 0,
                 };
+                // Only the local stack tears down; `teardown --yes` says so.
+                #[cfg(not(feature = "local"))]
+                let servers = 0;
                 println!(
                     "would terminate {servers} server(s) of {}, delete its images and remove {}; run again with --yes",
                     stack.deployment(),
@@ -875,7 +881,7 @@ async fn campaign_command(
     if !read_only {
         // A balancer in this process starts empty: put what serves back.
         for (_, stack) in fleet.stacks() {
-            if stack.local().is_some_and(|l| l.embedded.is_some()) {
+            if stack.local_balancer_in_process() {
                 stack.restore(false).await?;
             }
         }
@@ -1211,7 +1217,7 @@ async fn lb_serve(
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| other_io(e, "cannot create", dir))?;
     }
-    let lb = Arc::new(phoenix::local::embedded_balancer(listen.unwrap_or(*file_listen)).await?);
+    let lb = Arc::new(phoenix::embedded_balancer(listen.unwrap_or(*file_listen)).await?);
     let stop = phoenix::CancellationToken::new();
     let served = phoenix::lb::remote::serve(lb.clone(), &socket, stop.clone()).map_err(other)?;
     if cli.json {

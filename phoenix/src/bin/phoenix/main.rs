@@ -10,6 +10,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // An image baked by the local provider is this program: started with
     // the demo argument, it serves the demo app.
+    #[cfg(feature = "local")]
     if let Some(code) = phoenix::local::serve_demo_app_if_asked() {
         return code;
     }

@@ -75,7 +75,7 @@ impl ChaosArgs {
 /// Runs the drill on the stack's live pool and prints its report.
 pub(super) async fn run(cli: &Cli, args: &ChaosArgs) -> Result<(), Failure> {
     let stack = super::open(cli).await?;
-    if stack.local().is_some_and(|l| l.embedded.is_some()) {
+    if stack.local_balancer_in_process() {
         let found = stack.restore(false).await?;
         if !cli.quiet && !cli.json {
             eprintln!("{found}");

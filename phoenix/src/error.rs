@@ -1,6 +1,12 @@
+//! [`StackError`]: why a stack (the local one, or one composed from a
+//! `phoenix.toml`) failed.
+
 use std::path::PathBuf;
 
-/// Why the local stack failed.
+use phoenix_core::id::ReleaseLabel;
+
+/// Why a stack failed: the local one, or one composed from a
+/// `phoenix.toml` (whose file errors are [`crate::StackFileError`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StackError {
@@ -78,6 +84,15 @@ pub enum StackError {
     /// Something the stack expects did not hold.
     #[error("{0}")]
     Unexpected(String),
+}
+
+/// Parses a release label, naming it in the error.
+pub(crate) fn release_label(value: &str) -> Result<ReleaseLabel, StackError> {
+    value.parse().map_err(|e| StackError::InvalidName {
+        what: "release",
+        value: value.to_owned(),
+        reason: format!("{e}"),
+    })
 }
 
 impl StackError {
