@@ -8,7 +8,8 @@
 //! - `embedded` (default): [`embedded::EmbeddedBalancer`], a tokio TCP proxy
 //!   on a loopback address whose member set is swapped atomically, with
 //!   active health checks (HTTP `GET` or TCP connect; interval, rise, fall),
-//!   connection retry on another member when a connect fails, connection
+//!   connection retry on another member when a connect fails, redispatch of
+//!   a safe first request a dying member dropped unanswered, connection
 //!   draining and per-member counters;
 //! - `probe` (default): [`probe::HttpProbe`], health and smoke checks over
 //!   HTTP/1.1 that also verify the release a server announces in its

@@ -4,7 +4,8 @@
 //!
 //! - **New connections** never fail: the balancer connects to a member
 //!   before relaying anything, so a refused connect to the dead member is
-//!   retried on another one. Checked with a second load generator that
+//!   retried on another one, and a `GET` the dying member took and dropped
+//!   unanswered is sent to another one (`redispatch.rs`). Checked with a second load generator that
 //!   opens a fresh connection per request and has client retries turned
 //!   off.
 //! - **Requests inside the dead backend** when it died (in flight, or on a

@@ -49,16 +49,25 @@ pub(crate) struct Settings {
     pub(crate) fall: u32,
     pub(crate) connect_timeout: Duration,
     pub(crate) connect_attempts: u32,
+    pub(crate) redispatch_buffer: usize,
     pub(crate) drain_default: Duration,
 }
+
+/// The default of [`EmbeddedBalancerBuilder::redispatch_buffer`]: a
+/// request head with its cookies fits.
+const DEFAULT_REDISPATCH_BUFFER: usize = 16 * 1024;
+
+/// The largest [`EmbeddedBalancerBuilder::redispatch_buffer`] accepted: it
+/// is held per client connection until the member answers.
+const MAX_REDISPATCH_BUFFER: usize = 1024 * 1024;
 
 /// Configures and starts an [`EmbeddedBalancer`].
 ///
 /// Defaults: listen on `127.0.0.1:0` (an ephemeral loopback port),
 /// `GET /health` every second with a 500 ms timeout, healthy after 2
 /// consecutive passes, unhealthy after 3 consecutive failures, connects
-/// time out after 1 s, 3 connection attempts across members, 30 s default
-/// drain.
+/// time out after 1 s, 3 connection attempts across members, a 16 KiB
+/// redispatch buffer, 30 s default drain.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct EmbeddedBalancerBuilder {
@@ -81,6 +90,7 @@ impl Default for EmbeddedBalancerBuilder {
                 fall: 3,
                 connect_timeout: Duration::from_secs(1),
                 connect_attempts: 3,
+                redispatch_buffer: DEFAULT_REDISPATCH_BUFFER,
                 drain_default: Duration::from_secs(30),
             },
             shutdown: None,
@@ -150,6 +160,19 @@ impl EmbeddedBalancerBuilder {
         self
     }
 
+    /// How many bytes of a client connection's first request the balancer
+    /// keeps until a member answers, to send them to another member if
+    /// the one it picked closes or resets the connection before answering
+    /// (it died holding the request). Only `GET`, `HEAD` and `OPTIONS`
+    /// requests are sent again, and only when they fit; a member that
+    /// answered anything owns the connection. Each redispatch uses one of
+    /// the [`connect_attempts`](Self::connect_attempts). 0 turns
+    /// redispatch off; at most 1 MiB.
+    pub fn redispatch_buffer(mut self, bytes: usize) -> Self {
+        self.settings.redispatch_buffer = bytes;
+        self
+    }
+
     /// The drain used by [`EmbeddedBalancer::detach_default`].
     pub fn drain_default(mut self, drain: Duration) -> Self {
         self.settings.drain_default = drain;
@@ -208,6 +231,9 @@ impl EmbeddedBalancerBuilder {
         if s.connect_attempts == 0 {
             return invalid("connect_attempts", "must be at least 1");
         }
+        if s.redispatch_buffer > MAX_REDISPATCH_BUFFER {
+            return invalid("redispatch_buffer", "must be at most 1 MiB");
+        }
         if let HealthCheck::HttpGet { path } = &s.health_check {
             crate::http::validate_path(path).map_err(|e| EmbeddedError::InvalidCheckPath {
                 path: path.clone(),
@@ -242,6 +268,7 @@ mod tests {
             b().rise(0),
             b().fall(0),
             b().connect_attempts(0),
+            b().redispatch_buffer(MAX_REDISPATCH_BUFFER + 1),
             b().check_interval(Duration::ZERO),
             b().check_timeout(Duration::ZERO),
             b().connect_timeout(Duration::ZERO),

@@ -37,8 +37,9 @@ pub(crate) struct MemberEntry {
     /// marks it draining, so that a connection routed with an older
     /// snapshot cannot slip in after its drain found it idle.
     pub(crate) accepting: AtomicBool,
-    /// Connect failures since the last successful connect or passed check:
-    /// routing tries such members last.
+    /// Connect failures and requests dropped unanswered since the last
+    /// successful connect or passed check: routing tries such members
+    /// last.
     pub(crate) recent_failures: AtomicU32,
     /// Woken when `active` drops to zero.
     pub(crate) idle: Notify,
@@ -234,6 +235,7 @@ impl Slot {
             bytes_out: get(&c.bytes_out),
             connect_failures: get(&c.connect_failures),
             connection_errors: get(&c.connection_errors),
+            unanswered: get(&c.unanswered),
             forced_closes: get(&c.forced_closes),
             checks_passed: get(&c.checks_passed),
             checks_failed: get(&c.checks_failed),

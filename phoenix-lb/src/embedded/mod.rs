@@ -24,6 +24,14 @@
 //!   Re-attaching a draining member makes it active again.
 //! - **Data path.** [`tokio::io::copy_bidirectional`] with `TCP_NODELAY` on
 //!   both sides; counters are bumped per connection, never per byte.
+//! - **Redispatch.** A member can die holding a connection's first request:
+//!   a killed server's listen backlog still completes connects until the
+//!   kernel tears it down. When the member closes or resets such a
+//!   connection before a byte of answer and the request is a `GET`, `HEAD`
+//!   or `OPTIONS` that fits the
+//!   [redispatch buffer](EmbeddedBalancerBuilder::redispatch_buffer), its
+//!   bytes go to another member and the client sees one answer; any other
+//!   request is closed as before, never sent twice.
 //! - **Lifetime.** Every task (accept loop, connections, checks, drains)
 //!   stops on [`EmbeddedBalancer::shutdown`], on the builder's shutdown
 //!   token, or when the balancer is dropped.
@@ -34,6 +42,7 @@ mod error;
 mod health;
 mod members;
 mod proxy;
+mod replay;
 mod routing;
 mod sniff;
 mod stats;
@@ -248,6 +257,7 @@ impl EmbeddedBalancer {
             listen: self.shared.local_addr,
             accepted: c.accepted.load(Ordering::Relaxed),
             unserved: c.unserved.load(Ordering::Relaxed),
+            redispatched: c.redispatched.load(Ordering::Relaxed),
             forced_closes: c.forced_closes.load(Ordering::Relaxed),
             members: set.slots.iter().map(members::Slot::stats).collect(),
         }

@@ -1,7 +1,9 @@
 //! The data path: accept, pick a member, connect (retrying on another
 //! member when a connect fails), then splice bytes both ways with
 //! [`tokio::io::copy_bidirectional`] until either side closes, the member
-//! is retired, or the balancer shuts down.
+//! is retired, or the balancer shuts down. A member that closes the
+//! connection holding the first request unanswered has it sent to another
+//! member when that is safe (see the `replay` module).
 
 use std::io;
 use std::pin::Pin;
@@ -10,11 +12,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::members::MemberEntry;
 use super::routing;
+use super::sniff::{Exchange, Side};
 use super::stats::bump;
 use super::Shared;
 
@@ -71,54 +74,107 @@ async fn serve(shared: &Shared, client: TcpStream) {
     if let Err(e) = client.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY on a client connection");
     }
-    let Some((backend, guard)) = connect_upstream(shared).await else {
-        bump(&shared.counters.unserved);
-        tracing::debug!(listen = %shared.local_addr, "no member could take a connection; closing it");
+    let exchange = Arc::new(Exchange::new(shared.settings.redispatch_buffer));
+    let mut client = Counted::new(client, Side::Client(exchange.clone()));
+    let mut picks = Picks::default();
+    // The first request again, when the member before dropped it.
+    let mut resend: Option<Vec<u8>> = None;
+    loop {
+        let Some((backend, guard)) = connect_upstream(shared, &mut picks).await else {
+            bump(&shared.counters.unserved);
+            tracing::debug!(listen = %shared.local_addr, "no member could take a connection; closing it");
+            return;
+        };
+        let entry = guard.entry.clone();
+        let c = &entry.counters;
+        bump(&c.connections_total);
+        let mut backend = Counted::new(backend, Side::Member(exchange.clone(), entry.clone()));
+        let from_client = client.read;
+        let finished = match &resend {
+            Some(bytes) => {
+                bump(&shared.counters.redispatched);
+                c.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                tracing::debug!(server = %entry.server, bytes = bytes.len(), "sending a dropped request to another member");
+                match backend.write_all(bytes).await {
+                    Ok(()) => splice(&mut client, &mut backend, &entry).await,
+                    Err(e) => Some(Err(e)),
+                }
+            }
+            None => splice(&mut client, &mut backend, &entry).await,
+        };
+        c.bytes_in
+            .fetch_add(client.read - from_client, Ordering::Relaxed);
+        c.bytes_out.fetch_add(backend.read, Ordering::Relaxed);
+        if backend.dropped_a_request {
+            bump(&c.unanswered);
+            // Ranks it after members that have not failed (see `routing`).
+            entry.recent_failures.fetch_add(1, Ordering::Relaxed);
+            resend = if client.failed {
+                None
+            } else {
+                exchange.replay.replayable()
+            };
+            tracing::debug!(
+                server = %entry.server,
+                redispatch = resend.is_some(),
+                "the member closed the connection holding an unanswered request"
+            );
+            if resend.is_some() {
+                continue;
+            }
+            return;
+        }
+        match finished {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                bump(&c.connection_errors);
+                tracing::debug!(server = %entry.server, error = %e, "proxied connection ended with an error");
+            }
+            None => {
+                bump(&c.forced_closes);
+                bump(&shared.counters.forced_closes);
+                tracing::debug!(server = %entry.server, "closing a connection the member's drain left open");
+            }
+        }
         return;
-    };
-    let entry = guard.entry.clone();
-    bump(&entry.counters.connections_total);
-    let exchange = Arc::new(super::sniff::Exchange::default());
-    let mut client = Counted::new(client, super::sniff::Side::Client(exchange.clone()));
-    let mut backend = Counted::new(backend, super::sniff::Side::Member(exchange, entry.clone()));
-    let cut = entry.cut_token();
-    let finished = tokio::select! {
-        biased;
-        copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => Some(copied),
-        () = entry.retired.cancelled() => None,
-        () = cut.cancelled() => None,
-    };
-    let c = &entry.counters;
-    c.bytes_in.fetch_add(client.read, Ordering::Relaxed);
-    c.bytes_out.fetch_add(backend.read, Ordering::Relaxed);
-    match finished {
-        Some(Ok(_)) => {}
-        Some(Err(e)) => {
-            bump(&c.connection_errors);
-            tracing::debug!(server = %entry.server, error = %e, "proxied connection ended with an error");
-        }
-        None => {
-            bump(&c.forced_closes);
-            bump(&shared.counters.forced_closes);
-            tracing::debug!(server = %entry.server, "closing a connection the member's drain left open");
-        }
     }
-    drop(guard);
 }
 
-/// Connects to the best eligible member, moving on to the next one when a
-/// connect fails, up to the configured number of attempts.
-async fn connect_upstream(shared: &Shared) -> Option<(TcpStream, ActiveGuard)> {
+/// Copies both ways until either side closes (`Some`), or the member is
+/// retired or cut (`None`).
+async fn splice(
+    client: &mut Counted<TcpStream>,
+    backend: &mut Counted<TcpStream>,
+    entry: &MemberEntry,
+) -> Option<io::Result<(u64, u64)>> {
+    let cut = entry.cut_token();
+    tokio::select! {
+        biased;
+        copied = tokio::io::copy_bidirectional(client, backend) => Some(copied),
+        () = entry.retired.cancelled() => None,
+        () = cut.cancelled() => None,
+    }
+}
+
+/// The members one client connection was given so far, and how many
+/// attempts that took (connects and redispatches alike).
+#[derive(Default)]
+struct Picks {
+    tried: Vec<Arc<MemberEntry>>,
+    made: u32,
+}
+
+/// Connects to the best eligible member not tried yet, moving on to the
+/// next one when a connect fails, while attempts remain.
+async fn connect_upstream(shared: &Shared, picks: &mut Picks) -> Option<(TcpStream, ActiveGuard)> {
     let settings = &shared.settings;
     let attempts = settings.connect_attempts;
-    // Members whose connect failed for this connection.
-    let mut tried: Vec<Arc<MemberEntry>> = Vec::new();
-    let mut made = 0;
-    while made < attempts {
-        let guard = reserve(shared, &tried)?;
+    while picks.made < attempts {
+        let guard = reserve(shared, &picks.tried)?;
         let entry = guard.entry.clone();
-        tried.push(entry.clone());
-        made += 1;
+        picks.tried.push(entry.clone());
+        picks.made += 1;
+        let made = picks.made;
         let failure = match tokio::time::timeout(
             settings.connect_timeout,
             TcpStream::connect(entry.endpoint),
@@ -207,21 +263,62 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// A stream that counts the bytes read from it: one addition per read
-/// call, none per byte, and the count survives a cancelled copy.
+/// A stream that counts the bytes read from it (one addition per read
+/// call, none per byte, and the count survives a cancelled copy), shows
+/// its reads to the [`Side`] it is, and notes how it failed.
 struct Counted<S> {
     inner: S,
     read: u64,
-    side: super::sniff::Side,
+    side: Side,
+    /// A read or a write failed.
+    failed: bool,
+    /// A member side only: it closed or failed while holding a request
+    /// nothing was answered to.
+    dropped_a_request: bool,
 }
 
 impl<S> Counted<S> {
-    fn new(inner: S, side: super::sniff::Side) -> Self {
+    fn new(inner: S, side: Side) -> Self {
         Self {
             inner,
             read: 0,
             side,
+            failed: false,
+            dropped_a_request: false,
         }
+    }
+
+    /// Notes an I/O error; passes it on.
+    fn note<T>(&mut self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(_)) = &polled {
+            self.failed = true;
+            if let Side::Member(x, _) = &self.side {
+                if x.member_would_drop_a_request() {
+                    self.dropped_a_request = true;
+                }
+            }
+        }
+        polled
+    }
+
+    /// The end of the stream. A member's that drops a replayable request
+    /// becomes an error, so that the copy stops without passing the close
+    /// on to the client: the request goes to another member instead.
+    fn at_end(&mut self) -> io::Result<()> {
+        match &self.side {
+            Side::Client(x) => x.client_closed(),
+            Side::Member(x, _) if x.member_would_drop_a_request() => {
+                self.dropped_a_request = true;
+                if x.replay.can_replay() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the member closed the connection before answering",
+                    ));
+                }
+            }
+            Side::Member(..) | Side::Plain => {}
+        }
+        Ok(())
     }
 }
 
@@ -237,8 +334,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         self.read = self.read.saturating_add(n as u64);
         if n > 0 {
             self.side.saw(&buf.filled()[before..]);
+        } else if matches!(polled, Poll::Ready(Ok(()))) && buf.remaining() > 0 {
+            return Poll::Ready(self.at_end());
         }
-        polled
+        self.note(polled)
     }
 }
 
@@ -248,7 +347,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(polled)
     }
 
     fn poll_write_vectored(
@@ -256,7 +356,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -264,11 +365,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.note(polled)
     }
 }
 

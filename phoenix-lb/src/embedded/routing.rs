@@ -15,10 +15,12 @@
 //!    traffic;
 //! 3. never draining or unhealthy ones.
 //!
-//! Within a tier, members whose last connect failed (and that have not
-//! passed a check or taken a connection since) go last, so that a member
-//! that just died costs at most one failed attempt per connection until
-//! its checks mark it down.
+//! Within a tier, members whose last connect failed or that last closed a
+//! connection holding an unanswered request (and that have not passed a
+//! check or taken a connection since) go last. A member that just died
+//! has no open connections left, the fewest of all: without this, least
+//! connections would send it every new connection until its checks mark
+//! it down, rather than at most one.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,8 +29,8 @@ use phoenix_core::ports::MemberHealth;
 
 use super::members::{MemberEntry, MemberSet};
 
-/// How good a candidate is; lower is better: health tier, failed its last
-/// connect, open connections.
+/// How good a candidate is; lower is better: health tier, failed lately,
+/// open connections.
 type Rank = (u8, bool, u64);
 
 /// The best eligible member of `set` not in `exclude`; `start` rotates the

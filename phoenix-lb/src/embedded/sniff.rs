@@ -5,21 +5,46 @@
 //! status line does not start a read (pipelined requests) is not counted,
 //! and non-HTTP traffic counts connections only.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
 use super::members::MemberEntry;
+use super::replay::Replay;
 use super::stats::bump;
 
 /// One proxied connection's request in flight.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Exchange {
     asked_at: Mutex<Option<Instant>>,
+    /// The first request, kept for redispatch.
+    pub(crate) replay: Replay,
+    /// The client closed its side (end of stream).
+    client_closed: AtomicBool,
 }
 
 impl Exchange {
+    /// Keeps up to `replay_limit` bytes of the first request.
+    pub(crate) fn new(replay_limit: usize) -> Self {
+        Self {
+            asked_at: Mutex::new(None),
+            replay: Replay::new(replay_limit),
+            client_closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The client ended its side of the connection.
+    pub(crate) fn client_closed(&self) {
+        self.client_closed.store(true, Ordering::Relaxed);
+    }
+
+    /// A member closing now drops a request it was given: the client sent
+    /// one, kept its side open, and nothing was answered.
+    pub(crate) fn member_would_drop_a_request(&self) -> bool {
+        !self.client_closed.load(Ordering::Relaxed) && self.replay.holds_a_request()
+    }
+
     /// The client sent bytes: a request starts, unless one is in flight.
     pub(crate) fn client_sent(&self) {
         if let Ok(mut at) = self.asked_at.lock() {
@@ -75,8 +100,14 @@ impl Side {
         }
         match self {
             Self::Plain => {}
-            Self::Client(x) => x.client_sent(),
-            Self::Member(x, entry) => x.member_sent(entry, chunk),
+            Self::Client(x) => {
+                x.client_sent();
+                x.replay.client_sent(chunk);
+            }
+            Self::Member(x, entry) => {
+                x.replay.answered();
+                x.member_sent(entry, chunk);
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ pub(crate) struct MemberCounters {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
     pub(crate) connection_errors: AtomicU64,
+    pub(crate) unanswered: AtomicU64,
     pub(crate) forced_closes: AtomicU64,
     pub(crate) checks_passed: AtomicU64,
     pub(crate) checks_failed: AtomicU64,
@@ -37,6 +38,7 @@ pub(crate) struct MemberCounters {
 pub(crate) struct BalancerCounters {
     pub(crate) accepted: AtomicU64,
     pub(crate) unserved: AtomicU64,
+    pub(crate) redispatched: AtomicU64,
     pub(crate) forced_closes: AtomicU64,
 }
 
@@ -63,8 +65,14 @@ pub struct MemberStats {
     /// Connection attempts to the member that failed (refused, timed out);
     /// each was retried on another member while attempts remained.
     pub connect_failures: u64,
-    /// Proxied connections that ended with an I/O error (a reset, say).
+    /// Proxied connections that ended with an I/O error (a reset, say),
+    /// other than the [`unanswered`](Self::unanswered) ones.
     pub connection_errors: u64,
+    /// Connections the member closed or reset after a client's request
+    /// went in and before a byte of answer came out: it died holding the
+    /// request. Those whose request could be sent again were
+    /// [redispatched](BalancerStats::redispatched).
+    pub unanswered: u64,
     /// Connections closed by the balancer: still open when the member's
     /// drain timeout passed, or at shutdown.
     pub forced_closes: u64,
@@ -96,7 +104,7 @@ impl MemberStats {
             self.connections_total
         };
         TrafficStats {
-            requests: answered + self.connect_failures,
+            requests: answered + self.connect_failures + self.unanswered,
             errors: self.http_5xx + failed_io,
             mean_latency: self.mean_latency,
             p99_latency: None,
@@ -115,6 +123,11 @@ pub struct BalancerStats {
     /// Client connections closed unserved: no member was eligible, or every
     /// connection attempt failed.
     pub unserved: u64,
+    /// Client connections whose request a member dropped unanswered, sent
+    /// again to another member: the request was a `GET`, `HEAD` or
+    /// `OPTIONS` and the first on its connection, so nothing of it had
+    /// reached the client yet (see [`MemberStats::unanswered`]).
+    pub redispatched: u64,
     /// Connections closed by the balancer (drain timeouts, shutdown),
     /// including those of members since removed.
     pub forced_closes: u64,
