@@ -1,7 +1,9 @@
 //! The Auto Scaling group mode (`AsgCompute`) against moto, directly and
 //! through the fault layer: the Compute conformance suite, AWS's own
 //! replacements bound to the dead slot, cold standby as a group of size 0,
-//! and the group deleted with its last instance.
+//! the group deleted with its last instance, and nothing left running
+//! that no slot holds (instances that fail before a slot takes them, a
+//! launch the group cannot fill, a replacement no slot took yet).
 
 // Helpers outside #[test] functions unwrap too: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -383,4 +385,189 @@ async fn a_removal_whose_detach_answer_was_lost_still_deletes_the_group() {
     );
     let seen = asg.describe(&servers).await.unwrap();
     assert!(seen.iter().all(|s| s.status == ServerStatus::Deleted));
+}
+
+/// An `AsgCompute` on `client` that gives a launch `bind_within`.
+fn groups_within(client: &AwsClient, bind_within: Duration) -> AsgCompute {
+    let ec2 = Ec2Compute::builder(client.clone())
+        .client_token_honoured(false)
+        .build();
+    AsgCompute::builder(ec2)
+        .bind_within(bind_within)
+        .poll(Duration::from_millis(200))
+        .build()
+}
+
+/// What of the pool runs, as moto itself sees it (not through the fault
+/// layer): instances the group launched carry the pool's tags too.
+async fn running_in_moto(direct: &AwsClient, p: &Pool) -> Vec<ServerId> {
+    Ec2Compute::builder(direct.clone())
+        .build()
+        .list(&p.selector())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.status != ServerStatus::Deleted)
+        .map(|s| s.id)
+        .collect()
+}
+
+/// Every instance the group launches fails at boot. The launch cannot
+/// bind its requests and says so (a retryable error); the capacity it
+/// asked for goes with it. Nothing else would ever remove it: no slot
+/// holds those instances, so the executor has nothing to terminate.
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn a_launch_the_group_cannot_fill_leaves_no_instance_behind() {
+    let proxy = FaultProxy::start(
+        &moto(),
+        Faults {
+            boot_failure: 1.0,
+            pending_for: Duration::ZERO,
+            seed: 7,
+            ..Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+    let faulty = phoenix_providers::aws::testing::moto_client(&proxy.url(), 3).unwrap();
+    let direct = phoenix_providers::aws::testing::moto_client(&moto(), 3).unwrap();
+    let image = an_ami(&direct).await;
+    let asg = groups_within(&faulty, Duration::from_secs(3));
+    let p = Pool::new();
+    let results = asg
+        .launch(&(0..2).map(|i| p.request(&image, i, 0)).collect::<Vec<_>>())
+        .await;
+    for r in &results {
+        let e = r.as_ref().expect_err("no instance could be bound");
+        assert!(e.is_retryable(), "{e}");
+    }
+    let injected = proxy.injected();
+    assert!(
+        injected
+            .get("boot failure AutoScaling")
+            .copied()
+            .unwrap_or(0)
+            >= 2,
+        "{injected:?}"
+    );
+    assert_eq!(running_in_moto(&direct, &p).await, Vec::<ServerId>::new());
+    assert!(
+        groups(&direct)
+            .group_of(p.deployment.as_str(), p.pool.as_str())
+            .await
+            .unwrap()
+            .is_none(),
+        "a group that holds no slot's instance is not kept"
+    );
+}
+
+/// Some instances fail at boot before a slot takes them (the group still
+/// counts them, as a group does until its health check replaces them).
+/// The launch has them replaced and binds every request within its time.
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn a_group_instance_that_fails_before_a_slot_takes_it_is_replaced() {
+    let proxy = FaultProxy::start(
+        &moto(),
+        Faults {
+            boot_failure: 0.5,
+            pending_for: Duration::ZERO,
+            seed: 11,
+            ..Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+    let faulty = phoenix_providers::aws::testing::moto_client(&proxy.url(), 3).unwrap();
+    let direct = phoenix_providers::aws::testing::moto_client(&moto(), 3).unwrap();
+    let image = an_ami(&direct).await;
+    let asg = groups_within(&faulty, Duration::from_secs(20));
+    let p = Pool::new();
+    let servers: Vec<ServerId> = asg
+        .launch(&(0..3).map(|i| p.request(&image, i, 0)).collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    let injected = proxy.injected();
+    assert!(
+        injected
+            .get("boot failure AutoScaling")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{injected:?}"
+    );
+    let seen = asg.describe(&servers).await.unwrap();
+    assert!(seen.iter().all(|s| s.status.is_active()), "{seen:?}");
+    let (min, max, desired, members) = asg
+        .group_of(p.deployment.as_str(), p.pool.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((min, max, desired), (3, 3, 3));
+    let mut members = members;
+    members.sort();
+    let mut bound: Vec<String> = servers.iter().map(|s| s.as_str().to_owned()).collect();
+    bound.sort();
+    assert_eq!(members, bound, "the failed ones left the group");
+
+    for r in asg.terminate_many(&servers).await {
+        r.unwrap();
+    }
+    assert_eq!(running_in_moto(&direct, &p).await, Vec::<ServerId>::new());
+}
+
+/// A pool torn down while a replacement AWS launched for a dead slot
+/// waits for a slot: the replacement goes with the group instead of
+/// running on with nothing to hold it.
+#[tokio::test]
+#[ignore = "needs moto: run the full test script"]
+async fn a_pool_torn_down_takes_the_replacement_no_slot_took() {
+    let client = phoenix_providers::aws::testing::moto_client(&moto(), 3).unwrap();
+    let image = an_ami(&client).await;
+    let asg = groups(&client);
+    let p = Pool::new();
+    let servers: Vec<ServerId> = asg
+        .launch(&(0..2).map(|i| p.request(&image, i, 0)).collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    // AWS replaces slot 1's instance, which died (as in the test above).
+    client
+        .call(
+            &QueryRequest::new(Service::AutoScaling, "DetachInstances")
+                .param(
+                    "AutoScalingGroupName",
+                    format!("phoenix-{}-{}", p.deployment, p.pool),
+                )
+                .param("InstanceIds.member.1", servers[1].as_str())
+                .param("ShouldDecrementDesiredCapacity", "false"),
+        )
+        .await
+        .unwrap();
+    client
+        .call(
+            &QueryRequest::new(Service::Ec2, "TerminateInstances")
+                .param("InstanceId.1", servers[1].as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        running_in_moto(&client, &p).await.len(),
+        2,
+        "slot 0 and the replacement"
+    );
+
+    for r in asg.terminate_many(&servers).await {
+        r.unwrap();
+    }
+    assert_eq!(running_in_moto(&client, &p).await, Vec::<ServerId>::new());
+    assert!(asg
+        .group_of(p.deployment.as_str(), p.pool.as_str())
+        .await
+        .unwrap()
+        .is_none());
 }

@@ -102,6 +102,9 @@ impl AwsWorld {
         let mut policy = Policy::default();
         policy.provision.poll_interval = Duration::from_millis(200);
         policy.provision.replace_budget = 3;
+        // A server that never comes up fails the test in a minute, not in
+        // the default quarter of an hour.
+        policy.provision.server_deadline = Duration::from_secs(60);
         policy.rollout.bake_time = Duration::ZERO;
         policy.rollout.drain = Duration::from_millis(200);
         policy.retry = RetryPolicy {

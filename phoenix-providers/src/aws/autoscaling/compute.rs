@@ -7,12 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use phoenix_core::id::ServerId;
 use phoenix_core::labels::{keys, LabelSelector};
-use phoenix_core::model::{Server, ServerStatus};
+use phoenix_core::model::Server;
 use phoenix_core::ports::{Compute, ComputeCapabilities, LaunchRequest, PortError};
 use tokio::time::Instant;
 
-use super::group::{group_name, Groups, NewGroup};
-use super::wire::GroupInstance;
+use super::group::{group_name, Capacity, Groups, NewGroup};
 use crate::aws::ec2::{Ec2Compute, TERMINATE_BATCH};
 
 /// `Compute` on EC2 Auto Scaling: one group (and one launch template)
@@ -20,8 +19,8 @@ use crate::aws::ec2::{Ec2Compute, TERMINATE_BATCH};
 /// slots map onto the group's instances.
 #[derive(Debug, Clone)]
 pub struct AsgCompute {
-    ec2: Ec2Compute,
-    groups: Groups,
+    pub(super) ec2: Ec2Compute,
+    pub(super) groups: Groups,
     zones: Vec<String>,
     bind_within: Duration,
     poll: Duration,
@@ -97,7 +96,7 @@ impl AsgCompute {
         let name = group_name(deployment, pool);
         let op = format!("autoscaling launch into {name}");
         let data = self.ec2.template_data(op.clone(), first)?;
-        let (_, bound) = self.members(&name).await?;
+        let bound = self.members(&name).await?.bound;
         let want = bound + requests.len() as u32;
         match self.groups.describe(&name).await? {
             None => {
@@ -135,11 +134,11 @@ impl AsgCompute {
             requests.iter().map(|_| None).collect();
         let deadline = Instant::now() + self.bind_within;
         loop {
-            let (free, _) = self.members(&name).await?;
+            let members = self.members(&name).await?;
             let waiting: Vec<usize> = (0..requests.len())
                 .filter(|i| results[*i].is_none())
                 .collect();
-            for (i, server) in waiting.iter().zip(free) {
+            for (i, server) in waiting.iter().zip(members.free) {
                 results[*i] = Some(self.bind(requests[*i], server).await);
             }
             if results.iter().all(Option::is_some) {
@@ -148,7 +147,23 @@ impl AsgCompute {
             if Instant::now() >= deadline {
                 break;
             }
+            // The group counts them until its health check replaces them,
+            // and waiting for that costs the whole bind time: replaced now.
+            for id in &members.failed {
+                self.groups
+                    .terminate_in_group(id, Capacity::Replace)
+                    .await?;
+            }
             tokio::time::sleep(self.poll).await;
+        }
+        if results.iter().any(Option::is_none) {
+            // What the group launched for the requests left unbound goes:
+            // no slot holds it, so nothing else would ever remove it (the
+            // caller gives up, or sends the requests again, which sizes
+            // the group anew).
+            if let Err(e) = self.release_unbound(&name).await {
+                tracing::warn!(group = %name, error = %e.chain(), "could not release the capacity no request took; the next change to the group does");
+            }
         }
         Ok(results
             .into_iter()
@@ -168,33 +183,6 @@ impl AsgCompute {
             .collect())
     }
 
-    /// The group's live instances no slot holds yet (by id), and how many
-    /// counted ones a slot holds.
-    async fn members(&self, name: &str) -> Result<(Vec<Server>, u32), PortError> {
-        let Some(g) = self.groups.describe(name).await? else {
-            return Ok((Vec::new(), 0));
-        };
-        let counted: Vec<ServerId> = g
-            .instances
-            .members
-            .iter()
-            .filter(|i| i.counted())
-            .filter_map(|i| ServerId::new(i.id.clone()).ok())
-            .collect();
-        let mut servers = self.ec2.describe(&counted).await?;
-        servers.sort_by(|a, b| a.id.cmp(&b.id));
-        let bound = servers
-            .iter()
-            .filter(|s| s.labels.get(keys::TOKEN).is_some())
-            .count() as u32;
-        let free = servers
-            .into_iter()
-            .filter(|s| s.labels.get(keys::TOKEN).is_none())
-            .filter(|s| !matches!(s.status, ServerStatus::Deleted | ServerStatus::Error { .. }))
-            .collect();
-        Ok((free, bound))
-    }
-
     /// Tags an instance with a slot's name and labels: from then on it is
     /// that slot's server, found by its token.
     async fn bind(&self, r: &LaunchRequest, mut server: Server) -> Result<Server, PortError> {
@@ -206,67 +194,6 @@ impl AsgCompute {
         server.name = r.name.clone();
         server.labels = r.labels.clone();
         Ok(server)
-    }
-
-    /// Removes one group's instances from its capacity, lowering it so
-    /// that the group replaces none: those in service are detached (in
-    /// batches), those still launching are terminated through the group
-    /// (they cannot be detached). The caller then terminates them all.
-    async fn remove_from_group(&self, name: &str, ids: &[String]) -> Result<(), PortError> {
-        let Some(g) = self.groups.describe(name).await? else {
-            return Ok(());
-        };
-        let (in_service, launching): (Vec<&GroupInstance>, Vec<&GroupInstance>) = g
-            .instances
-            .members
-            .iter()
-            .filter(|i| i.counted() && ids.contains(&i.id))
-            .partition(|i| i.lifecycle == "InService");
-        let counted = in_service.len() + launching.len();
-        if counted == 0 {
-            return Ok(());
-        }
-        let left = g.desired.saturating_sub(counted as u32);
-        if g.min > left {
-            self.groups.resize(name, left, g.max, g.desired).await?;
-        }
-        let detach: Vec<String> = in_service.iter().map(|i| i.id.clone()).collect();
-        if !detach.is_empty() {
-            self.groups.detach(name, &detach).await?;
-        }
-        for i in launching {
-            self.groups.terminate_in_group(&i.id).await?;
-        }
-        self.groups.resize(name, left, left, left).await
-    }
-
-    /// Deletes the group (and template) once nothing of it remains but
-    /// what was just terminated; otherwise brings its bounds back to its
-    /// desired capacity (an earlier removal may have stopped half-way).
-    async fn settle_group(&self, name: &str, gone: &BTreeSet<String>) -> Result<(), PortError> {
-        let Some(g) = self.groups.describe(name).await? else {
-            return Ok(());
-        };
-        let empty = g.desired == 0
-            && g.instances.members.iter().all(|i| {
-                gone.contains(&i.id)
-                    || i.lifecycle.starts_with("Terminat")
-                    || i.lifecycle.starts_with("Detach")
-            });
-        if empty {
-            return self.groups.delete(name).await;
-        }
-        let standby = g
-            .instances
-            .members
-            .iter()
-            .any(|i| i.lifecycle.contains("Standby"));
-        if !standby && (g.min != g.desired || g.max != g.desired) {
-            self.groups
-                .resize(name, g.desired, g.desired, g.desired)
-                .await?;
-        }
-        Ok(())
     }
 }
 
@@ -514,7 +441,8 @@ impl AsgComputeBuilder {
 
     /// How long a launch waits for the group's instances before it
     /// answers "not yet" for the rest (default 45 s, inside the
-    /// executor's call deadline; a later launch binds them).
+    /// executor's call deadline). What the group launched for those is
+    /// released with the answer; a later launch sizes the group anew.
     pub fn bind_within(mut self, within: Duration) -> Self {
         self.inner.bind_within = within;
         self

@@ -173,15 +173,22 @@ impl Groups {
         Ok(())
     }
 
-    /// Terminates an instance through its group, lowering the desired
-    /// capacity (for instances still launching, which cannot be
-    /// detached). One the group no longer holds is left to EC2.
-    pub(crate) async fn terminate_in_group(&self, id: &str) -> Result<(), PortError> {
+    /// Terminates an instance through its group. `Lower` takes its place
+    /// out of the desired capacity (for instances still launching, which
+    /// cannot be detached); `Replace` keeps it, so that the group launches
+    /// a replacement, as its health check would for a failed instance.
+    /// One the group no longer holds is left to EC2.
+    pub(crate) async fn terminate_in_group(
+        &self,
+        id: &str,
+        capacity: Capacity,
+    ) -> Result<(), PortError> {
+        let decrement = matches!(capacity, Capacity::Lower);
         // Not sent again blindly: the next removal reads the group first.
         let q = QueryRequest::new(Service::AutoScaling, "TerminateInstanceInAutoScalingGroup")
             .not_idempotent()
             .param("InstanceId", id)
-            .param("ShouldDecrementDesiredCapacity", "true");
+            .param("ShouldDecrementDesiredCapacity", decrement.to_string());
         match self.client.call(&q).await {
             Ok(_) => Ok(()),
             Err(e) if aws_error_code(&e) == Some("ValidationError") => Ok(()),
@@ -243,6 +250,16 @@ pub(crate) fn group_name(deployment: &str, pool: &str) -> String {
     let hash = hex::encode(&digest[..4]);
     let keep: String = clean.chars().take(119).collect();
     format!("{keep}-{hash}")
+}
+
+/// What terminating an instance through its group does to the group's
+/// desired capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capacity {
+    /// Lowered by one: the group launches nothing in its place.
+    Lower,
+    /// Kept: the group launches a replacement.
+    Replace,
 }
 
 #[cfg(test)]

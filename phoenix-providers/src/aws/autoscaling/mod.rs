@@ -18,6 +18,16 @@
 //!   labels but no token. [`AsgCompute::list`](phoenix_core::ports::Compute::list)
 //!   leaves it out (it is capacity, not an orphan); when Phoenix heals
 //!   the dead slot, the new launch binds it instead of growing the group.
+//! - An instance that fails before a slot takes it (EC2 reads it
+//!   terminated or failed while the group still counts it, as a group
+//!   does until its health check replaces it) is terminated through the
+//!   group with the capacity kept, so the group launches its replacement
+//!   while the launch waits.
+//! - Nothing runs in a group that no slot holds: a launch that could not
+//!   bind every request in time releases what the group launched for the
+//!   rest, and a removal that leaves no bound instance (a replacement no
+//!   slot took yet, say) deletes the group with it. Otherwise no one
+//!   would ever remove them: the executor knows servers by token only.
 //! - Terminating detaches the instances with the capacity lowered (so AWS
 //!   replaces none) and terminates them in one EC2 call; the last one
 //!   deletes the group and its template. Stopping (cold standby) puts the
@@ -35,8 +45,8 @@
 //! request bound nowhere yet takes an instance launched for the earlier
 //! attempt. Sizes, tags, detaches and standby moves are each safe to
 //! repeat. A launch the group has not served within
-//! [`AsgComputeBuilder::bind_within`] answers "not yet" (temporary) and is
-//! bound by a later one.
+//! [`AsgComputeBuilder::bind_within`] answers "not yet" (temporary),
+//! releases the capacity it asked for, and is served by a later one.
 //!
 //! The launch template's user data is the first request's of the pool:
 //! per-server values (name, slot) are the instance's tags, which the
@@ -57,6 +67,7 @@
 //! # }
 //! ```
 
+mod capacity;
 mod compute;
 mod group;
 mod wire;
